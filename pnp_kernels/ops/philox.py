@@ -1,0 +1,121 @@
+"""Counter-based N(0, 1) noise for the "philox" noise mode (SPEC §5), reference implementation.
+
+The function, implemented identically by every backend (torch here, Triton and CUDA in-kernel):
+
+    normal(seed_b, step, iteration, e) for sample b and element e of that sample
+    (e = flat index into the contiguous (C, F, H, W) sample, 0 <= e < 2**32):
+
+    key      k0 = seed_b mod 2**32,  k1 = (seed_b >> 32) mod 2**32   (seed_b taken mod 2**64)
+    counter  c  = (e, 0, step, iteration)                            (uint32 words)
+    bits     (x0, x1, x2, x3) = Philox4x32-10(c, k)   [Salmon et al., SC'11]
+             round:  hi0:lo0 = 0xD2511F53 * c0,  hi1:lo1 = 0xCD9E8D57 * c2   (32x32 -> 64 bit)
+                     c = (hi1 ^ c1 ^ k0,  lo1,  hi0 ^ c3 ^ k1,  lo0)
+                     k0 += 0x9E3779B9,  k1 += 0xBB67AE85                   (mod 2**32)
+             10 rounds; x2 and x3 are unused.
+    uniforms u1 = ((x0 >> 8) + 1) * 2**-24   in (0, 1]   (exact in float32)
+             u2 =  (x1 >> 8)      * 2**-24   in [0, 1)
+    normal   sqrt(-2 ln u1) * cos(2 pi u2)                (Box-Muller, cosine branch)
+
+A batch seeded with one integer ``seed`` uses ``seed_b = seed + b``, so a batch equals its samples
+run one at a time with seeds seed, seed + 1, ... (batch invariance). The value depends only on
+(seed_b, step, iteration, e): changing the refinement plan never changes any other draw.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+PHILOX_M0 = 0xD2511F53
+PHILOX_M1 = 0xCD9E8D57
+PHILOX_W0 = 0x9E3779B9
+PHILOX_W1 = 0xBB67AE85
+PHILOX_ROUNDS = 10
+_MASK32 = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class PhiloxNoise:
+    """Where the perturbation noise of one P&P iteration comes from in "philox" mode.
+
+    seeds: one integer per sample (``sample_seeds`` builds them from a single seed).
+    step, iteration: the outer step and the P&P iteration (>= 1) that the noise perturbs for.
+    """
+
+    seeds: tuple[int, ...]
+    step: int
+    iteration: int
+
+    def __post_init__(self):
+        seeds = tuple(self.seeds)
+        for s in seeds:
+            if isinstance(s, bool) or not isinstance(s, numbers.Integral):
+                raise TypeError(f"philox seeds must be integers, got {s!r}")
+        object.__setattr__(self, "seeds", tuple(int(s) % 2**64 for s in seeds))
+        for name in ("step", "iteration"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < 2**32:
+                raise ValueError(f"philox {name} must be an integer in [0, 2**32), got {value!r}")
+
+    def key_table(self, device) -> torch.Tensor:
+        """(B, 2) int64 tensor of (k0, k1) per sample, for kernels."""
+        return torch.tensor([[s & _MASK32, s >> 32] for s in self.seeds], dtype=torch.int64, device=device)
+
+
+def sample_seeds(seed: int | Sequence[int], batch: int) -> tuple[int, ...]:
+    """Per-sample seeds: ``seed + b`` for one integer, or the given sequence (one per sample)."""
+    if isinstance(seed, bool):
+        raise TypeError(f"seed must be an integer or a sequence of integers, got {seed!r}")
+    if isinstance(seed, numbers.Integral):
+        return tuple(int(seed) + b for b in range(batch))
+    if not isinstance(seed, Sequence):
+        raise TypeError(f"seed must be an integer or a sequence of integers, got {seed!r}")
+    if len(seed) != batch:
+        raise ValueError(f"seed has {len(seed)} entries but the batch has {batch} samples")
+    return tuple(seed)
+
+
+def _mulhilo(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # int64 multiplication wraps modulo 2**64, which still holds the whole 64-bit product of two
+    # 32-bit values; shifting and masking recovers both halves.
+    product = b * a
+    return (product >> 32) & _MASK32, product & _MASK32
+
+
+def philox_bits(counter: Sequence[torch.Tensor], key: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+    """Philox4x32-10 on int64 tensors holding uint32 words; returns (x0, x1, x2, x3)."""
+    c0, c1, c2, c3 = (torch.as_tensor(c, dtype=torch.int64) & _MASK32 for c in counter)
+    k0, k1 = key
+    for _ in range(PHILOX_ROUNDS):
+        hi0, lo0 = _mulhilo(PHILOX_M0, c0)
+        hi1, lo1 = _mulhilo(PHILOX_M1, c2)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+        k0 = (k0 + PHILOX_W0) & _MASK32
+        k1 = (k1 + PHILOX_W1) & _MASK32
+    return c0, c1, c2, c3
+
+
+def bits_to_normal(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+    """Box-Muller of two uint32 words (int64 tensors) to float32 N(0, 1), computed in float64."""
+    u1 = ((x0 >> 8) + 1).to(torch.float64) * 2.0**-24
+    u2 = (x1 >> 8).to(torch.float64) * 2.0**-24
+    return (torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)).to(torch.float32)
+
+
+def philox_normal(noise: PhiloxNoise, sample_shape: Sequence[int], device=None) -> torch.Tensor:
+    """The (B, *sample_shape) float32 noise tensor that ``noise`` stands for."""
+    numel = math.prod(sample_shape)
+    if numel > 2**32:
+        raise ValueError(f"a sample of shape {tuple(sample_shape)} has more than 2**32 elements")
+    element = torch.arange(numel, dtype=torch.int64, device=device)
+    zero = torch.zeros((), dtype=torch.int64, device=device)
+    out = []
+    for seed in noise.seeds:
+        x0, x1, _, _ = philox_bits(
+            (element, zero, zero + noise.step, zero + noise.iteration), (seed & _MASK32, seed >> 32)
+        )
+        out.append(bits_to_normal(x0, x1).view(*sample_shape))
+    return torch.stack(out)
