@@ -365,7 +365,9 @@ def pnp_sample(
                 if capture_uncertainty:
                     stats.uncertainty_maps.append(
                         {"step": step, "iteration": iteration, "sigma": sigma,
-                         "uncertainty": result.uncertainty.cpu(), "certain": result.certain.cpu()}
+                         # copies: the slot buffers are reused (.cpu() of a CPU tensor would alias them)
+                         "uncertainty": result.uncertainty.to("cpu", copy=True),
+                         "certain": result.certain.to("cpu", copy=True)}
                     )
                 done = [was and not now for was, now in zip(active_host, still_host)]
                 for b in range(batch):

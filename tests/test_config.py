@@ -1,0 +1,91 @@
+"""RefinePlan and PnPConfig: accepted forms, and a clear error for every bad value."""
+import pytest
+
+from pnp_kernels import DEFAULT_PLAN, PnPConfig, RefinePlan
+
+
+def test_plan_forms_agree():
+    tuples = RefinePlan([(6, 14, 1), (2, 5, 3)])
+    dicts = RefinePlan([{"start": 2, "end": 5, "steps": 3}, {"start": 6, "end": 14, "steps": 1}])
+    parsed = RefinePlan.parse("2-5:3, 6-14:1")
+    assert tuples == dicts == parsed == DEFAULT_PLAN
+    assert tuples.ranges == ((2, 5, 3), (6, 14, 1))  # sorted
+    assert RefinePlan.parse(str(parsed)) == parsed
+    assert RefinePlan.parse("7:2").ranges == ((7, 7, 2),)
+    assert not RefinePlan.parse("none") and not RefinePlan.parse("") and not RefinePlan([])
+
+
+def test_plan_queries():
+    plan = RefinePlan.parse("2-5:3,6-14:1")
+    assert [plan.iterations(i) for i in range(16)] == [0, 0, 3, 3, 3, 3] + [1] * 9 + [0]
+    assert plan.extra_nfe(50) == 4 * 3 + 9 * 1
+    assert plan.extra_nfe(15) == 21
+    assert RefinePlan([]).extra_nfe(3) == 0
+
+
+@pytest.mark.parametrize(
+    "ranges, error, words",
+    [
+        ([(-1, 3, 1)], ValueError, "first_step"),
+        ([(1, 3, -2)], ValueError, "K"),
+        ([(1.5, 3, 1)], TypeError, "first_step"),
+        ([(1, True, 1)], TypeError, "last_step"),
+        ([(1, 3, "2")], TypeError, "K"),
+        ([(5, 3, 1)], ValueError, "last_step 3 < first_step 5"),
+        ([(1, 4, 1), (4, 6, 2)], ValueError, "overlap"),
+        ([(1, 2)], TypeError, "ranges[0]"),
+        ([{"start": 1, "end": 2}], ValueError, "steps"),
+        ("2-5:3", TypeError, "RefinePlan.parse"),
+        (5, TypeError, "ranges"),
+    ],
+)
+def test_plan_rejects(ranges, error, words):
+    with pytest.raises(error, match=words.replace("[", r"\[").replace("]", r"\]")):
+        RefinePlan(ranges)
+
+
+@pytest.mark.parametrize("text", ["2-5", "a-b:1", "2-5:3;6:1", "-1:2", "2-5:1.5", "3-:1"])
+def test_parse_rejects(text):
+    with pytest.raises(ValueError, match="plan entry"):
+        RefinePlan.parse(text)
+
+
+def test_plan_beyond_num_steps():
+    with pytest.raises(ValueError, match="refers to step 14 but the run has 10 steps"):
+        DEFAULT_PLAN.validate(10)
+    with pytest.raises(ValueError, match="refers to step 14"):
+        DEFAULT_PLAN.extra_nfe(14)
+    DEFAULT_PLAN.validate(15)
+
+
+def test_config_defaults_and_plan_forms():
+    cfg = PnPConfig()
+    assert (cfg.plan, cfg.tau, cfg.p_norm, cfg.certain_stop, cfg.noise, cfg.backend, cfg.nan_check) == (
+        DEFAULT_PLAN, 0.25, 1, 0.999, "generator", "auto", True,
+    )
+    assert PnPConfig(plan="2-5:3").plan == RefinePlan([(2, 5, 3)])
+    assert PnPConfig(plan=[(1, 1, 2)]).plan == RefinePlan([(1, 1, 2)])
+    assert PnPConfig(plan=None).plan == RefinePlan([])
+    assert PnPConfig(tau=0, certain_stop=1).certain_stop == 1.0
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, name",
+    [
+        ({"tau": -0.1}, ValueError, "tau"),
+        ({"tau": float("nan")}, ValueError, "tau"),
+        ({"tau": "0.2"}, TypeError, "tau"),
+        ({"p_norm": 3}, ValueError, "p_norm"),
+        ({"p_norm": True}, ValueError, "p_norm"),
+        ({"certain_stop": 0.0}, ValueError, "certain_stop"),
+        ({"certain_stop": 1.5}, ValueError, "certain_stop"),
+        ({"noise": "numpy"}, ValueError, "noise"),
+        ({"backend": "cudnn"}, ValueError, "backend"),
+        ({"nan_check": "yes"}, TypeError, "nan_check"),
+        ({"plan": "2-5:x"}, ValueError, "plan entry"),
+        ({"plan": [(3, 1, 1)]}, ValueError, "last_step"),
+    ],
+)
+def test_config_rejects(kwargs, error, name):
+    with pytest.raises(error, match=name):
+        PnPConfig(**kwargs)
