@@ -10,6 +10,7 @@ from typing import Callable, NamedTuple, Sequence, Union
 import torch
 
 from .config import PnPConfig
+from .ops.backends import select_backend
 from .ops.philox import PhiloxNoise, sample_seeds
 from .ops.pnp_update import pnp_update
 from .ops.reference import PnPUpdateOutput
@@ -407,6 +408,4 @@ def _empty_slot(z: torch.Tensor) -> PnPUpdateOutput:
 
 
 def _backend_name(requested: str, z: torch.Tensor) -> str:
-    from .ops.backends import select_backend
-
     return select_backend(requested, z, z, None).name

@@ -22,6 +22,7 @@ run one at a time with seeds seed, seed + 1, ... (batch invariance). The value d
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from dataclasses import dataclass
@@ -61,8 +62,14 @@ class PhiloxNoise:
                 raise ValueError(f"philox {name} must be an integer in [0, 2**32), got {value!r}")
 
     def key_table(self, device) -> torch.Tensor:
-        """(B, 2) int64 tensor of (k0, k1) per sample, for kernels."""
-        return torch.tensor([[s & _MASK32, s >> 32] for s in self.seeds], dtype=torch.int64, device=device)
+        """(B, 2) int64 tensor of (k0, k1) per sample, for kernels. Cached per (seeds, device): building
+        it anew each iteration would be a host-to-device copy, which synchronises on CUDA."""
+        return _key_table(self.seeds, str(torch.device(device)))
+
+
+@functools.lru_cache(maxsize=32)
+def _key_table(seeds: tuple[int, ...], device: str) -> torch.Tensor:
+    return torch.tensor([[s & _MASK32, s >> 32] for s in seeds], dtype=torch.int64, device=device)
 
 
 def sample_seeds(seed: int | Sequence[int], batch: int) -> tuple[int, ...]:
