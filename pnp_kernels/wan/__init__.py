@@ -1,0 +1,12 @@
+"""Drop-in diffusers pipelines for Wan 2.1 / 2.2 with Predict-and-Perturb sampling (SPEC §5)."""
+from .attention import AUTO_PRIORITY, AttentionChoice, choose_attention_backend
+from .pipeline_mixin import WanPnPPipelineOutput
+from .pipeline_wan import WanPnPPipeline
+
+__all__ = [
+    "AUTO_PRIORITY",
+    "AttentionChoice",
+    "WanPnPPipeline",
+    "WanPnPPipelineOutput",
+    "choose_attention_backend",
+]

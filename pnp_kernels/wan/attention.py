@@ -1,0 +1,161 @@
+"""Choice of the attention backend for the Wan transformers, with the reason each candidate was refused.
+
+``attention="auto"`` walks ``AUTO_PRIORITY`` (fastest exact kernel first) and takes the first backend with
+no reason against the device, dtype and head size; ``native`` (PyTorch SDPA) always runs. 8-bit Sage
+attention is not exact and is used only when asked for by name. Any other name of diffusers'
+``AttentionBackendName`` may be asked for; diffusers checks those itself. The choice is applied for the
+duration of one pipeline call with diffusers' ``attention_backend`` context manager, so the user's models
+are left as they were.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+logger = logging.getLogger("pnp_kernels")
+
+# Fastest exact first (FlashAttention 3 on Hopper, FlashAttention 2, cuDNN SDPA on Hopper, xformers,
+# then PyTorch's own SDPA, which picks its best kernel itself).
+AUTO_PRIORITY = ("_flash_3", "flash", "_native_cudnn", "xformers", "native")
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+@dataclass(frozen=True)
+class AttentionInputs:
+    """What decides whether a backend can run: where and in which dtype the transformer runs."""
+
+    device: torch.device
+    dtype: torch.dtype
+    head_dim: int
+
+
+def _cuda_reasons(inputs: AttentionInputs, min_capability: tuple[int, int] | None = None,
+                  max_capability: tuple[int, int] | None = None) -> list[str]:
+    if inputs.device.type != "cuda":
+        return [f"needs a CUDA device, the transformer runs on {inputs.device.type}"]
+    capability = torch.cuda.get_device_capability(inputs.device)
+    if min_capability is not None and capability < min_capability:
+        return [f"needs compute capability >= {min_capability[0]}.{min_capability[1]}, device has {capability[0]}.{capability[1]}"]
+    if max_capability is not None and capability > max_capability:
+        return [f"needs compute capability <= {max_capability[0]}.{max_capability[1]} (Hopper), device has {capability[0]}.{capability[1]}"]
+    return []
+
+
+def _half_reasons(inputs: AttentionInputs) -> list[str]:
+    if inputs.dtype not in HALF_DTYPES:
+        return [f"needs float16 or bfloat16, the transformer is {inputs.dtype}"]
+    return []
+
+
+def _head_dim_reasons(inputs: AttentionInputs, limit: int) -> list[str]:
+    return [f"needs head_dim <= {limit}, got {inputs.head_dim}"] if inputs.head_dim > limit else []
+
+
+def _package_reasons(available: bool, what: str) -> list[str]:
+    return [] if available else [f"{what} is not installed (or too old for diffusers)"]
+
+
+def _flash3_reasons(inputs: AttentionInputs) -> list[str]:
+    from diffusers.utils import is_flash_attn_3_available
+
+    return (_package_reasons(is_flash_attn_3_available(), "FlashAttention 3 (flash_attn_interface)")
+            + _cuda_reasons(inputs, (9, 0), (9, 0)) + _half_reasons(inputs) + _head_dim_reasons(inputs, 256))
+
+
+def _flash2_reasons(inputs: AttentionInputs) -> list[str]:
+    from diffusers.utils import is_flash_attn_available, is_flash_attn_version
+
+    installed = is_flash_attn_available() and is_flash_attn_version(">=", "2.6.3")
+    return (_package_reasons(installed, "flash-attn>=2.6.3")
+            + _cuda_reasons(inputs, (8, 0)) + _half_reasons(inputs) + _head_dim_reasons(inputs, 256))
+
+
+def _cudnn_reasons(inputs: AttentionInputs) -> list[str]:
+    reasons = _cuda_reasons(inputs, (9, 0), (9, 0))
+    if not reasons and not torch.backends.cudnn.is_available():
+        reasons.append("cuDNN is not available to PyTorch")
+    return reasons + _half_reasons(inputs) + _head_dim_reasons(inputs, 128)
+
+
+def _xformers_reasons(inputs: AttentionInputs) -> list[str]:
+    from diffusers.utils import is_xformers_available, is_xformers_version
+
+    installed = is_xformers_available() and is_xformers_version(">=", "0.0.29")
+    return _package_reasons(installed, "xformers>=0.0.29") + _cuda_reasons(inputs)
+
+
+def _native_reasons(inputs: AttentionInputs) -> list[str]:
+    return []
+
+
+def _sage_reasons(inputs: AttentionInputs) -> list[str]:
+    from diffusers.utils import is_sageattention_available, is_sageattention_version
+
+    installed = is_sageattention_available() and is_sageattention_version(">=", "2.1.1")
+    return _package_reasons(installed, "sageattention>=2.1.1") + _cuda_reasons(inputs, (8, 0)) + _half_reasons(inputs)
+
+
+# Backends this module knows the limits of; other diffusers backends are checked by diffusers.
+NOT_SUPPORTED_REASONS: dict[str, Callable[[AttentionInputs], list[str]]] = {
+    "_flash_3": _flash3_reasons,
+    "flash": _flash2_reasons,
+    "_native_cudnn": _cudnn_reasons,
+    "xformers": _xformers_reasons,
+    "native": _native_reasons,
+    "sage": _sage_reasons,
+}
+
+
+@dataclass
+class AttentionChoice:
+    """The backend a call uses, what was asked for, and why better candidates were refused."""
+
+    backend: str
+    requested: str
+    refused: dict[str, list[str]] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        lines = [f"attention: {self.backend} (requested {self.requested!r})"]
+        lines += [f"  {name} refused: {'; '.join(reasons)}" for name, reasons in self.refused.items()]
+        return "\n".join(lines)
+
+
+def known_backend_names() -> set[str]:
+    from diffusers.models.attention_dispatch import AttentionBackendName
+
+    return {member.value for member in AttentionBackendName}
+
+
+def choose_attention_backend(requested: str, inputs: AttentionInputs) -> AttentionChoice:
+    """Resolve ``"auto"`` or a diffusers backend name; raise ValueError with the reasons if a requested
+    backend cannot run on ``inputs``."""
+    if not isinstance(requested, str):
+        raise TypeError(f"attention must be 'auto' or a diffusers attention backend name, got {requested!r}")
+    name = requested.lower()
+    if name == "auto":
+        refused = {}
+        for candidate in AUTO_PRIORITY:
+            reasons = NOT_SUPPORTED_REASONS[candidate](inputs)
+            if not reasons:
+                choice = AttentionChoice(candidate, requested, refused)
+                logger.info(choice.describe())
+                return choice
+            refused[candidate] = reasons
+        raise AssertionError("native attention has no requirements; auto cannot run out of candidates")
+    known = known_backend_names()
+    if name not in known:
+        raise ValueError(f"attention must be 'auto' or one of {sorted(known)}, got {requested!r}")
+    reasons = NOT_SUPPORTED_REASONS[name](inputs) if name in NOT_SUPPORTED_REASONS else []
+    if reasons:
+        raise ValueError(f"attention={requested!r} cannot run: {'; '.join(reasons)}")
+    return AttentionChoice(name, requested)
+
+
+def use_attention_backend(choice: AttentionChoice):
+    """Context manager running the transformers with the chosen backend (diffusers' dispatcher)."""
+    from diffusers.models.attention_dispatch import attention_backend
+
+    return attention_backend(choice.backend)
