@@ -1,10 +1,17 @@
 """Backends of the fused update as data: what each supports, and why it cannot run (STYLE.md).
 
+Every backend has ``name``, ``auto_devices`` (device types "auto" may pick it for; None = any),
+``not_supported_reasons(z, v, v_uncond) -> list[str]`` and ``run(z, v, sigma, sigma_next, *,
+out=None, **kwargs) -> PnPUpdateOutput`` with the keyword arguments of ``pnp_update_reference``.
+
 "auto" walks ``AUTO_PRIORITY`` and takes the first backend with no reasons against the inputs; an
-explicitly requested backend that cannot run raises with its reasons.
+explicitly requested backend that cannot run raises with its reasons. Nothing heavy is imported
+here: Triton is imported when its backend first runs or is asked about CPU tensors.
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import logging
 
 import torch
@@ -12,6 +19,9 @@ import torch
 from .reference import PnPUpdateOutput, pnp_update_reference
 
 logger = logging.getLogger("pnp_kernels")
+
+AUTO_PRIORITY = ("triton", "cuda", "torch")
+SUPPORTED_VELOCITY_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def write_outputs(result: PnPUpdateOutput, out: PnPUpdateOutput | None) -> PnPUpdateOutput:
@@ -37,6 +47,7 @@ class TorchBackend:
     """The pure-PyTorch reference: runs anywhere, it is the specification."""
 
     name = "torch"
+    auto_devices = None
 
     def not_supported_reasons(self, z, v, v_uncond) -> list[str]:
         return []
@@ -45,9 +56,99 @@ class TorchBackend:
         return write_outputs(pnp_update_reference(z, v, sigma, sigma_next, **kwargs), out)
 
 
-BACKENDS = {"torch": TorchBackend()}
-AUTO_PRIORITY = ("torch",)
+class TritonBackend:
+    """The fused Triton kernel (``triton_kernel.py``): CUDA tensors, or CPU under TRITON_INTERPRET=1."""
+
+    name = "triton"
+    auto_devices = ("cuda",)  # the CPU interpreter is for tests, far slower than the reference
+    max_channels = 64
+
+    def __init__(self):
+        self._launcher = None
+        self._load_error: str | None = None
+
+    def _load(self):
+        """The launcher module, or None with the import error remembered (reported, not retried)."""
+        if self._launcher is None and self._load_error is None:
+            try:
+                self._launcher = importlib.import_module(".triton_launch", __package__)
+            except ImportError as error:
+                self._load_error = f"importing the Triton kernel failed: {error}"
+                logger.warning("pnp_update: %s", self._load_error)
+        return self._launcher
+
+    def not_supported_reasons(self, z, v, v_uncond) -> list[str]:
+        if importlib.util.find_spec("triton") is None:
+            return ["triton is not installed (pip install 'pnp-kernels[triton]')"]
+        reasons = []
+        if z.device.type != "cuda" and not _triton_interpreter_on():
+            reasons.append(
+                f"needs CUDA tensors, got {z.device.type} tensors (on the CPU it runs only in Triton's "
+                "interpreter: set TRITON_INTERPRET=1 before triton is imported)"
+            )
+        if z.dim() == 5 and z.shape[1] > self.max_channels:
+            reasons.append(f"handles at most {self.max_channels} channels, got C={z.shape[1]}")
+        for name, t in (("v", v), ("v_uncond", v_uncond)):
+            if t is not None and t.dtype not in SUPPORTED_VELOCITY_DTYPES:
+                reasons.append(f"{name} dtype {t.dtype} is not float32, bfloat16 or float16")
+        if not reasons and self._load() is None:
+            reasons.append(self._load_error)
+        return reasons
+
+    def run(self, z, v, sigma, sigma_next, *, out=None, **kwargs) -> PnPUpdateOutput:
+        launcher = self._load()
+        if launcher is None:
+            raise RuntimeError(f"backend 'triton' cannot run: {self._load_error}")
+        return launcher.run_triton(z, v, sigma, sigma_next, out=out, **kwargs)
+
+
+class UnavailableBackend:
+    """Stands in for a backend whose module is missing or failed to import; says why, once."""
+
+    auto_devices = None
+
+    def __init__(self, name: str, reason: str):
+        self.name = name
+        self.reason = reason
+
+    def not_supported_reasons(self, z, v, v_uncond) -> list[str]:
+        return [self.reason]
+
+    def run(self, z, v, sigma, sigma_next, *, out=None, **kwargs) -> PnPUpdateOutput:
+        raise RuntimeError(f"backend {self.name!r} cannot run: {self.reason}")
+
+
+def _triton_interpreter_on() -> bool:
+    import triton  # only reached for non-CUDA tensors, where the interpreter is the question
+
+    return bool(triton.knobs.runtime.interpret)
+
+
+def _load_cuda_backend():
+    """The CUDA C++ backend from ``cuda_backend.py`` (its own checks say whether the extension is built)."""
+    module_name = f"{__package__}.cuda_backend"
+    if importlib.util.find_spec(module_name) is None:
+        return UnavailableBackend("cuda", f"{module_name} is not part of this installation")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        logger.warning("pnp_update: importing %s failed: %s", module_name, error)
+        return UnavailableBackend("cuda", f"importing {module_name} failed: {error}")
+    return module.CudaBackend()
+
+
+# Defined last: cuda_backend may import helpers from this module.
+BACKENDS = {"triton": TritonBackend(), "cuda": _load_cuda_backend(), "torch": TorchBackend()}
 _reported: set[tuple[str, str]] = set()
+
+
+def auto_reasons(name: str, z: torch.Tensor, v: torch.Tensor, v_uncond: torch.Tensor | None) -> list[str]:
+    """Why "auto" would not pick backend ``name`` for these inputs ([] = it would)."""
+    backend = BACKENDS[name]
+    devices = getattr(backend, "auto_devices", None)
+    if devices is not None and z.device.type not in devices:
+        return [f"auto uses it only for {'/'.join(devices)} tensors, got {z.device.type}"]
+    return backend.not_supported_reasons(z, v, v_uncond)
 
 
 def select_backend(requested: str, z: torch.Tensor, v: torch.Tensor, v_uncond: torch.Tensor | None):
@@ -62,13 +163,22 @@ def select_backend(requested: str, z: torch.Tensor, v: torch.Tensor, v_uncond: t
         return backend
     refused = {}
     for name in AUTO_PRIORITY:
-        reasons = BACKENDS[name].not_supported_reasons(z, v, v_uncond)
+        reasons = auto_reasons(name, z, v, v_uncond)
         if not reasons:
-            key = (name, str(z.device.type))
-            if key not in _reported:  # say once per device type which backend auto chose
-                _reported.add(key)
-                logger.info("pnp_update: backend 'auto' chose %r for %s tensors", name, z.device.type)
+            _report_choice(name, z.device.type, refused)
             return BACKENDS[name]
         refused[name] = reasons
     details = "; ".join(f"{n}: {', '.join(r)}" for n, r in refused.items())
     raise RuntimeError(f"no pnp_update backend can run on these inputs ({details})")
+
+
+def _report_choice(name: str, device_type: str, refused: dict[str, list[str]]) -> None:
+    key = (name, device_type)
+    if key in _reported or torch.compiler.is_compiling():  # once per device type; not while tracing
+        return
+    _reported.add(key)
+    skipped = "; ".join(f"{n}: {', '.join(r)}" for n, r in refused.items())
+    logger.info(
+        "pnp_update: backend 'auto' chose %r for %s tensors%s", name, device_type,
+        f" (skipped {skipped})" if skipped else "",
+    )

@@ -1,11 +1,17 @@
-"""Public fused P&P update: argument checks, backend choice, optional caller-owned outputs."""
+"""Public fused P&P update: argument checks, backend choice, optional caller-owned outputs.
+
+Validation stays in Python; the work goes through the ``pnp_kernels::pnp_update`` custom op
+(``custom_op.py``) so that ``torch.compile`` and CUDA graphs see one opaque, shape-known op.
+"""
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
 
 from .backends import select_backend
+from .custom_op import philox_key_words, pnp_update_op
 from .philox import PhiloxNoise
 from .reference import PnPUpdateOutput
 
@@ -58,6 +64,8 @@ def validate_update_args(
     if v_uncond is not None:
         _check_latent("v_uncond", v_uncond, z)
     guidance_scale = _check_scalar("guidance_scale", guidance_scale, float("-inf"), float("inf"))
+    if not math.isfinite(guidance_scale):
+        raise ValueError(f"guidance_scale must be finite, got {guidance_scale!r}")
     sigma = _check_scalar("sigma", sigma, 0.0, 1.0)
     sigma_next = _check_scalar("sigma_next", sigma_next, 0.0, 1.0)
     if sigma_next > sigma:
@@ -89,6 +97,37 @@ def validate_update_args(
     if not 0 <= num_pinned_frames < z.shape[2]:
         raise ValueError(f"num_pinned_frames must be in [0, F={z.shape[2]}), got {num_pinned_frames}")
     return sigma, sigma_next, guidance_scale, tau
+
+
+def _check_out(out, z: torch.Tensor) -> PnPUpdateOutput:
+    """``out`` as a PnPUpdateOutput (all None when not given), every given field checked."""
+    if out is None:
+        return PnPUpdateOutput(None, None, None, None, None, None, None)
+    if not isinstance(out, PnPUpdateOutput):
+        raise TypeError(f"out must be a PnPUpdateOutput or None, got {type(out).__name__}")
+    batch, mask_shape = z.shape[0], (z.shape[0], *z.shape[2:])
+    expected = {
+        "x0": (z.shape, torch.float32), "z_next": (z.shape, torch.float32),
+        "certain": (mask_shape, torch.bool), "certain_fraction": ((batch,), torch.float32),
+        "nonfinite": ((batch,), torch.int32), "z_perturbed": (z.shape, torch.float32),
+        "uncertainty": (mask_shape, torch.float32),
+    }
+    for name, (shape, dtype) in expected.items():
+        t = getattr(out, name)
+        if t is None:
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"out.{name} must be a torch.Tensor or None, got {type(t).__name__}")
+        if tuple(t.shape) != tuple(shape) or t.dtype != dtype or t.device != z.device:
+            raise ValueError(
+                f"out.{name} has shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}; "
+                f"expected {tuple(shape)}, {dtype}, {z.device}"
+            )
+    return out
+
+
+def _buffer(given: torch.Tensor | None, shape, dtype, device) -> torch.Tensor:
+    return given if given is not None else torch.empty(shape, dtype=dtype, device=device)
 
 
 def pnp_update(
@@ -123,11 +162,31 @@ def pnp_update(
         z, v, sigma, sigma_next, v_uncond, guidance_scale, prev_x0, prev_z_next, prev_certain,
         tau, p_norm, noise, active, num_pinned_frames,
     )
+    if not isinstance(return_uncertainty, bool):
+        raise TypeError(f"return_uncertainty must be a bool, got {return_uncertainty!r}")
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a string, got {backend!r}")
+    out = _check_out(out, z)
     chosen = select_backend(backend, z, v, v_uncond)
-    return chosen.run(
-        z, v, sigma, sigma_next,
-        v_uncond=v_uncond, guidance_scale=guidance_scale,
-        prev_x0=prev_x0, prev_z_next=prev_z_next, prev_certain=prev_certain,
-        tau=tau, p_norm=int(p_norm), noise=noise, active=active,
-        num_pinned_frames=int(num_pinned_frames), return_uncertainty=bool(return_uncertainty), out=out,
+
+    mask_shape = (z.shape[0], *z.shape[2:])
+    x0 = _buffer(out.x0, z.shape, torch.float32, z.device)
+    z_next = _buffer(out.z_next, z.shape, torch.float32, z.device)
+    certain = _buffer(out.certain, mask_shape, torch.bool, z.device)
+    z_perturbed = None if noise is None else _buffer(out.z_perturbed, z.shape, torch.float32, z.device)
+    uncertainty = _buffer(out.uncertainty, mask_shape, torch.float32, z.device) if return_uncertainty else None
+    philox = isinstance(noise, PhiloxNoise)
+    certain_fraction, nonfinite = pnp_update_op(
+        z, v, v_uncond, prev_x0, prev_z_next, prev_certain, active,
+        None if philox else noise,
+        philox_key_words(noise) if philox else None,
+        noise.step if philox else 0,
+        noise.iteration if philox else 0,
+        sigma, sigma_next, guidance_scale, tau, int(p_norm), int(num_pinned_frames), chosen.name,
+        x0, z_next, certain, z_perturbed, uncertainty,
     )
+    if out.certain_fraction is not None:
+        certain_fraction = out.certain_fraction.copy_(certain_fraction)
+    if out.nonfinite is not None:
+        nonfinite = out.nonfinite.copy_(nonfinite)
+    return PnPUpdateOutput(x0, z_next, certain, certain_fraction, nonfinite, z_perturbed, uncertainty)
