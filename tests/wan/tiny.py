@@ -9,6 +9,7 @@ import torch
 
 TEXT_DIM = 32
 TEXT_LEN = 7
+IMAGE_DIM = 16
 HEADS, HEAD_DIM = 2, 12  # head_dim splits into rotary (t, h, w) parts
 
 
@@ -45,6 +46,19 @@ def vae(ti2v=False):
     ).eval()
 
 
+def image_encoder():
+    """A tiny CLIP vision tower and its processor (Wan 2.1 I2V takes its penultimate hidden states)."""
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(2)
+    config = CLIPVisionConfig(
+        hidden_size=IMAGE_DIM, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+        image_size=32, patch_size=8,
+    )
+    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    return CLIPVisionModel(config).eval(), processor
+
+
 def scheduler(shift=3.0):
     from diffusers import FlowMatchEulerDiscreteScheduler
 
@@ -72,8 +86,9 @@ def components(kind="t2v", dtype=torch.float32):
         parts.update(vae=vae(), transformer=transformer(36, dtype=dtype), transformer_2=transformer(36, seed=7, dtype=dtype),
                      boundary_ratio=0.9, image_encoder=None, image_processor=None)
     elif kind == "i2v21":
-        parts.update(vae=vae(), transformer=transformer(36, image_dim=16, dtype=dtype),
-                     image_encoder=None, image_processor=None)
+        encoder, processor = image_encoder()
+        parts.update(vae=vae(), transformer=transformer(36, image_dim=IMAGE_DIM, dtype=dtype),
+                     image_encoder=encoder, image_processor=processor)
     else:
         raise ValueError(f"unknown kind {kind!r}")
     return parts
@@ -85,6 +100,9 @@ def prompt_embeds(batch, seed=0, length=TEXT_LEN):
 
 
 def image(height, width, seed=0):
-    """A random image tensor in [-1, 1], (1, 3, H, W), as diffusers' VideoProcessor accepts."""
+    """A random RGB PIL image."""
+    import PIL.Image
+
     g = torch.Generator().manual_seed(seed)
-    return torch.rand(1, 3, height, width, generator=g) * 2 - 1
+    pixels = torch.randint(0, 256, (height, width, 3), generator=g, dtype=torch.uint8)
+    return PIL.Image.fromarray(pixels.numpy())

@@ -1,0 +1,117 @@
+"""Image-to-video Wan 2.1 I2V, Wan 2.2 I2V-A14B and TI2V-5B with Predict-and-Perturb sampling."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import PIL.Image
+import torch
+from diffusers import WanImageToVideoPipeline
+
+from ..config import PnPConfig
+from ..sampler import IterationEvent
+from .denoiser import WanConditioning
+from .pipeline_mixin import PnPPipelineMixin, WanPnPPipelineOutput
+
+
+class WanImageToVideoPnPPipeline(PnPPipelineMixin, WanImageToVideoPipeline):
+    """diffusers' WanImageToVideoPipeline sampling with P&P (SPEC §3); the extra arguments are those of
+    ``WanPnPPipeline``.
+
+    36-channel models (Wan 2.1 I2V, Wan 2.2 I2V-A14B) see ``cat([z, mask + image latents])``; only the 16
+    noisy channels are refined. TI2V-5B (``expand_timesteps``) puts the encoded image into the first
+    latent frame, which is pinned there (timestep 0, never perturbed, never counted as uncertain), so
+    image-to-video works for it too.
+    """
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: PIL.Image.Image | torch.Tensor,
+        prompt: str | list[str] = None,
+        negative_prompt: str | list[str] = None,
+        height: int = 480,
+        width: int = 832,
+        num_frames: int = 81,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 5.0,
+        guidance_scale_2: float | None = None,
+        num_videos_per_prompt: int | None = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        image_embeds: torch.Tensor | None = None,
+        last_image: torch.Tensor | None = None,
+        output_type: str | None = "np",
+        return_dict: bool = True,
+        attention_kwargs: dict[str, Any] | None = None,
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ["latents"],
+        max_sequence_length: int = 512,
+        *,
+        pnp: PnPConfig | None = None,
+        pnp_seed: int | list[int] | None = None,
+        cfg_batch: bool = True,
+        attention: str = "auto",
+        compile: bool = False,
+        capture_uncertainty: bool = False,
+        pnp_callback: Callable[[IterationEvent], None] | None = None,
+    ) -> WanPnPPipelineOutput | tuple:
+        callback_on_step_end_tensor_inputs = getattr(callback_on_step_end, "tensor_inputs", callback_on_step_end_tensor_inputs)
+        self.check_inputs(
+            prompt, negative_prompt, image, height, width, prompt_embeds, negative_prompt_embeds, image_embeds,
+            callback_on_step_end_tensor_inputs, guidance_scale_2,
+        )
+        pnp = self._check_pnp_arguments(pnp, pnp_seed, cfg_batch, compile, capture_uncertainty, pnp_callback)
+        height, width, num_frames = self._video_size(height, width, num_frames)
+        guidance_scale_2 = self._set_call_state(guidance_scale, guidance_scale_2, attention_kwargs)
+        device = self._execution_device
+        num_videos_per_prompt = num_videos_per_prompt or 1
+        batch = self._prompt_batch(prompt, prompt_embeds) * num_videos_per_prompt
+
+        prompt_embeds, negative_prompt_embeds = self._encode_prompts(
+            prompt, negative_prompt, prompt_embeds, negative_prompt_embeds,
+            num_videos_per_prompt, max_sequence_length, device,
+        )
+        image_embeds = self._image_embeds(image, last_image, image_embeds, batch, device, prompt_embeds.dtype)
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+
+        image = self.video_processor.preprocess(image, height=height, width=width).to(device, torch.float32)
+        if last_image is not None:
+            last_image = self.video_processor.preprocess(last_image, height=height, width=width).to(device, torch.float32)
+        prepared = self.prepare_latents(
+            image, batch, self.vae.config.z_dim, height, width, num_frames, torch.float32, device, generator,
+            latents, last_image,
+        )
+        if self.config.expand_timesteps:
+            # TI2V-5B: the encoded image becomes latent frame 0 and stays pinned there.
+            latents, image_latents, _ = prepared
+            latents = latents.clone()
+            latents[:, :, :1] = image_latents
+            conditioning = WanConditioning(
+                prompt_embeds, negative_prompt_embeds, image_embeds, expand_timesteps=True, num_pinned_frames=1
+            )
+        else:
+            latents, condition = prepared  # mask (4 channels) + image latents (16 channels)
+            conditioning = WanConditioning(prompt_embeds, negative_prompt_embeds, image_embeds, condition=condition)
+        result, choice = self._sample(
+            latents, conditioning, pnp=pnp, pnp_seed=pnp_seed, generator=generator,
+            guidance_scale=guidance_scale, guidance_scale_2=guidance_scale_2, cfg_batch=cfg_batch,
+            attention=attention, compile=compile, capture_uncertainty=capture_uncertainty,
+            pnp_callback=pnp_callback, callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            attention_kwargs=attention_kwargs,
+        )
+        return self._output(result, choice, output_type, return_dict)
+
+    def _image_embeds(self, image, last_image, image_embeds, batch, device, dtype) -> torch.Tensor | None:
+        """CLIP image tokens, for the transformers that take them (Wan 2.1 I2V: ``image_dim`` is set);
+        one copy per video (diffusers repeats per prompt only, which breaks num_videos_per_prompt > 1)."""
+        if self.transformer is None or self.transformer.config.image_dim is None:
+            return None
+        if image_embeds is None:
+            if self.image_encoder is None or self.image_processor is None:
+                raise ValueError("this transformer takes CLIP image embeddings: load image_encoder and "
+                                 "image_processor, or pass image_embeds=")
+            image_embeds = self.encode_image(image if last_image is None else [image, last_image], device)
+        return image_embeds.repeat(batch, 1, 1).to(device, dtype)
