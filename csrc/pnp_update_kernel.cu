@@ -1,0 +1,223 @@
+// Fused Predict-and-Perturb update: the CUDA kernel and its launcher.
+//
+// Computes exactly what pnp_kernels/ops/reference.py specifies. One thread owns one spatial
+// position (f, h, w) of one sample and walks its channels, so the channel norm stays in
+// registers and every latent element is read once from memory. Depends only on the CUDA
+// toolkit: the torch binding lives in pnp_update_op.cpp.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "pnp_update_params.h"
+
+namespace pnp_kernels {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+
+// Philox4x32-10 constants (Salmon et al., SC'11), as in pnp_kernels/ops/philox.py.
+constexpr uint32_t kPhiloxM0 = 0xD2511F53u;
+constexpr uint32_t kPhiloxM1 = 0xCD9E8D57u;
+constexpr uint32_t kPhiloxW0 = 0x9E3779B9u;
+constexpr uint32_t kPhiloxW1 = 0xBB67AE85u;
+constexpr int kPhiloxRounds = 10;
+
+// The first two output words of Philox4x32-10 for counter (element, 0, step, iteration).
+__device__ __forceinline__ uint2 philox_first_words(uint32_t element, uint32_t step, uint32_t iteration,
+                                                    uint32_t k0, uint32_t k1) {
+  uint32_t c0 = element, c1 = 0u, c2 = step, c3 = iteration;
+#pragma unroll
+  for (int round = 0; round < kPhiloxRounds; ++round) {
+    const uint32_t hi0 = __umulhi(kPhiloxM0, c0), lo0 = kPhiloxM0 * c0;
+    const uint32_t hi1 = __umulhi(kPhiloxM1, c2), lo1 = kPhiloxM1 * c2;
+    c0 = hi1 ^ c1 ^ k0;
+    c1 = lo1;
+    c2 = hi0 ^ c3 ^ k1;
+    c3 = lo0;
+    k0 += kPhiloxW0;
+    k1 += kPhiloxW1;
+  }
+  return make_uint2(c0, c1);
+}
+
+// Box-Muller (cosine branch) of two Philox words. u1 and 2 * u2 are exact in float32; cospif
+// avoids rounding 2 * pi * u2 before the cosine, so the result stays within a few float32 ulps
+// of the float64 reference (precise logf/sqrtf: this file must not be built with fast math).
+__device__ __forceinline__ float philox_normal(uint2 words) {
+  const float u1 = static_cast<float>((words.x >> 8) + 1u) * 0x1p-24f;
+  const float u2 = static_cast<float>(words.y >> 8) * 0x1p-24f;
+  return sqrtf(-2.0f * logf(u1)) * cospif(2.0f * u2);
+}
+
+__device__ __forceinline__ float to_float(float value) { return value; }
+__device__ __forceinline__ float to_float(__half value) { return __half2float(value); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 value) { return __bfloat162float(value); }
+
+// Explicitly rounded arithmetic: the reference rounds after every elementwise op, so no
+// multiply-add may be contracted into an FMA where the outputs must match it bit for bit.
+__device__ __forceinline__ float mul(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ float add(float a, float b) { return __fadd_rn(a, b); }
+__device__ __forceinline__ float sub(float a, float b) { return __fsub_rn(a, b); }
+
+// Adds this block's count of `flag` (one per thread) to *total with a single atomic.
+__device__ __forceinline__ void add_block_count(bool flag, int* warp_counts, int32_t* total) {
+  const unsigned votes = __ballot_sync(0xffffffffu, flag);
+  if ((threadIdx.x & 31) == 0) warp_counts[threadIdx.x / 32] = __popc(votes);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int sum = 0;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) sum += warp_counts[w];
+    if (sum != 0) atomicAdd(total, sum);
+  }
+}
+
+// MAX_CHANNELS bounds the unrolled channel loops so that x0 / z_next stay in registers.
+template <typename VelocityT, int MAX_CHANNELS>
+__global__ void __launch_bounds__(kThreads) pnp_update_kernel(const PnPUpdateParams p) {
+  __shared__ int warp_counts[2][kWarps];
+  const int64_t b = blockIdx.y;
+  const int64_t position = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  bool certain = false;
+  bool nonfinite = false;
+
+  if (position < p.positions) {
+    const int channels = static_cast<int>(p.channels);
+    const int64_t base = b * p.channels * p.positions + position;  // element (b, 0, f, h, w)
+    const bool pinned = position / p.frame_size < p.num_pinned_frames;
+    const bool active = p.active == nullptr || p.active[b];
+    const bool has_prev = p.prev_x0 != nullptr;
+    const VelocityT* v = static_cast<const VelocityT*>(p.v);
+    const VelocityT* v_uncond = static_cast<const VelocityT*>(p.v_uncond);
+
+    // Pass 1: prediction, Euler proposal and the channel norm of the change, all in registers.
+    float x0[MAX_CHANNELS];
+    float z_next[MAX_CHANNELS];
+    float change = 0.0f;
+    bool finite = true;
+#pragma unroll
+    for (int c = 0; c < MAX_CHANNELS; ++c) {
+      if (c < channels) {
+        const int64_t i = base + c * p.positions;
+        const float z = p.z[i];
+        float velocity = to_float(v[i]);
+        if (v_uncond != nullptr) {
+          const float uncond = to_float(v_uncond[i]);
+          velocity = add(uncond, mul(p.guidance_scale, sub(velocity, uncond)));
+        }
+        x0[c] = sub(z, mul(p.sigma, velocity));
+        z_next[c] = add(z, mul(p.dt, velocity));
+        finite = finite && isfinite(x0[c]);
+        if (has_prev) {
+          const float d = sub(x0[c], p.prev_x0[i]);
+          change = p.p_norm == 1 ? add(change, fabsf(d)) : add(change, mul(d, d));
+        }
+      }
+    }
+    nonfinite = !finite && !pinned && active;  // an inactive sample's model output is discarded
+
+    float uncertainty = 0.0f;
+    bool merge = false;  // take the previous iteration's x0 / z_next
+    if (has_prev) {
+      const bool was_certain = p.prev_certain != nullptr && p.prev_certain[b * p.positions + position];
+      if (active) {
+        const float norm = p.p_norm == 1 ? change : sqrtf(change);
+        uncertainty = __fdiv_rn(norm, static_cast<float>(channels));
+        certain = (uncertainty < p.tau || was_certain) && !pinned;
+        merge = certain;
+      } else {  // a sample that left the step keeps everything from its previous iteration
+        certain = was_certain;
+        merge = true;
+      }
+    }
+    if (p.uncertainty != nullptr) {
+      // Multiplied rather than selected, as in the reference (a NaN stays NaN on pinned frames).
+      p.uncertainty[b * p.positions + position] = mul(uncertainty, pinned ? 0.0f : 1.0f);
+    }
+    p.certain[b * p.positions + position] = certain;
+
+    // Pass 2: merge, pin, perturb and write.
+    uint32_t k0 = 0u, k1 = 0u;
+    if (p.philox_keys != nullptr) {
+      k0 = static_cast<uint32_t>(p.philox_keys[2 * b]);
+      k1 = static_cast<uint32_t>(p.philox_keys[2 * b + 1]);
+    }
+#pragma unroll
+    for (int c = 0; c < MAX_CHANNELS; ++c) {
+      if (c < channels) {
+        const int64_t i = base + c * p.positions;
+        float x0_out = x0[c], z_next_out = z_next[c];
+        if (pinned) {
+          x0_out = z_next_out = p.z[i];
+        } else if (merge) {
+          x0_out = p.prev_x0[i];
+          z_next_out = p.prev_z_next[i];
+        }
+        p.x0[i] = x0_out;
+        p.z_next[i] = z_next_out;
+        if (p.z_perturbed != nullptr) {
+          float perturbed = x0_out;  // pinned frames are never perturbed
+          if (!pinned) {
+            float noise;
+            if (p.noise != nullptr) {
+              noise = p.noise[i];
+            } else {
+              const uint32_t element = static_cast<uint32_t>(c * p.positions + position);
+              noise = philox_normal(philox_first_words(element, p.philox_step, p.philox_iteration, k0, k1));
+            }
+            perturbed = add(mul(p.one_minus_sigma, x0_out), mul(p.sigma, noise));
+          }
+          p.z_perturbed[i] = perturbed;
+        }
+      }
+    }
+  }
+
+  // Every thread of the block takes part, including those past the last position.
+  add_block_count(certain, warp_counts[0], p.counts + 2 * b);
+  add_block_count(nonfinite, warp_counts[1], p.counts + 2 * b + 1);
+}
+
+template <typename VelocityT, int MAX_CHANNELS>
+cudaError_t launch_typed(const PnPUpdateParams& params, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>((params.positions + kThreads - 1) / kThreads),
+                  static_cast<unsigned>(params.batch));
+  pnp_update_kernel<VelocityT, MAX_CHANNELS><<<grid, kThreads, 0, stream>>>(params);
+  return cudaGetLastError();
+}
+
+// The smallest register budget that holds `channels` (Wan: 16, TI2V-5B: 48).
+template <typename VelocityT>
+cudaError_t launch_for_channels(const PnPUpdateParams& params, cudaStream_t stream) {
+  if (params.channels <= 4) return launch_typed<VelocityT, 4>(params, stream);
+  if (params.channels <= 16) return launch_typed<VelocityT, 16>(params, stream);
+  if (params.channels <= 32) return launch_typed<VelocityT, 32>(params, stream);
+  if (params.channels <= 48) return launch_typed<VelocityT, 48>(params, stream);
+  return launch_typed<VelocityT, kMaxChannels>(params, stream);
+}
+
+}  // namespace
+
+cudaError_t launch_pnp_update(const PnPUpdateParams& params, cudaStream_t stream) {
+  if (params.channels < 1 || params.channels > kMaxChannels || params.batch > 65535 ||
+      params.positions / kThreads >= 0x7fffffff) {
+    return cudaErrorInvalidValue;
+  }
+  const cudaError_t cleared =
+      cudaMemsetAsync(params.counts, 0, static_cast<size_t>(params.batch) * 2 * sizeof(int32_t), stream);
+  if (cleared != cudaSuccess || params.batch == 0 || params.positions == 0) return cleared;
+  switch (params.velocity_dtype) {
+    case VelocityDtype::kFloat32:
+      return launch_for_channels<float>(params, stream);
+    case VelocityDtype::kFloat16:
+      return launch_for_channels<__half>(params, stream);
+    case VelocityDtype::kBFloat16:
+      return launch_for_channels<__nv_bfloat16>(params, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace pnp_kernels

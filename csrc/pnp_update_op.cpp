@@ -1,0 +1,175 @@
+// Torch binding of the fused P&P update: registers pnp_kernels::pnp_update_cuda.
+//
+// Validates every tensor (device, dtype, shape, contiguity) before handing raw pointers to the
+// kernel in pnp_update_kernel.cu. A FRAGMENT is used for the namespace because the Python side
+// also defines ops under pnp_kernels:: (torch.library.custom_op), and a namespace may have only
+// one TORCH_LIBRARY block per process.
+#include <ATen/core/Tensor.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <optional>
+#include <vector>
+
+#include "pnp_update_params.h"
+
+namespace pnp_kernels {
+namespace {
+
+// Each check names the argument; TORCH_CHECK_VALUE / _TYPE surface as ValueError / TypeError.
+#define PNP_CHECK_DEVICE(t, z) \
+  TORCH_CHECK_VALUE((t).device() == (z).device(), #t " must be on ", (z).device(), " like z, got ", (t).device())
+#define PNP_CHECK_DTYPE(t, dtype) \
+  TORCH_CHECK_TYPE((t).scalar_type() == (dtype), #t " must have dtype ", (dtype), ", got ", (t).scalar_type())
+#define PNP_CHECK_SHAPE(t, shape) \
+  TORCH_CHECK_VALUE((t).sizes() == (shape), #t " must have shape ", (shape), ", got ", (t).sizes())
+#define PNP_CHECK_CONTIGUOUS(t) TORCH_CHECK_VALUE((t).is_contiguous(), #t " must be contiguous")
+#define PNP_CHECK_LAYOUT(t, z, shape) \
+  PNP_CHECK_DEVICE(t, z);             \
+  PNP_CHECK_SHAPE(t, shape);          \
+  PNP_CHECK_CONTIGUOUS(t)
+#define PNP_CHECK_TENSOR(t, z, dtype, shape) \
+  PNP_CHECK_DTYPE(t, dtype);                 \
+  PNP_CHECK_LAYOUT(t, z, shape)
+
+template <typename T>
+const T* data_or_null(const std::optional<at::Tensor>& t) {
+  return t.has_value() ? t->const_data_ptr<T>() : nullptr;
+}
+
+template <typename T>
+T* mutable_data_or_null(const std::optional<at::Tensor>& t) {
+  return t.has_value() ? t->mutable_data_ptr<T>() : nullptr;
+}
+
+void pnp_update_cuda(const at::Tensor& z, const at::Tensor& v, const std::optional<at::Tensor>& v_uncond,
+                     double guidance_scale, double sigma, double dt, const std::optional<at::Tensor>& prev_x0,
+                     const std::optional<at::Tensor>& prev_z_next, const std::optional<at::Tensor>& prev_certain,
+                     double tau, int64_t p_norm, const std::optional<at::Tensor>& noise,
+                     const std::optional<at::Tensor>& philox_keys, int64_t step, int64_t iteration,
+                     const std::optional<at::Tensor>& active, int64_t num_pinned_frames, const at::Tensor& x0,
+                     const at::Tensor& z_next, const at::Tensor& certain, const at::Tensor& counts,
+                     const std::optional<at::Tensor>& z_perturbed, const std::optional<at::Tensor>& uncertainty) {
+  TORCH_CHECK_VALUE(z.is_cuda(), "z must be a CUDA tensor, got ", z.device());
+  TORCH_CHECK_VALUE(z.dim() == 5, "z must have shape (B, C, F, H, W), got ", z.sizes());
+  const at::IntArrayRef latent_shape = z.sizes();
+  const int64_t batch = z.size(0), channels = z.size(1), frames = z.size(2);
+  const std::vector<int64_t> mask_dims = {batch, frames, z.size(3), z.size(4)};
+  const std::vector<int64_t> pair_dims = {batch, 2};
+  const at::IntArrayRef mask_shape(mask_dims), pair_shape(pair_dims), batch_shape(batch);
+
+  PNP_CHECK_DTYPE(z, at::kFloat);
+  PNP_CHECK_CONTIGUOUS(z);
+  TORCH_CHECK_VALUE(channels >= 1 && channels <= kMaxChannels, "z must have 1 to ", kMaxChannels,
+                    " channels, got ", channels);
+  TORCH_CHECK_VALUE(batch <= 65535, "z must have at most 65535 samples, got ", batch);
+  const at::ScalarType v_dtype = v.scalar_type();
+  TORCH_CHECK_TYPE(v_dtype == at::kFloat || v_dtype == at::kHalf || v_dtype == at::kBFloat16,
+                   "v must have dtype float32, float16 or bfloat16, got ", v_dtype);
+  PNP_CHECK_LAYOUT(v, z, latent_shape);
+  if (v_uncond) {
+    PNP_CHECK_TENSOR(*v_uncond, z, v_dtype, latent_shape);
+  }
+  TORCH_CHECK_VALUE(prev_x0.has_value() == prev_z_next.has_value(), "prev_x0 and prev_z_next must be given together");
+  TORCH_CHECK_VALUE(prev_x0 || (!prev_certain && !active), "prev_certain and active need prev_x0 and prev_z_next");
+  if (prev_x0) {
+    PNP_CHECK_TENSOR(*prev_x0, z, at::kFloat, latent_shape);
+    PNP_CHECK_TENSOR(*prev_z_next, z, at::kFloat, latent_shape);
+  }
+  if (prev_certain) {
+    PNP_CHECK_TENSOR(*prev_certain, z, at::kBool, mask_shape);
+  }
+  if (active) {
+    PNP_CHECK_TENSOR(*active, z, at::kBool, batch_shape);
+  }
+  TORCH_CHECK_VALUE(p_norm == 1 || p_norm == 2, "p_norm must be 1 or 2, got ", p_norm);
+  TORCH_CHECK_VALUE(num_pinned_frames >= 0 && num_pinned_frames < frames, "num_pinned_frames must be in [0, F=",
+                    frames, "), got ", num_pinned_frames);
+  TORCH_CHECK_VALUE(!(noise && philox_keys), "give either noise or philox_keys, not both");
+  TORCH_CHECK_VALUE(z_perturbed.has_value() == (noise || philox_keys),
+                    "z_perturbed must be given exactly when noise or philox_keys is");
+  if (noise) {
+    PNP_CHECK_TENSOR(*noise, z, at::kFloat, latent_shape);
+  }
+  if (philox_keys) {
+    PNP_CHECK_TENSOR(*philox_keys, z, at::kLong, pair_shape);
+    TORCH_CHECK_VALUE(z.numel() / std::max<int64_t>(batch, 1) <= (int64_t{1} << 32),
+                      "philox noise needs at most 2**32 elements per sample, got ", z.sizes());
+  }
+  TORCH_CHECK_VALUE(step >= 0 && step < (int64_t{1} << 32), "step must be in [0, 2**32), got ", step);
+  TORCH_CHECK_VALUE(iteration >= 0 && iteration < (int64_t{1} << 32), "iteration must be in [0, 2**32), got ",
+                    iteration);
+  PNP_CHECK_TENSOR(x0, z, at::kFloat, latent_shape);
+  PNP_CHECK_TENSOR(z_next, z, at::kFloat, latent_shape);
+  PNP_CHECK_TENSOR(certain, z, at::kBool, mask_shape);
+  PNP_CHECK_TENSOR(counts, z, at::kInt, pair_shape);
+  if (z_perturbed) {
+    PNP_CHECK_TENSOR(*z_perturbed, z, at::kFloat, latent_shape);
+  }
+  if (uncertainty) {
+    PNP_CHECK_TENSOR(*uncertainty, z, at::kFloat, mask_shape);
+  }
+
+  PnPUpdateParams params{};
+  params.z = z.const_data_ptr<float>();
+  params.v = v.const_data_ptr();
+  params.v_uncond = v_uncond ? v_uncond->const_data_ptr() : nullptr;
+  params.prev_x0 = data_or_null<float>(prev_x0);
+  params.prev_z_next = data_or_null<float>(prev_z_next);
+  params.prev_certain = data_or_null<bool>(prev_certain);
+  params.noise = data_or_null<float>(noise);
+  params.philox_keys = data_or_null<int64_t>(philox_keys);
+  params.active = data_or_null<bool>(active);
+  params.x0 = x0.mutable_data_ptr<float>();
+  params.z_next = z_next.mutable_data_ptr<float>();
+  params.certain = certain.mutable_data_ptr<bool>();
+  params.counts = counts.mutable_data_ptr<int32_t>();
+  params.z_perturbed = mutable_data_or_null<float>(z_perturbed);
+  params.uncertainty = mutable_data_or_null<float>(uncertainty);
+  params.velocity_dtype = v_dtype == at::kFloat ? VelocityDtype::kFloat32
+                          : v_dtype == at::kHalf ? VelocityDtype::kFloat16
+                                                 : VelocityDtype::kBFloat16;
+  params.batch = batch;
+  params.channels = channels;
+  params.frame_size = z.size(3) * z.size(4);
+  params.positions = frames * params.frame_size;
+  params.num_pinned_frames = num_pinned_frames;
+  params.guidance_scale = static_cast<float>(guidance_scale);
+  params.sigma = static_cast<float>(sigma);
+  params.one_minus_sigma = static_cast<float>(1.0 - sigma);
+  params.dt = static_cast<float>(dt);
+  params.tau = static_cast<float>(tau);
+  params.p_norm = static_cast<int>(p_norm);
+  params.philox_step = static_cast<uint32_t>(step);
+  params.philox_iteration = static_cast<uint32_t>(iteration);
+
+  const c10::cuda::CUDAGuard device_guard(z.device());
+  const cudaError_t status = launch_pnp_update(params, c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(status == cudaSuccess, "pnp_update_cuda launch failed: ", cudaGetErrorString(status));
+}
+
+// Shapes and dtypes only (FakeTensor / torch.compile tracing): the op writes into its arguments.
+void pnp_update_meta(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&, double, double, double,
+                     const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
+                     const std::optional<at::Tensor>&, double, int64_t, const std::optional<at::Tensor>&,
+                     const std::optional<at::Tensor>&, int64_t, int64_t, const std::optional<at::Tensor>&, int64_t,
+                     const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                     const std::optional<at::Tensor>&, const std::optional<at::Tensor>&) {}
+
+}  // namespace
+}  // namespace pnp_kernels
+
+TORCH_LIBRARY_FRAGMENT(pnp_kernels, m) {
+  m.def(
+      "pnp_update_cuda(Tensor z, Tensor v, Tensor? v_uncond, float guidance_scale, float sigma, float dt, "
+      "Tensor? prev_x0, Tensor? prev_z_next, Tensor? prev_certain, float tau, int p_norm, Tensor? noise, "
+      "Tensor? philox_keys, int step, int iteration, Tensor? active, int num_pinned_frames, Tensor(a!) x0, "
+      "Tensor(b!) z_next, Tensor(c!) certain, Tensor(d!) counts, Tensor(e!)? z_perturbed, "
+      "Tensor(f!)? uncertainty) -> ()");
+}
+
+TORCH_LIBRARY_IMPL(pnp_kernels, CUDA, m) { m.impl("pnp_update_cuda", &pnp_kernels::pnp_update_cuda); }
+
+TORCH_LIBRARY_IMPL(pnp_kernels, Meta, m) { m.impl("pnp_update_cuda", &pnp_kernels::pnp_update_meta); }

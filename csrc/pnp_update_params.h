@@ -1,0 +1,58 @@
+// Arguments of one fused P&P update launch, as plain pointers and scalars.
+//
+// Shared by the kernel translation unit (compiled by nvcc, CUDA headers only) and the torch
+// binding (compiled by the host compiler against libtorch), so the kernel builds and is
+// checked without torch's CUDA headers. Semantics: pnp_kernels/ops/reference.py.
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+namespace pnp_kernels {
+
+// Channels one thread keeps in registers (the channel reduction never leaves the thread).
+constexpr int kMaxChannels = 64;
+
+enum class VelocityDtype : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
+
+struct PnPUpdateParams {
+  // Inputs; latents are contiguous (B, C, F, H, W), masks contiguous (B, F, H, W).
+  const float* z;
+  const void* v;         // VelocityDtype elements: the velocity, or the conditional one
+  const void* v_uncond;  // same dtype as v; nullptr without guidance fused in
+  const float* prev_x0;  // nullptr at the first iteration (then prev_* are all nullptr)
+  const float* prev_z_next;
+  const bool* prev_certain;    // nullptr when the previous iteration had no mask
+  const float* noise;          // explicit N(0, 1) noise, or nullptr
+  const int64_t* philox_keys;  // (B, 2) per-sample (k0, k1), or nullptr
+  const bool* active;          // (B,), or nullptr: every sample is active
+
+  // Outputs.
+  float* x0;
+  float* z_next;
+  bool* certain;
+  int32_t* counts;      // (B, 2): certain positions, positions with a non-finite x0
+  float* z_perturbed;   // nullptr when no noise is given
+  float* uncertainty;   // nullptr when not asked for
+
+  VelocityDtype velocity_dtype;
+  int64_t batch;
+  int64_t channels;
+  int64_t positions;   // F * H * W
+  int64_t frame_size;  // H * W
+  int64_t num_pinned_frames;
+  float guidance_scale;
+  float sigma;
+  float one_minus_sigma;  // 1 - sigma rounded once from float64, as the reference does
+  float dt;               // sigma_next - sigma rounded once from float64
+  float tau;
+  int p_norm;  // 1 or 2
+  uint32_t philox_step;
+  uint32_t philox_iteration;
+};
+
+// Zeroes params.counts and launches the update on `stream`; returns the launch status.
+cudaError_t launch_pnp_update(const PnPUpdateParams& params, cudaStream_t stream);
+
+}  // namespace pnp_kernels
