@@ -7,7 +7,6 @@ output buffer is computed in a contiguous one and copied back: correct, at the p
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -27,13 +26,6 @@ NUM_WARPS = 4
 def block_spatial(channels: int) -> int:
     """Spatial positions per program for ``channels`` channels (all channels stay in one program)."""
     return max(16, min(512, TILE_ELEMENTS // triton.next_power_of_2(channels)))
-
-
-@functools.lru_cache(maxsize=32)
-def _philox_key_table(seeds: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    # Cached so that a call does no host-to-device copy once the seeds are known: no per-call
-    # allocation, and calls can be captured in a CUDA graph after a warm-up call.
-    return PhiloxNoise(seeds, 0, 1).key_table(device)
 
 
 def _input(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -94,7 +86,8 @@ def run_triton(
 
     if isinstance(noise, PhiloxNoise):
         noise_mode, noise_tensor = NOISE_PHILOX, None
-        philox_key, philox_step, philox_iteration = _philox_key_table(noise.seeds, device), noise.step, noise.iteration
+        # key_table is cached per (seeds, device): no host-to-device copy per call.
+        philox_key, philox_step, philox_iteration = noise.key_table(device), noise.step, noise.iteration
     else:
         noise_mode = NOISE_NONE if noise is None else NOISE_TENSOR
         noise_tensor, philox_key, philox_step, philox_iteration = _input(noise), None, 0, 0
@@ -158,7 +151,7 @@ def triton_philox(noise: PhiloxNoise, sample_shape, device) -> tuple[torch.Tenso
     normal = torch.empty(shape, dtype=torch.float32, device=device)
     block = 1024
     _philox_normal_kernel[(triton.cdiv(numel, block), len(noise.seeds))](
-        _philox_key_table(noise.seeds, torch.device(device)), x0, x1, normal, numel,
+        noise.key_table(device), x0, x1, normal, numel,
         noise.step, noise.iteration, BLOCK=block,
     )
     return x0, x1, normal
