@@ -39,12 +39,18 @@ def _transformer(in_channels: int = 16, image_dim: int | None = None):
     from diffusers import WanTransformer3DModel
 
     heads, head_dim = 2, 12  # head_dim splits into (t, h, w) rotary parts: 12 = 4 + 4 + 4
-    return WanTransformer3DModel(
+    model = WanTransformer3DModel(
         patch_size=(1, 2, 2), num_attention_heads=heads, attention_head_dim=head_dim,
         in_channels=in_channels, out_channels=16, text_dim=TEXT_DIM, freq_dim=32, ffn_dim=32,
         num_layers=2, image_dim=image_dim, added_kv_proj_dim=heads * head_dim if image_dim else None,
         rope_max_seq_len=32,
-    ).eval()
+    )
+    # Fresh output projections are near zero, which would make every prediction agree; jittered
+    # weights give velocities (and so uncertainty maps) that vary over the frame.
+    with torch.no_grad():
+        for weight in model.parameters():
+            weight.add_(0.05 * torch.randn_like(weight))
+    return model.eval()
 
 
 def _vae():

@@ -1,0 +1,38 @@
+"""tests/cli: tiny Wan checkpoints on disk, built once per session (seconds on a CPU)."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+HERE = Path(__file__).parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+from tiny_checkpoint import build_tiny_wan  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_t2v(tmp_path_factory):
+    return build_tiny_wan(tmp_path_factory.mktemp("wan") / "t2v", "t2v")
+
+
+@pytest.fixture(scope="session")
+def tiny_a14b(tmp_path_factory):
+    return build_tiny_wan(tmp_path_factory.mktemp("wan") / "a14b", "a14b")
+
+
+@pytest.fixture(scope="session")
+def tiny_i2v(tmp_path_factory):
+    return build_tiny_wan(tmp_path_factory.mktemp("wan") / "i2v", "i2v")
+
+
+@pytest.fixture(scope="session")
+def image_file(tmp_path_factory):
+    """A 40x24 RGB PNG (not the video's size: the pipeline resizes it)."""
+    from PIL import Image
+
+    pixels = np.random.default_rng(7).integers(0, 256, (24, 40, 3), dtype=np.uint8)
+    path = tmp_path_factory.mktemp("image") / "start.png"
+    Image.fromarray(pixels).save(path)
+    return path

@@ -1,0 +1,235 @@
+"""pnp-sample before any model is loaded: checkpoint detection, defaults, and one-line errors for bad input."""
+import json
+import os
+import shutil
+
+import pytest
+
+from pnp_kernels import cli
+
+TINY = ["--height", "32", "--width", "32", "--frames", "5", "--steps", "3", "--plan", "1:2", "--dtype", "fp32"]
+COMPONENTS = {"tokenizer": "PreTrainedTokenizerFast", "text_encoder": "UMT5EncoderModel",
+              "transformer": "WanTransformer3DModel", "vae": "AutoencoderKLWan", "scheduler": "UniPCMultistepScheduler"}
+
+
+def write_checkpoint_index(folder, class_name="WanPipeline", vae_spatial=8, **entries):
+    """A checkpoint folder with a model_index.json, empty component folders and the two configs read."""
+    index = {"_class_name": class_name, "boundary_ratio": None, "expand_timesteps": False,
+             "transformer_2": [None, None], **{k: ["diffusers", v] for k, v in COMPONENTS.items()}}
+    index.update(entries)
+    folder.mkdir(parents=True)
+    (folder / "model_index.json").write_text(json.dumps(index))
+    for name, entry in index.items():
+        if isinstance(entry, list) and entry[0] is not None:
+            (folder / name).mkdir()
+    (folder / "vae" / "config.json").write_text(json.dumps({"scale_factor_spatial": vae_spatial, "scale_factor_temporal": 4}))
+    (folder / "transformer" / "config.json").write_text(json.dumps({"patch_size": [1, 2, 2]}))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "class_name, entries, vae_spatial, kind, multiple",
+    [
+        ("WanPipeline", {}, 8, "t2v", 16),
+        ("WanPipeline", {"transformer_2": ["diffusers", "WanTransformer3DModel"], "boundary_ratio": 0.875}, 8, "t2v-a14b", 16),
+        ("WanPipeline", {"expand_timesteps": True}, 16, "ti2v-5b", 32),
+        ("WanImageToVideoPipeline", {"image_encoder": ["transformers", "CLIPVisionModel"],
+                                     "image_processor": ["transformers", "CLIPImageProcessor"]}, 8, "i2v", 16),
+        ("WanImageToVideoPipeline", {"transformer_2": ["diffusers", "WanTransformer3DModel"], "boundary_ratio": 0.9,
+                                     "image_encoder": [None, None]}, 8, "i2v-a14b", 16),
+    ],
+)
+def test_detect_model_from_model_index(tmp_path, class_name, entries, vae_spatial, kind, multiple):
+    folder = write_checkpoint_index(tmp_path / "ckpt", class_name, vae_spatial, **entries)
+    info = cli.detect_model(folder)
+    assert (info.kind.name, info.size_multiple, info.temporal_factor) == (kind, multiple, 4)
+
+
+def test_detect_model_on_saved_tiny_checkpoints(tiny_t2v, tiny_a14b, tiny_i2v):
+    assert cli.detect_model(tiny_t2v).kind.name == "t2v"
+    assert cli.detect_model(tiny_a14b).kind.name == "t2v-a14b"
+    assert cli.detect_model(tiny_i2v).kind.name == "i2v"
+
+
+def _parse(argv):
+    return cli.resolve_settings(cli.build_parser().parse_args(argv))
+
+
+def test_published_defaults(tiny_t2v, tiny_a14b, tmp_path):
+    settings, image = _parse(["--model", str(tiny_t2v), "--prompt", "a cat", "--out", str(tmp_path / "v.mp4")])
+    assert image is None
+    assert (settings.steps, str(settings.pnp.plan), settings.pnp.tau, settings.pnp.p_norm) == (50, "2-5:3,6-14:1", 0.25, 1)
+    assert (settings.pnp.certain_stop, settings.guidance, settings.guidance_2) == (0.999, 5.0, None)
+    assert (settings.height, settings.width, settings.frames, settings.fps, settings.seed) == (480, 832, 81, 16, 0)
+    assert settings.dtype == "float32" and settings.device == "cpu" and settings.cfg_batch
+    settings, _ = _parse(["--model", str(tiny_a14b), "--prompt", "a cat", "--out", str(tmp_path / "v.mp4")])
+    assert (settings.steps, str(settings.pnp.plan), settings.pnp.tau) == (40, "2-5:3,6-13:1", 0.2)
+    assert (settings.guidance, settings.guidance_2) == (4.0, 3.0)
+    assert list(tmp_path.iterdir()) == []  # checking writes nothing
+
+
+def test_output_names_follow_out(tmp_path):
+    paths = cli.output_paths(tmp_path / "runs" / "cat.mp4")
+    assert {k: p.name for k, p in paths.items()} == {
+        "video": "cat.mp4", "sidecar": "cat.json", "baseline": "cat_baseline.mp4",
+        "side_by_side": "cat_side_by_side.mp4", "uncertainty_video": "cat_uncertainty.mp4",
+        "uncertainty_grid": "cat_uncertainty.png",
+    }
+    assert {p.parent for p in paths.values()} == {tmp_path / "runs"}
+
+
+def _run_main(argv, capsys):
+    status = cli.main(argv)
+    captured = capsys.readouterr()
+    return status, captured.err.strip()
+
+
+def _assert_one_line_error(status, err, *needles):
+    assert status == 2
+    lines = [line for line in err.splitlines() if line.startswith("pnp-sample: error:")]
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+BAD_NUMBERS = [
+    (["--steps", "0"], "--steps"),
+    (["--steps", "three"], "--steps"),
+    (["--guidance", "-1"], "--guidance"),
+    (["--guidance", "inf"], "--guidance"),
+    (["--height", "30"], "--height"),
+    (["--width", "0"], "--width"),
+    (["--frames", "6"], "--frames"),
+    (["--fps", "0"], "--fps"),
+    (["--seed", "-3"], "--seed"),
+    (["--tau", "-0.1"], "tau"),
+    (["--tau", "nan"], "--tau"),
+    (["--p-norm", "3"], "p_norm"),
+    (["--certain-stop", "0"], "certain_stop"),
+    (["--certain-stop", "1.5"], "certain_stop"),
+    (["--plan", "2-1:3"], "last_step"),
+    (["--plan", "1:2,1:3"], "overlap"),
+    (["--plan", "x"], "plan entry"),
+    (["--plan", "7:1"], "step 7"),  # beyond the 3 steps of TINY
+    (["--noise", "uniform"], "--noise"),
+    (["--dtype", "int8"], "--dtype"),
+    (["--guidance-2", "3"], "--guidance-2"),  # T2V has one expert
+    (["--attention", "warp"], "--attention"),
+    (["--device", "gpu0"], "--device"),
+    (["--offload", "--device", "cpu"], "--offload"),
+    (["--image", "IMAGE"], "--image"),  # T2V takes no image
+]
+
+
+@pytest.mark.parametrize("extra, needle", BAD_NUMBERS, ids=[" ".join(a) for a, _ in BAD_NUMBERS])
+def test_bad_arguments_fail_in_one_line_before_loading(tiny_t2v, image_file, tmp_path, capsys, extra, needle):
+    out = tmp_path / "out" / "v.mp4"
+    extra = [str(image_file) if a == "IMAGE" else a for a in extra]
+    status, err = _run_main(["--model", str(tiny_t2v), "--prompt", "a cat", *TINY, *extra, "--out", str(out)], capsys)
+    _assert_one_line_error(status, err, needle)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _break_checkpoint(tiny_t2v, tmp_path, how):
+    folder = tmp_path / "ckpt"
+    if how == "missing":
+        return folder
+    if how == "file":
+        folder.write_text("not a folder")
+        return folder
+    shutil.copytree(tiny_t2v, folder)
+    index = folder / "model_index.json"
+    if how == "no index":
+        index.unlink()
+    elif how == "bad json":
+        index.write_text("{ not json")
+    elif how == "not an object":
+        index.write_text("[1, 2]")
+    elif how == "other pipeline":
+        index.write_text(json.dumps({**json.loads(index.read_text()), "_class_name": "StableDiffusionPipeline"}))
+    elif how == "component folder missing":
+        shutil.rmtree(folder / "vae")
+    elif how == "component not listed":
+        index.write_text(json.dumps({**json.loads(index.read_text()), "text_encoder": [None, None]}))
+    elif how == "bad vae config":
+        (folder / "vae" / "config.json").write_text("nope")
+    return folder
+
+
+@pytest.mark.parametrize(
+    "how, needle",
+    [("missing", "no such directory"), ("file", "not a directory"), ("no index", "model_index.json is missing"),
+     ("bad json", "cannot read"), ("not an object", "JSON object"), ("other pipeline", "StableDiffusionPipeline"),
+     ("component folder missing", "'vae'"), ("component not listed", "'text_encoder'"),
+     ("bad vae config", "config.json")],
+)
+def test_malformed_model_folder(tiny_t2v, tmp_path, capsys, how, needle):
+    folder = _break_checkpoint(tiny_t2v, tmp_path, how)
+    out = tmp_path / "out" / "v.mp4"
+    status, err = _run_main(["--model", str(folder), "--prompt", "a cat", *TINY, "--out", str(out)], capsys)
+    _assert_one_line_error(status, err, "--model", needle)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_model_or_prompt(tiny_t2v, capsys):
+    _assert_one_line_error(*_run_main(["--prompt", "a cat"], capsys), "--model")
+    _assert_one_line_error(*_run_main(["--model", str(tiny_t2v)], capsys), "--prompt")
+    _assert_one_line_error(*_run_main(["--model", str(tiny_t2v), "--prompt", "  "], capsys), "--prompt")
+
+
+@pytest.mark.parametrize("content", [b"hello, not an image", "truncated"])
+def test_unreadable_image(tiny_i2v, image_file, tmp_path, capsys, content):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(image_file.read_bytes()[:200] if content == "truncated" else content)
+    out = tmp_path / "out" / "v.mp4"
+    status, err = _run_main(["--model", str(tiny_i2v), "--prompt", "a cat", *TINY, "--image", str(bad),
+                             "--out", str(out)], capsys)
+    _assert_one_line_error(status, err, "--image", "cannot read")
+    assert not (tmp_path / "out").exists()
+
+
+def test_i2v_needs_an_image(tiny_i2v, tmp_path, capsys):
+    status, err = _run_main(["--model", str(tiny_i2v), "--prompt", "a cat", *TINY,
+                             "--out", str(tmp_path / "v.mp4")], capsys)
+    _assert_one_line_error(status, err, "--image is required")
+    status, err = _run_main(["--model", str(tiny_i2v), "--prompt", "a cat", *TINY, "--image", str(tmp_path / "none.png"),
+                             "--out", str(tmp_path / "v.mp4")], capsys)
+    _assert_one_line_error(status, err, "--image", "none.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_output(tiny_t2v, tmp_path, capsys):
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    cases = [(a_file / "v.mp4", "not a directory"), (tmp_path / "v.avi", ".mp4"), (tmp_path / "dir.mp4", "directory")]
+    (tmp_path / "dir.mp4").mkdir()
+    if os.geteuid() != 0:  # root may write into read-only folders
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        cases.append((locked / "v.mp4", "cannot write"))
+    for out, needle in cases:
+        status, err = _run_main(["--model", str(tiny_t2v), "--prompt", "a cat", *TINY, "--out", str(out)], capsys)
+        _assert_one_line_error(status, err, "--out", needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["file.txt", "dir.mp4"] + (["locked"] if os.geteuid() else []))
+
+
+def test_unwritable_pseudo_filesystem(tiny_t2v, capsys):
+    if not os.path.isdir("/proc/self"):
+        pytest.skip("no /proc")
+    status, err = _run_main(["--model", str(tiny_t2v), "--prompt", "a cat", *TINY, "--out", "/proc/self/v.mp4"], capsys)
+    _assert_one_line_error(status, err, "--out", "cannot write")
+
+
+def test_staged_files_commit_and_discard(tmp_path):
+    staged = cli.StagedFiles()
+    first = staged.path_for(tmp_path / "new" / "deeper" / "a.mp4")
+    first.write_text("a")
+    assert first.suffix == ".mp4" and first.parent == tmp_path / "new" / "deeper"
+    staged.discard()
+    assert list(tmp_path.iterdir()) == []  # temporary file and the folders made for it are gone
+    staged.path_for(tmp_path / "b.json").write_text("b")
+    staged.path_for(tmp_path / "c.png").write_text("c")
+    staged.commit()
+    staged.discard()  # after commit: nothing to undo
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json", "c.png"]
+    assert (tmp_path / "b.json").read_text() == "b"
