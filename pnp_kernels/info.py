@@ -57,7 +57,7 @@ def collect_info() -> dict:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "torch": torch.__version__,
-        "torch_cuda": torch.version.cuda or "none (CPU build)" if torch.version.hip is None else f"ROCm {torch.version.hip}",
+        "torch_cuda": (torch.version.cuda or "none (CPU build)") if torch.version.hip is None else f"ROCm {torch.version.hip}",
         "cuda_available": torch.cuda.is_available(),
         "gpus": _gpus(),
         "triton": _triton_version(),
