@@ -3,12 +3,14 @@
 ``attention="auto"`` walks ``AUTO_PRIORITY`` (fastest exact kernel first) and takes the first backend with
 no reason against the device, dtype and head size; ``native`` (PyTorch SDPA) always runs. 8-bit Sage
 attention is not exact and is used only when asked for by name. Any other name of diffusers'
-``AttentionBackendName`` may be asked for; diffusers checks those itself. The choice is applied for the
-duration of one pipeline call with diffusers' ``attention_backend`` context manager, so the user's models
-are left as they were.
+``AttentionBackendName`` may be asked for; diffusers checks those itself. A backend the user set on the
+model (``set_attention_backend``) is what "auto" keeps. The choice is applied for the duration of one
+pipeline call (diffusers' ``attention_backend`` context manager), so the user's models are left as they
+were.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Callable
@@ -129,12 +131,15 @@ def known_backend_names() -> set[str]:
     return {member.value for member in AttentionBackendName}
 
 
-def choose_attention_backend(requested: str, inputs: AttentionInputs) -> AttentionChoice:
+def choose_attention_backend(requested: str, inputs: AttentionInputs, model_backend: str | None = None) -> AttentionChoice:
     """Resolve ``"auto"`` or a diffusers backend name; raise ValueError with the reasons if a requested
-    backend cannot run on ``inputs``."""
+    backend cannot run on ``inputs``. ``model_backend`` (set on the model by the user) is what "auto"
+    keeps."""
     if not isinstance(requested, str):
         raise TypeError(f"attention must be 'auto' or a diffusers attention backend name, got {requested!r}")
     name = requested.lower()
+    if name == "auto" and model_backend is not None:
+        return AttentionChoice(model_backend, requested)
     if name == "auto":
         refused = {}
         for candidate in AUTO_PRIORITY:
@@ -154,8 +159,38 @@ def choose_attention_backend(requested: str, inputs: AttentionInputs) -> Attenti
     return AttentionChoice(name, requested)
 
 
-def use_attention_backend(choice: AttentionChoice):
-    """Context manager running the transformers with the chosen backend (diffusers' dispatcher)."""
-    from diffusers.models.attention_dispatch import attention_backend
+def _processors(models) -> list:
+    """Attention processors that carry a per-model backend (set by ``ModelMixin.set_attention_backend``)."""
+    return [
+        module.processor
+        for model in models
+        for module in model.modules()
+        if hasattr(getattr(module, "processor", None), "_attention_backend")
+    ]
 
-    return attention_backend(choice.backend)
+
+def model_attention_backend(models) -> str | None:
+    """The backend the user set on the transformers with ``set_attention_backend``, if any."""
+    names = {str(getattr(p._attention_backend, "value", p._attention_backend)) for p in _processors(models)
+             if p._attention_backend is not None}
+    return names.pop() if len(names) == 1 else None
+
+
+@contextlib.contextmanager
+def use_attention_backend(choice: AttentionChoice, models):
+    """Runs the transformers with the chosen backend for the duration of the block: diffusers'
+    ``attention_backend`` context (which checks the backend's requirements) plus, for processors with a
+    per-model backend, that backend swapped and restored, so the user's models are left as they were."""
+    from diffusers.models.attention_dispatch import AttentionBackendName, attention_backend
+
+    backend = AttentionBackendName(choice.backend)
+    processors = [p for p in _processors(models) if p._attention_backend is not None]
+    saved = [p._attention_backend for p in processors]
+    with attention_backend(backend):
+        for p in processors:
+            p._attention_backend = backend
+        try:
+            yield
+        finally:
+            for p, old in zip(processors, saved):
+                p._attention_backend = old

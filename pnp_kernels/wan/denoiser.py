@@ -79,6 +79,7 @@ class WanDenoiser:
             for t in timesteps.tolist()
         ]
         self._token_scale = None  # expand_timesteps: (tokens,) 0 on pinned frames, 1 elsewhere
+        self._condition = None  # conditioning.condition in the model dtype
         self._text_pair = None  # batched CFG: [prompt; negative prompt], built once
         self.set_prompt_embeds(conditioning.prompt_embeds, conditioning.negative_prompt_embeds)
 
@@ -103,9 +104,12 @@ class WanDenoiser:
         return self.step_experts[step]
 
     def _model_input(self, z: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        if self.conditioning.condition is not None:
-            z = torch.cat([z, self.conditioning.condition.to(z.dtype)], dim=1)
-        return z.to(dtype)
+        hidden = z.to(dtype)
+        if self.conditioning.condition is None:
+            return hidden
+        if self._condition is None or self._condition.dtype != dtype:  # cast once, not per call
+            self._condition = self.conditioning.condition.to(dtype)
+        return torch.cat([hidden, self._condition], dim=1)
 
     def _timestep(self, t: torch.Tensor, model, latents_shape: torch.Size) -> torch.Tensor:
         batch = latents_shape[0]

@@ -16,7 +16,13 @@ from diffusers.pipelines.wan.pipeline_output import WanPipelineOutput
 
 from ..config import PnPConfig
 from ..sampler import IterationEvent, PnPResult, PnPStats, pnp_sample
-from .attention import AttentionChoice, AttentionInputs, choose_attention_backend, use_attention_backend
+from .attention import (
+    AttentionChoice,
+    AttentionInputs,
+    choose_attention_backend,
+    model_attention_backend,
+    use_attention_backend,
+)
 from .denoiser import Expert, WanConditioning, WanDenoiser
 
 
@@ -189,9 +195,9 @@ class PnPPipelineMixin:
     # ---- the run ---------------------------------------------------------------------------------
 
     def _choose_attention(self, attention: str) -> AttentionChoice:
-        model = self._experts_models()[0]
-        inputs = AttentionInputs(self._execution_device, model.dtype, int(model.config.attention_head_dim))
-        return choose_attention_backend(attention, inputs)
+        models = self._experts_models()
+        inputs = AttentionInputs(self._execution_device, models[0].dtype, int(models[0].config.attention_head_dim))
+        return choose_attention_backend(attention, inputs, model_attention_backend(models))
 
     def _compile_transformers(self) -> None:
         """Regional compilation of the repeated blocks (once per model); whole-model compile otherwise."""
@@ -263,7 +269,7 @@ class PnPPipelineMixin:
                 if pnp_callback is not None:
                     pnp_callback(event)
 
-            with use_attention_backend(choice):
+            with use_attention_backend(choice, self._experts_models()):
                 result = pnp_sample(
                     denoise, latents, sigmas, pnp, **noise,
                     num_pinned_frames=conditioning.num_pinned_frames,

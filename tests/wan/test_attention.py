@@ -100,3 +100,21 @@ def test_compile_runs_on_cuda():
         pnp=PnPConfig(plan="1:1", tau=1.0), compile=True,
     )
     assert torch.isfinite(out.frames).all()
+
+
+def test_backend_set_on_the_model_is_kept_by_auto_and_restored_after_a_request():
+    from diffusers.models.attention_dispatch import attention_backend
+
+    pipe = WanPnPPipeline(**tiny.components("t2v"))
+    pipe.set_progress_bar_config(disable=True)
+    processor = next(
+        m.processor for m in pipe.transformer.modules() if hasattr(getattr(m, "processor", None), "_attention_backend")
+    )
+    seen = []
+    pipe.transformer.register_forward_pre_hook(lambda *a: seen.append(str(processor._attention_backend.value)))
+    with attention_backend("native"):  # set_attention_backend also sets diffusers' global; restore it after
+        pipe.transformer.set_attention_backend("_native_math")
+        assert run(pipe).attention_backend == "_native_math"
+        assert run(pipe, attention="native").attention_backend == "native"
+    assert seen[0] == "_native_math" and seen[-1] == "native"
+    assert processor._attention_backend.value == "_native_math"  # the user's setting is back

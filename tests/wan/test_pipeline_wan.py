@@ -85,6 +85,26 @@ def test_plan_matches_naive_loop(pipe, cfg_batch):
     assert diff <= 1e-5, diff
 
 
+def test_without_guidance_one_forward_per_call(pipe):
+    calls = []
+    hook = pipe.transformer.register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        out = run(pipe, guidance_scale=1.0, pnp=PnPConfig(plan=PLAN, tau=0.0))
+    finally:
+        hook.remove()
+    assert len(calls) == out.pnp_stats.nfe == STEPS + 5
+    latents, g = initial_latents(0)
+    embeds, timesteps = tiny.prompt_embeds(1, 0), pipe.scheduler.timesteps
+
+    def conditional(z, step, sigma):
+        return pipe.transformer(hidden_states=z, timestep=timesteps[step].expand(1), encoder_hidden_states=embeds,
+                                return_dict=False)[0]
+
+    expected = naive_pnp(conditional, latents, pipe.scheduler.sigmas, RefinePlan.parse(PLAN).ranges, 0.0, 1, 0.999, g)
+    diff = (out.frames - expected).abs().max().item()
+    assert diff <= 1e-5, diff
+
+
 def test_batched_guidance_equals_sequential(pipe):
     config = PnPConfig(plan=PLAN, tau=1.0)
     batched = run(pipe, batch=2, seed=2, pnp=config, cfg_batch=True)
