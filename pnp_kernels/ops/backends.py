@@ -62,6 +62,7 @@ class TritonBackend:
     name = "triton"
     auto_devices = ("cuda",)  # the CPU interpreter is for tests, far slower than the reference
     max_channels = 64
+    max_batch = 65535  # the sample is the second grid axis
 
     def __init__(self):
         self._launcher = None
@@ -88,6 +89,8 @@ class TritonBackend:
             )
         if z.dim() == 5 and z.shape[1] > self.max_channels:
             reasons.append(f"handles at most {self.max_channels} channels, got C={z.shape[1]}")
+        if z.dim() == 5 and z.shape[0] > self.max_batch:
+            reasons.append(f"handles at most {self.max_batch} samples per launch, got B={z.shape[0]}")
         for name, t in (("v", v), ("v_uncond", v_uncond)):
             if t is not None and t.dtype not in SUPPORTED_VELOCITY_DTYPES:
                 reasons.append(f"{name} dtype {t.dtype} is not float32, bfloat16 or float16")

@@ -44,7 +44,8 @@ def _bits_to_normal(x0, x1):
     return (radius * tl.cos(6.283185307179586 * u2)).to(tl.float32)
 
 
-@triton.jit
+# Integer arguments equal to 1 would otherwise become compile-time constants, which have no .to().
+@triton.jit(do_not_specialize=["philox_step", "philox_iteration"])
 def _philox_normal_kernel(key_ptr, x0_ptr, x1_ptr, normal_ptr, numel, philox_step, philox_iteration,
                           BLOCK: tl.constexpr):
     """Philox words and normals of the first ``numel`` elements of each sample (grid: blocks x B)."""
@@ -58,7 +59,7 @@ def _philox_normal_kernel(key_ptr, x0_ptr, x1_ptr, normal_ptr, numel, philox_ste
     tl.store(normal_ptr + offset, _bits_to_normal(x0, x1), mask=valid)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["philox_step", "philox_iteration"])
 def _pnp_update_kernel(
     # inputs (latents contiguous (B, C, S); masks (B, S); active (B,); philox key (B, 2) int64)
     z_ptr, v_ptr, v_uncond_ptr, prev_x0_ptr, prev_z_next_ptr, prev_certain_ptr, active_ptr,

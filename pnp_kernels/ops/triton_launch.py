@@ -17,10 +17,11 @@ from .reference import PnPUpdateOutput
 from .triton_kernel import NOISE_NONE, NOISE_PHILOX, NOISE_TENSOR, _philox_normal_kernel, _pnp_update_kernel
 
 MAX_CHANNELS = 64
-# Elements per program (channels x positions): enough work per program to hide memory latency,
-# few enough that about eight latent tiles per thread stay in registers with 4 warps.
+# Elements per program (channels x positions) and warps: 8 elements of each latent per thread.
+# Chosen from ptxas register counts for sm_90 (with in-kernel philox normals in float64 about 120
+# registers, 64-75 without, no spills), not yet tuned by measurement on a device.
 TILE_ELEMENTS = 2048
-NUM_WARPS = 4
+NUM_WARPS = 8
 
 
 def block_spatial(channels: int) -> int:
@@ -117,6 +118,9 @@ def run_triton(
         HAS_PREV_CERTAIN=prev_certain is not None, HAS_ACTIVE=active is not None,
         NOISE_MODE=noise_mode.value, P_NORM=int(p_norm), WRITE_UNCERTAINTY=return_uncertainty,
         num_warps=NUM_WARPS,
+        # Separate multiply and add, as the reference rounds them: bit-level agreement costs a
+        # memory-bound kernel nothing, and keeps Triton 3.9's fusion default out of the results.
+        enable_fp_fusion=False,
     )
     for name, target in targets.items():
         if target is not None and kernel_outputs[name] is not target:
