@@ -14,8 +14,9 @@ python=${PYTHON:-python3}
 
 # The diffusers version this checkout is developed against, when it is installed here.
 diffusers_version=$("$python" -c 'import importlib.metadata as m; print(m.version("diffusers"))' 2>/dev/null || true)
-# diffusers plus its one requirement missing from the GPU image (importlib_metadata; zipp is there).
-packages=("diffusers${diffusers_version:+==$diffusers_version}" importlib_metadata)
+# diffusers alone: the GPU image has its requirements (importlib_metadata, which it lacks, is only
+# imported on Python < 3.8; the image runs 3.12).
+packages=("diffusers${diffusers_version:+==$diffusers_version}")
 
 # Pure-Python wheels: the tags below only keep pip from reading this machine's own interpreter.
 "$python" -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
