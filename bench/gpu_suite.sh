@@ -100,7 +100,7 @@ bench() {
     stage "bench $name" "$limit" "$python" -m pytest "bench/$file" --benchmark-only -q -p no:cacheprovider -rs \
         --benchmark-json="$run_dir/$name.json" "$@"
 }
-bench pnp_update 120 test_pnp_update.py
+bench pnp_update 150 test_pnp_update.py
 bench sampler_overhead 30 test_sampler_overhead.py
 bench transformer 120 test_transformer.py
 PNP_BENCH_E2E_STEPS=${PNP_BENCH_E2E_STEPS:-20} bench end_to_end 120 test_end_to_end.py

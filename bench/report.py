@@ -319,7 +319,9 @@ def render(runs: list[Run], plot_links: dict[str, str]) -> str:
         "",
         "Reproduce: on a CPU, `pytest bench/ --benchmark-only --benchmark-json=bench/results/<date>-cpu/bench.json`",
         "(tiny shapes); on one H100/H200, `bench/gpu_suite.sh` (GPU correctness tests and every GPU benchmark in",
-        "about 10 minutes, Wan shapes). Then `python -m bench.report`.",
+        "about 10 minutes, Wan shapes). A GPU machine without diffusers or network needs the diffusers wheel:",
+        "run `bench/fetch_wheels.sh` on a machine with network, carry `bench/wheels/` (git-ignored) along, and",
+        "the suite installs it. Then `python -m bench.report` over the results.",
         "",
     ]
     if not any(r.gpu for r in runs):

@@ -120,7 +120,7 @@ def _provider_fn(provider: str, args: dict, shape_name: str, variant: tuple):
 @pytest.fixture(scope="module")
 def copy_gbps() -> float:
     """Device-to-device copy bandwidth (bytes read + written per second) measured in this run."""
-    numel = (256 if ON_GPU else 8) * 2**20  # 1 GiB (GPU) / 32 MiB (CPU) of float32 to copy
+    numel = (256 if ON_GPU else 8) * 2**20  # a 1 GiB (GPU) / 32 MiB (CPU) float32 source: far beyond any cache
     src = torch.randn(numel, device=DEVICE)
     dst = torch.empty_like(src)
     moved = 2 * src.numel() * src.element_size()
