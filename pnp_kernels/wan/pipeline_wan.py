@@ -28,7 +28,8 @@ class WanPnPPipeline(PnPPipelineMixin, WanPipeline):
     pnp_callback: called with an IterationEvent after every model call.
 
     Guidance is combined in float32 inside the update (stock diffusers rounds it in the model dtype).
-    ``callback_on_step_end`` runs after each outer step; latents it returns replace the state.
+    ``callback_on_step_end`` runs after each outer step; latents it returns replace the state. Setting
+    the pipeline's ``_interrupt`` from a callback has no effect (a refined step is not left half done).
     Returns WanPnPPipelineOutput (frames, pnp_stats, attention_backend) or ``(frames, pnp_stats)``.
     """
 

@@ -214,7 +214,7 @@ def test_from_pipe_keeps_dtypes():
     pnp_pipe = WanPnPPipeline.from_pipe(stock)
     assert pnp_pipe.transformer is stock.transformer
     assert stock.transformer.dtype == torch.bfloat16 and stock.vae.dtype == torch.float32
-    cast = WanPnPPipeline.from_pipe(stock, torch_dtype=torch.float32)  # an explicit dtype is honoured
+    cast = WanPnPPipeline.from_pipe(stock, dtype=torch.float32)  # an explicit dtype is honoured
     assert cast.transformer.dtype == torch.float32
 
 
