@@ -276,3 +276,19 @@ def test_cfg_batch_needs_equal_text_lengths(pipe):
         run(pipe, pnp=PnPConfig(plan="none"), negative_prompt_embeds=tiny.prompt_embeds(1, 99, length=5))
     out = run(pipe, pnp=PnPConfig(plan="none"), negative_prompt_embeds=tiny.prompt_embeds(1, 99, length=5), cfg_batch=False)
     assert torch.isfinite(out.frames).all()
+
+
+def test_progress_bar_counts_model_calls(pipe):
+    import io
+
+    text = io.StringIO()
+    pipe.set_progress_bar_config(file=text, disable=False, mininterval=0)
+    try:
+        out = run(pipe, pnp=PnPConfig(plan=PLAN, tau=1.0, certain_stop=0.58))
+    finally:
+        pipe.set_progress_bar_config(disable=True)
+    upper = STEPS + RefinePlan.parse(PLAN).extra_nfe(STEPS)
+    shown = text.getvalue()
+    assert f"0/{upper}" in shown  # starts at the upper bound of model calls
+    assert out.pnp_stats.nfe < upper and f"{out.pnp_stats.nfe}/{out.pnp_stats.nfe}" in shown  # early exit
+    assert "step=" in shown and "iteration=" in shown and "certain=" in shown
