@@ -36,13 +36,17 @@ PROBLEMS = {
 
 
 def build_model(config: dict, device: torch.device, dtype: torch.dtype = torch.bfloat16):
-    """Random-weight model on ``device`` (initialised there: 1.3B parameters take long to init on CPU)."""
+    """Random-weight model on ``device`` (initialised there: 1.3B parameters take long to init on CPU),
+    in ``dtype`` except the modules diffusers keeps in float32 when it loads a checkpoint that way."""
     from diffusers import WanTransformer3DModel
 
     torch.manual_seed(0)
     with torch.device(device):
         model = WanTransformer3DModel(**config)
-    return model.to(dtype).eval().requires_grad_(False)
+    keep_fp32 = set(model._keep_in_fp32_modules or ())
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        tensor.data = tensor.data.to(torch.float32 if keep_fp32 & set(name.split(".")) else dtype)
+    return model.eval().requires_grad_(False)
 
 
 def text_embeddings(problem: WanProblem, batch: int, device, dtype=torch.bfloat16, seed: int = 0) -> torch.Tensor:
