@@ -64,23 +64,7 @@ class TritonBackend:
     max_channels = 64
     max_batch = 65535  # the sample is the second grid axis
 
-    def __init__(self):
-        self._launcher = None
-        self._load_error: str | None = None
-
-    def _load(self):
-        """The launcher module, or None with the import error remembered (reported, not retried)."""
-        if self._launcher is None and self._load_error is None:
-            try:
-                self._launcher = importlib.import_module(".triton_launch", __package__)
-            except ImportError as error:
-                self._load_error = f"importing the Triton kernel failed: {error}"
-                logger.warning("pnp_update: %s", self._load_error)
-        return self._launcher
-
     def not_supported_reasons(self, z, v, v_uncond) -> list[str]:
-        if importlib.util.find_spec("triton") is None:
-            return ["triton is not installed (pip install 'pnp-kernels[triton]')"]
         reasons = []
         if z.device.type != "cuda" and not _triton_interpreter_on():
             reasons.append(
@@ -94,14 +78,16 @@ class TritonBackend:
         for name, t in (("v", v), ("v_uncond", v_uncond)):
             if t is not None and t.dtype not in SUPPORTED_VELOCITY_DTYPES:
                 reasons.append(f"{name} dtype {t.dtype} is not float32, bfloat16 or float16")
-        if not reasons and self._load() is None:
-            reasons.append(self._load_error)
+        load_error = _triton_load_error()
+        if load_error:
+            reasons.append(load_error)
         return reasons
 
     def run(self, z, v, sigma, sigma_next, *, out=None, **kwargs) -> PnPUpdateOutput:
-        launcher = self._load()
-        if launcher is None:
-            raise RuntimeError(f"backend 'triton' cannot run: {self._load_error}")
+        load_error = _triton_load_error()
+        if load_error:
+            raise RuntimeError(f"backend 'triton' cannot run: {load_error}")
+        launcher = importlib.import_module(".triton_launch", __package__)
         return launcher.run_triton(z, v, sigma, sigma_next, out=out, **kwargs)
 
 
@@ -121,10 +107,35 @@ class UnavailableBackend:
         raise RuntimeError(f"backend {self.name!r} cannot run: {self.reason}")
 
 
+# The two checks below run once, eagerly even while torch.compile traces (their results are
+# constants to it), so that a compiled sampler never breaks its graph on an import.
+@torch.compiler.assume_constant_result
 def _triton_interpreter_on() -> bool:
+    if importlib.util.find_spec("triton") is None:
+        return False
     import triton  # only reached for non-CUDA tensors, where the interpreter is the question
 
     return bool(triton.knobs.runtime.interpret)
+
+
+_triton_load_errors: list[str] = []  # filled once: the first load attempt's outcome
+
+
+@torch.compiler.assume_constant_result
+def _triton_load_error() -> str:
+    """Why the Triton kernel cannot be loaded ("" when it can); tried once, the failure remembered."""
+    if not _triton_load_errors:
+        if importlib.util.find_spec("triton") is None:
+            error = "triton is not installed (pip install 'pnp-kernels[triton]')"
+        else:
+            try:
+                importlib.import_module(".triton_launch", __package__)
+                error = ""
+            except ImportError as failure:
+                error = f"importing the Triton kernel failed: {failure}"
+                logger.warning("pnp_update: %s", error)
+        _triton_load_errors.append(error)
+    return _triton_load_errors[0]
 
 
 def _load_cuda_backend():

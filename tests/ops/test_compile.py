@@ -15,18 +15,18 @@ def model(z: torch.Tensor) -> torch.Tensor:
     return (torch.tanh(z.roll(1, dims=-1)) - 0.5 * z).bfloat16()
 
 
-def refined_step(z: torch.Tensor, noise: torch.Tensor):
+def refined_step(z: torch.Tensor, noise: torch.Tensor, backend: str = "torch"):
     """One refined outer step with K=2: explicit noise, then philox noise, then the last update."""
-    first = pnp_update(z, model(z), SIGMA, SIGMA_NEXT, noise=noise, tau=0.3, backend="torch")
+    first = pnp_update(z, model(z), SIGMA, SIGMA_NEXT, noise=noise, tau=0.3, backend=backend)
     second = pnp_update(
         first.z_perturbed, model(first.z_perturbed), SIGMA, SIGMA_NEXT,
-        prev_x0=first.x0, prev_z_next=first.z_next, tau=0.3, backend="torch",
+        prev_x0=first.x0, prev_z_next=first.z_next, tau=0.3, backend=backend,
         noise=PhiloxNoise((11, 12), step=4, iteration=2),
     )
     last = pnp_update(
         second.z_perturbed, model(second.z_perturbed), SIGMA, SIGMA_NEXT,
         prev_x0=second.x0, prev_z_next=second.z_next, prev_certain=second.certain, tau=0.3,
-        active=second.certain_fraction < 0.99, return_uncertainty=True, backend="torch",
+        active=second.certain_fraction < 0.99, return_uncertainty=True, backend=backend,
     )
     return last.z_next, last.certain, last.certain_fraction, last.uncertainty
 
@@ -44,6 +44,24 @@ def test_refined_step_compiles_fullgraph(backend):
     assert_same(compiled(z, noise), refined_step(z, noise))
     z2, noise2 = torch.randn(SHAPE), torch.randn(SHAPE)  # fresh inputs through the same graph
     assert_same(compiled(z2, noise2), refined_step(z2, noise2))
+
+
+def _interpreter_on() -> bool:
+    import triton
+
+    return bool(triton.knobs.runtime.interpret)
+
+
+@pytest.mark.parametrize("device", [
+    pytest.param("cpu", marks=pytest.mark.skipif(not _interpreter_on(), reason="needs TRITON_INTERPRET=1 on CPU")),
+    pytest.param("cuda", marks=pytest.mark.gpu),
+])
+def test_refined_step_with_triton_compiles_fullgraph(device):
+    # Backend checks and the kernel import must not break the graph (they are traced as constants).
+    torch._dynamo.reset()
+    z, noise = torch.randn(SHAPE, device=device), torch.randn(SHAPE, device=device)
+    compiled = torch.compile(refined_step, fullgraph=True, backend="aot_eager")
+    assert_same(compiled(z, noise, "triton"), refined_step(z, noise, "torch"))
 
 
 def test_writes_into_caller_buffers_under_compile():
