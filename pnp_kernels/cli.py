@@ -23,6 +23,7 @@ import json
 import math
 import os
 import platform
+import secrets
 import sys
 import tempfile
 import time
@@ -431,12 +432,11 @@ class StagedFiles:
         for new in reversed(missing):
             new.mkdir()
             self.created_folders.append(new)
-        # The real suffix stays last: imageio and matplotlib choose the format from it.
-        handle, temporary = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".partial{final.suffix}",
-                                             dir=final.absolute().parent)
-        os.close(handle)
-        self.staged.append((Path(temporary), final))
-        return Path(temporary)
+        # Not created here (mkstemp would make it private, 0600): the writer creates it with the
+        # usual permissions. The real suffix stays last: imageio and matplotlib pick the format by it.
+        temporary = final.absolute().parent / f".{final.stem}.{secrets.token_hex(6)}.partial{final.suffix}"
+        self.staged.append((temporary, final))
+        return temporary
 
     def commit(self) -> None:
         for temporary, final in self.staged:
@@ -581,6 +581,10 @@ def summary(record: dict) -> str:
         f"refined: {refined['nfe']} NFE ({refined['baseline_nfe']} without refinement), "
         f"{refined['early_exits']} early exits, {refined['time_s']:.1f}s",
     ]
+    final_fractions = [f"{step['step']}:{step['certain_fractions'][-1][0]:.2f}"
+                       for step in refined["steps"] if step["certain_fractions"]]
+    if final_fractions:
+        lines.append(f"certain fraction at the end of each refined step: {' '.join(final_fractions)}")
     if "baseline" in record:
         lines.append(f"baseline: {record['baseline']['nfe']} NFE, {record['baseline']['time_s']:.1f}s")
     lines += [f"wrote {name}: {path}" for name, path in record["outputs"].items()]

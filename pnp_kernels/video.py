@@ -111,13 +111,13 @@ def to_pixels(latent_map: torch.Tensor, num_frames: int, height: int, width: int
 
 
 def heat_scale(maps: Sequence[dict], tau: float) -> float:
-    """The uncertainty shown at full colour: 2 tau, so that tau (the certain/uncertain threshold) sits
-    mid-scale; with tau = 0 (nothing is ever certain), the 99th percentile of all captured values."""
-    if tau > 0:
-        return 2.0 * tau
+    """The uncertainty shown at full colour: the larger of 2 tau and the 99th percentile of all captured
+    values, so that tau (the certain/uncertain threshold) sits at or below mid-scale and differences
+    above it stay visible."""
     values = torch.cat([m["uncertainty"].flatten().float() for m in maps]) if maps else torch.zeros(1)
     top = float(torch.quantile(values[: 1 << 24], 0.99))  # quantile refuses inputs above 2**24 elements
-    return top if top > 0 else 1.0
+    scale = max(2.0 * tau, top)
+    return scale if scale > 0 else 1.0
 
 
 def overlay_heat(frames: np.ndarray, heat: np.ndarray, alpha: float = HEATMAP_ALPHA) -> np.ndarray:
@@ -150,7 +150,7 @@ def refined_steps(maps: Sequence[dict], sample: int = 0) -> list[dict]:
 
 
 def _step_title(step: dict) -> str:
-    return (f"step {step['step']} sigma {step['sigma']:.2f} it {step['iterations']} "
+    return (f"step {step['step']} sigma {step['sigma']:.2f}: {step['iterations']} it, "
             f"{100 * step['certain_fraction']:.0f}% certain")
 
 
@@ -213,7 +213,7 @@ def uncertainty_grid(frames: np.ndarray, maps: Sequence[dict], tau: float, path:
         share_image = axis.imshow(share, cmap="viridis", norm=share_norm, alpha=HEATMAP_ALPHA)
         if row == 0:
             axis.set_title("still uncertain", fontsize=8)
-        axes[row, 0].set_ylabel(_step_title(step).replace(" it", "\nit"), fontsize=7)
+        axes[row, 0].set_ylabel(_step_title(step).replace(": ", "\n"), fontsize=7)
     for axis in axes.flat:
         axis.set_xticks([])
         axis.set_yticks([])
@@ -222,7 +222,7 @@ def uncertainty_grid(frames: np.ndarray, maps: Sequence[dict], tau: float, path:
     bar.set_label("uncertainty: mean |x0 - previous x0| over channels", fontsize=7)
     if tau > 0:
         bar.ax.axvline(tau, color="cyan", linewidth=2)
-        bar.ax.set_xticks([0.0, tau, scale], ["0", f"tau {tau:g}", f"{scale:g}"], fontsize=7)
+        bar.ax.set_xticks([0.0, tau, scale], ["0", f"tau {tau:g}", f"{scale:.3g}"], fontsize=7)
     share_bar = figure.colorbar(share_image, ax=axes[:, -1], orientation="horizontal", fraction=0.05, aspect=12)
     share_bar.solids.set_alpha(1.0)
     share_bar.set_label("share of latent frames uncertain", fontsize=7)

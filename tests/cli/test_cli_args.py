@@ -233,3 +233,6 @@ def test_staged_files_commit_and_discard(tmp_path):
     staged.discard()  # after commit: nothing to undo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json", "c.png"]
     assert (tmp_path / "b.json").read_text() == "b"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o666 & ~umask  # not private like a mkstemp file
