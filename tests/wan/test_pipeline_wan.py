@@ -55,15 +55,19 @@ def test_empty_plan_is_plain_euler(pipe):
     assert diff <= 1e-6, diff
 
 
-def test_empty_plan_matches_stock_wan_pipeline(pipe):
+@pytest.mark.parametrize("kind, height, width", [("t2v", HEIGHT, WIDTH), ("a14b", HEIGHT, WIDTH), ("ti2v", 96, 64)])
+def test_empty_plan_matches_stock_wan_pipeline(kind, height, width):
     from diffusers import WanPipeline
 
+    pipe = make_pipe(kind)
     stock = WanPipeline.from_pipe(pipe)  # same modules; stock uses FlowMatchEulerDiscreteScheduler.step
     stock.set_progress_bar_config(disable=True)
     args = dict(
-        prompt_embeds=tiny.prompt_embeds(2, 0), negative_prompt_embeds=tiny.prompt_embeds(2, 99), height=HEIGHT,
-        width=WIDTH, num_frames=FRAMES, num_inference_steps=STEPS, guidance_scale=SCALE, output_type="latent",
+        prompt_embeds=tiny.prompt_embeds(2, 0), negative_prompt_embeds=tiny.prompt_embeds(2, 99), height=height,
+        width=width, num_frames=FRAMES, num_inference_steps=STEPS, guidance_scale=SCALE, output_type="latent",
     )
+    if kind == "a14b":
+        args["guidance_scale_2"] = 2.5
     expected = stock(generator=torch.Generator().manual_seed(5), **args).frames
     ours = pipe(generator=torch.Generator().manual_seed(5), pnp=PnPConfig(plan="none"), cfg_batch=False, **args).frames
     diff = (ours - expected).abs().max().item()

@@ -135,3 +135,22 @@ def test_image_is_required():
     pipe = make_pipe("i2v_a14b")
     with pytest.raises(ValueError, match="image"):
         run(pipe, "i2v_a14b", image=None, pnp=PnPConfig(plan="none"))
+
+
+@pytest.mark.parametrize("kind", ["i2v21", "i2v_a14b", "ti2v_i2v"])
+def test_empty_plan_matches_stock_pipeline(kind):
+    from diffusers import WanImageToVideoPipeline
+
+    pipe = make_pipe(kind)
+    stock = WanImageToVideoPipeline.from_pipe(pipe)
+    stock.set_progress_bar_config(disable=True)
+    height, width = SIZES[kind]
+    args = dict(
+        image=tiny.image(height, width), prompt_embeds=tiny.prompt_embeds(2, 0),
+        negative_prompt_embeds=tiny.prompt_embeds(2, 99), height=height, width=width, num_frames=FRAMES,
+        num_inference_steps=STEPS, guidance_scale=SCALE, output_type="latent",
+    )
+    expected = stock(generator=torch.Generator().manual_seed(3), **args).frames
+    ours = pipe(generator=torch.Generator().manual_seed(3), pnp=PnPConfig(plan="none"), cfg_batch=False, **args).frames
+    diff = (ours - expected).abs().max().item()
+    assert diff <= 1e-6, diff
