@@ -221,7 +221,7 @@ def run_sections(run: Run, plot_links: dict[str, str]) -> list[str]:
         lines += table(
             ["problem", "tokens", "attention backend", "compiled", "time / forward", "TFLOP/s", "vs native"],
             [[r["problem"], r["tokens"], r["backend"], "yes" if r["compiled"] else "no", fmt_time(r["seconds"]),
-              fmt(r.get("tflops"), ".1f" if run.gpu else ".4f"),
+              fmt(r.get("tflops"), ".1f" if run.gpu else ".2g"),
               fmt(native[(r["problem"], False)] / r["seconds"] if native.get((r["problem"], False)) and r["seconds"] else None, ".2f", "x")]
              for r in forwards],
         ) + [""]
