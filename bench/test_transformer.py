@@ -11,7 +11,7 @@ import contextlib
 import pytest
 import torch
 
-from bench.harness import DEVICE, ON_GPU, bench_size, env_list, measure, median_seconds
+from bench.harness import DEVICE, ON_GPU, env_list, measure, median_seconds
 from bench.wan_model import PROBLEMS, build_model, forward_flops, text_embeddings
 
 # Exact attention backends that need no download; "native" is diffusers' default (torch SDPA).
