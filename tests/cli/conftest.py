@@ -23,6 +23,11 @@ def tiny_a14b(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_ti2v(tmp_path_factory):
+    return build_tiny_wan(tmp_path_factory.mktemp("wan") / "ti2v", "ti2v")
+
+
+@pytest.fixture(scope="session")
 def tiny_i2v(tmp_path_factory):
     return build_tiny_wan(tmp_path_factory.mktemp("wan") / "i2v", "i2v")
 

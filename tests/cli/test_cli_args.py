@@ -45,9 +45,10 @@ def test_detect_model_from_model_index(tmp_path, class_name, entries, vae_spatia
     assert (info.kind.name, info.size_multiple, info.temporal_factor) == (kind, multiple, 4)
 
 
-def test_detect_model_on_saved_tiny_checkpoints(tiny_t2v, tiny_a14b, tiny_i2v):
+def test_detect_model_on_saved_tiny_checkpoints(tiny_t2v, tiny_a14b, tiny_ti2v, tiny_i2v):
     assert cli.detect_model(tiny_t2v).kind.name == "t2v"
     assert cli.detect_model(tiny_a14b).kind.name == "t2v-a14b"
+    assert (cli.detect_model(tiny_ti2v).kind.name, cli.detect_model(tiny_ti2v).size_multiple) == ("ti2v-5b", 32)
     assert cli.detect_model(tiny_i2v).kind.name == "i2v"
 
 

@@ -47,6 +47,7 @@ def test_module_help(tmp_path):
         assert flag in result.stdout
 
 
+@pytest.mark.filterwarnings("ignore:.*torch_dtype.*:FutureWarning")
 def test_t2v_video_sidecar_baseline_and_heat_maps(tiny_t2v, tmp_path):
     out = tmp_path / "run" / "cat.mp4"  # the folder does not exist yet
     result = pnp_sample_command(
@@ -117,6 +118,30 @@ def test_i2v_from_an_image(tiny_i2v, image_file, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["i2v.json", "i2v.mp4"]
 
 
+@pytest.mark.filterwarnings("ignore:.*torch_dtype.*:FutureWarning")
+def test_ti2v_image_to_video_matches_the_pipeline(tiny_ti2v, image_file, tmp_path):
+    out = tmp_path / "ti2v.mp4"
+    pnp_sample_command("--model", tiny_ti2v, "--prompt", "a cat", "--image", image_file, "--height", "32", "--width",
+                       "64", "--frames", "5", "--steps", "3", "--plan", "1:1", "--dtype", "fp32", "--seed", "5",
+                       "--out", out, cwd=tmp_path)
+    written = decode(out)
+    assert written.shape == (5, 32, 64, 3)
+    record = json.loads((tmp_path / "ti2v.json").read_text())
+    assert record["model"]["kind"] == "ti2v-5b" and record["refined"]["nfe"] == 4
+
+    from PIL import Image
+
+    from pnp_kernels.wan import WanImageToVideoPnPPipeline, WanPnPPipeline
+
+    call = dict(prompt="a cat", height=32, width=64, num_frames=5, num_inference_steps=3, output_type="np",
+                pnp=PnPConfig(plan="1:1"))
+    image_pipe = WanImageToVideoPnPPipeline.from_pretrained(tiny_ti2v, torch_dtype=torch.float32)
+    expected = image_pipe(image=Image.open(image_file).convert("RGB"), generator=torch.Generator().manual_seed(5),
+                          **call).frames[0]
+    text_only = WanPnPPipeline.from_pipe(image_pipe)(generator=torch.Generator().manual_seed(5), **call).frames[0]
+    assert_closest(written, expected, [text_only])
+
+
 def test_a14b_with_philox_noise(tiny_a14b, tmp_path):
     out = tmp_path / "a14b.mp4"
     pnp_sample_command("--model", tiny_a14b, "--prompt", "a dog", *SMALL, "--plan", "1:1", "--guidance-2", "2.5",
@@ -149,3 +174,16 @@ def test_demo_runs_without_weights(tmp_path, capsys):
     printed = capsys.readouterr().out
     (png,) = [line.split("wrote ", 1)[1] for line in printed.splitlines() if line.startswith("wrote ")]
     assert png.endswith(".png") and (tmp_path / "demo").is_dir()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("extra", [["--offload"], ["--compile", "--attention", "auto"]], ids=["offload", "compile"])
+def test_cuda_bfloat16(tiny_t2v, tmp_path, extra):
+    out = tmp_path / "gpu.mp4"
+    pnp_sample_command("--model", tiny_t2v, "--prompt", "a cat", "--height", "32", "--width", "48", "--frames", "5",
+                       "--steps", "3", "--plan", "1:1", "--device", "cuda", "--dtype", "bf16", *extra,
+                       "--out", out, cwd=tmp_path)
+    assert decode(out).shape == (5, 32, 48, 3)
+    record = json.loads((tmp_path / "gpu.json").read_text())
+    assert record["settings"]["dtype"] == "bfloat16" and record["versions"]["gpu"]
+    assert record["refined"]["nfe"] == 4

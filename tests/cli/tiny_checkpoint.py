@@ -36,13 +36,13 @@ def _text_encoder(vocab_size: int):
     return UMT5EncoderModel(config).eval()
 
 
-def _transformer(in_channels: int = 16, image_dim: int | None = None):
+def _transformer(in_channels: int = 16, image_dim: int | None = None, out_channels: int = 16):
     from diffusers import WanTransformer3DModel
 
     heads, head_dim = 2, 12  # head_dim splits into (t, h, w) rotary parts: 12 = 4 + 4 + 4
     model = WanTransformer3DModel(
         patch_size=(1, 2, 2), num_attention_heads=heads, attention_head_dim=head_dim,
-        in_channels=in_channels, out_channels=16, text_dim=TEXT_DIM, freq_dim=32, ffn_dim=32,
+        in_channels=in_channels, out_channels=out_channels, text_dim=TEXT_DIM, freq_dim=32, ffn_dim=32,
         num_layers=2, image_dim=image_dim, added_kv_proj_dim=heads * head_dim if image_dim else None,
         rope_max_seq_len=32,
     )
@@ -54,12 +54,17 @@ def _transformer(in_channels: int = 16, image_dim: int | None = None):
     return model.eval()
 
 
-def _vae():
+def _vae(ti2v: bool = False):
     from diffusers import AutoencoderKLWan
 
-    vae = AutoencoderKLWan(
-        base_dim=4, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True],
-    )
+    shape = dict(base_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True])
+    if ti2v:  # Wan 2.2 VAE: 48 channels, 16x spatial through a 2x2 pixel patch, residual blocks
+        vae = AutoencoderKLWan(
+            z_dim=48, is_residual=True, in_channels=12, out_channels=12, patch_size=2, scale_factor_spatial=16,
+            latents_mean=[0.0] * 48, latents_std=[1.0] * 48, **shape,
+        )
+    else:
+        vae = AutoencoderKLWan(z_dim=16, **shape)
     # A fresh decoder turns any latent into nearly the same grey; jittered weights make the decoded
     # video depend on the latents clearly enough for a written mp4 to be told apart from another run.
     with torch.no_grad():
@@ -87,16 +92,20 @@ def _image_encoder():
 
 
 def build_tiny_wan(folder: Path, kind: str = "t2v", seed: int = 0) -> Path:
-    """Write a tiny ``kind`` checkpoint ("t2v", "a14b" or "i2v" = Wan 2.1 I2V) to ``folder`` and return it."""
+    """Write a tiny ``kind`` checkpoint to ``folder`` and return it: "t2v" (Wan 2.1), "a14b" (two experts),
+    "ti2v" (TI2V-5B: 48 latent channels, per-token timesteps) or "i2v" (Wan 2.1 I2V with a CLIP encoder)."""
     from diffusers import WanImageToVideoPipeline, WanPipeline
 
     torch.manual_seed(seed)
     tokenizer = _tokenizer()
-    common = dict(tokenizer=tokenizer, text_encoder=_text_encoder(len(tokenizer)), vae=_vae(), scheduler=_scheduler())
+    common = dict(tokenizer=tokenizer, text_encoder=_text_encoder(len(tokenizer)), vae=_vae(ti2v=kind == "ti2v"),
+                  scheduler=_scheduler())
     if kind == "t2v":
         pipe = WanPipeline(transformer=_transformer(), **common)
     elif kind == "a14b":
         pipe = WanPipeline(transformer=_transformer(), transformer_2=_transformer(), boundary_ratio=0.875, **common)
+    elif kind == "ti2v":
+        pipe = WanPipeline(transformer=_transformer(48, out_channels=48), expand_timesteps=True, **common)
     elif kind == "i2v":
         image_encoder, processor = _image_encoder()
         pipe = WanImageToVideoPipeline(
@@ -104,7 +113,7 @@ def build_tiny_wan(folder: Path, kind: str = "t2v", seed: int = 0) -> Path:
             image_processor=processor, **common,
         )
     else:
-        raise ValueError(f"kind must be 't2v', 'a14b' or 'i2v', got {kind!r}")
+        raise ValueError(f"kind must be 't2v', 'a14b', 'ti2v' or 'i2v', got {kind!r}")
     folder = Path(folder)
     pipe.save_pretrained(folder)
     return folder
