@@ -30,7 +30,7 @@ def draw_refinement(ax, data: torch.Tensor, euler: torch.Tensor, refined: torch.
     shown = slice(0, max_arrows)
     delta = refined[shown] - euler[shown]
     ax.quiver(euler[shown, 0], euler[shown, 1], delta[:, 0], delta[:, 1], angles="xy", scale_units="xy",
-              scale=1.0, width=0.002, color="0.2", alpha=0.6)
+              scale=1.0, width=0.0025, headwidth=4, headlength=5, color="0.2", alpha=0.6)
     ax.set_title(title, fontsize=9)
     ax.set_aspect("equal")
     ax.legend(loc="upper right", fontsize=7, markerscale=3)

@@ -25,8 +25,13 @@ def train(dataset: str, steps: int = TRAIN_STEPS, seed: int = 0, log_every: int 
     data = get_dataset(dataset)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    with single_thread():
-        return _fit(data, steps, seed, log_every)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)  # free here (CPU, no scatter ops); restored afterwards
+    try:
+        with single_thread():
+            return _fit(data, steps, seed, log_every)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
 
 
 def _fit(data, steps: int, seed: int, log_every: int) -> VelocityMLP:
