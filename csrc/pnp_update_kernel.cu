@@ -75,9 +75,18 @@ __device__ __forceinline__ void add_block_count(bool flag, int* warp_counts, int
   }
 }
 
-// MAX_CHANNELS bounds the unrolled channel loops so that x0 / z_next stay in registers.
+// MAX_CHANNELS bounds the unrolled channel loops so that x0 / z_next stay in registers. The
+// pointers of `p` come again as __restrict__ arguments: outputs never overlap inputs (the binding
+// checks), which lets the compiler batch loads across channels and use the read-only cache.
 template <typename VelocityT, int MAX_CHANNELS>
-__global__ void __launch_bounds__(kThreads) pnp_update_kernel(const PnPUpdateParams p) {
+__global__ void __launch_bounds__(kThreads)
+    pnp_update_kernel(const float* __restrict__ z, const VelocityT* __restrict__ v,
+                      const VelocityT* __restrict__ v_uncond, const float* __restrict__ prev_x0,
+                      const float* __restrict__ prev_z_next, const bool* __restrict__ prev_certain,
+                      const float* __restrict__ noise, const int64_t* __restrict__ philox_keys,
+                      const bool* __restrict__ active, float* __restrict__ x0_out, float* __restrict__ z_next_out,
+                      bool* __restrict__ certain_out, int32_t* __restrict__ counts, float* __restrict__ z_perturbed_out,
+                      float* __restrict__ uncertainty_out, const PnPUpdateParams p) {
   __shared__ int warp_counts[2][kWarps];
   const int64_t b = blockIdx.y;
   const int64_t position = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
@@ -87,11 +96,10 @@ __global__ void __launch_bounds__(kThreads) pnp_update_kernel(const PnPUpdatePar
   if (position < p.positions) {
     const int channels = static_cast<int>(p.channels);
     const int64_t base = b * p.channels * p.positions + position;  // element (b, 0, f, h, w)
+    const int64_t mask_index = b * p.positions + position;        // element (b, f, h, w)
     const bool pinned = position / p.frame_size < p.num_pinned_frames;
-    const bool active = p.active == nullptr || p.active[b];
-    const bool has_prev = p.prev_x0 != nullptr;
-    const VelocityT* v = static_cast<const VelocityT*>(p.v);
-    const VelocityT* v_uncond = static_cast<const VelocityT*>(p.v_uncond);
+    const bool is_active = active == nullptr || active[b];
+    const bool has_prev = prev_x0 != nullptr;
 
     // Pass 1: prediction, Euler proposal and the channel norm of the change, all in registers.
     float x0[MAX_CHANNELS];
@@ -102,28 +110,28 @@ __global__ void __launch_bounds__(kThreads) pnp_update_kernel(const PnPUpdatePar
     for (int c = 0; c < MAX_CHANNELS; ++c) {
       if (c < channels) {
         const int64_t i = base + c * p.positions;
-        const float z = p.z[i];
+        const float z_value = z[i];
         float velocity = to_float(v[i]);
         if (v_uncond != nullptr) {
           const float uncond = to_float(v_uncond[i]);
           velocity = add(uncond, mul(p.guidance_scale, sub(velocity, uncond)));
         }
-        x0[c] = sub(z, mul(p.sigma, velocity));
-        z_next[c] = add(z, mul(p.dt, velocity));
+        x0[c] = sub(z_value, mul(p.sigma, velocity));
+        z_next[c] = add(z_value, mul(p.dt, velocity));
         finite = finite && isfinite(x0[c]);
         if (has_prev) {
-          const float d = sub(x0[c], p.prev_x0[i]);
+          const float d = sub(x0[c], prev_x0[i]);
           change = p.p_norm == 1 ? add(change, fabsf(d)) : add(change, mul(d, d));
         }
       }
     }
-    nonfinite = !finite && !pinned && active;  // an inactive sample's model output is discarded
+    nonfinite = !finite && !pinned && is_active;  // an inactive sample's model output is discarded
 
     float uncertainty = 0.0f;
     bool merge = false;  // take the previous iteration's x0 / z_next
     if (has_prev) {
-      const bool was_certain = p.prev_certain != nullptr && p.prev_certain[b * p.positions + position];
-      if (active) {
+      const bool was_certain = prev_certain != nullptr && prev_certain[mask_index];
+      if (is_active) {
         const float norm = p.p_norm == 1 ? change : sqrtf(change);
         uncertainty = __fdiv_rn(norm, static_cast<float>(channels));
         certain = (uncertainty < p.tau || was_certain) && !pinned;
@@ -133,59 +141,61 @@ __global__ void __launch_bounds__(kThreads) pnp_update_kernel(const PnPUpdatePar
         merge = true;
       }
     }
-    if (p.uncertainty != nullptr) {
+    if (uncertainty_out != nullptr) {
       // Multiplied rather than selected, as in the reference (a NaN stays NaN on pinned frames).
-      p.uncertainty[b * p.positions + position] = mul(uncertainty, pinned ? 0.0f : 1.0f);
+      uncertainty_out[mask_index] = mul(uncertainty, pinned ? 0.0f : 1.0f);
     }
-    p.certain[b * p.positions + position] = certain;
+    certain_out[mask_index] = certain;
 
     // Pass 2: merge, pin, perturb and write.
     uint32_t k0 = 0u, k1 = 0u;
-    if (p.philox_keys != nullptr) {
-      k0 = static_cast<uint32_t>(p.philox_keys[2 * b]);
-      k1 = static_cast<uint32_t>(p.philox_keys[2 * b + 1]);
+    if (philox_keys != nullptr) {
+      k0 = static_cast<uint32_t>(philox_keys[2 * b]);
+      k1 = static_cast<uint32_t>(philox_keys[2 * b + 1]);
     }
 #pragma unroll
     for (int c = 0; c < MAX_CHANNELS; ++c) {
       if (c < channels) {
         const int64_t i = base + c * p.positions;
-        float x0_out = x0[c], z_next_out = z_next[c];
+        float x0_value = x0[c], z_next_value = z_next[c];
         if (pinned) {
-          x0_out = z_next_out = p.z[i];
+          x0_value = z_next_value = z[i];
         } else if (merge) {
-          x0_out = p.prev_x0[i];
-          z_next_out = p.prev_z_next[i];
+          x0_value = prev_x0[i];
+          z_next_value = prev_z_next[i];
         }
-        p.x0[i] = x0_out;
-        p.z_next[i] = z_next_out;
-        if (p.z_perturbed != nullptr) {
-          float perturbed = x0_out;  // pinned frames are never perturbed
+        x0_out[i] = x0_value;
+        z_next_out[i] = z_next_value;
+        if (z_perturbed_out != nullptr) {
+          float perturbed = x0_value;  // pinned frames are never perturbed
           if (!pinned) {
-            float noise;
-            if (p.noise != nullptr) {
-              noise = p.noise[i];
+            float eps;
+            if (noise != nullptr) {
+              eps = noise[i];
             } else {
               const uint32_t element = static_cast<uint32_t>(c * p.positions + position);
-              noise = philox_normal(philox_first_words(element, p.philox_step, p.philox_iteration, k0, k1));
+              eps = philox_normal(philox_first_words(element, p.philox_step, p.philox_iteration, k0, k1));
             }
-            perturbed = add(mul(p.one_minus_sigma, x0_out), mul(p.sigma, noise));
+            perturbed = add(mul(p.one_minus_sigma, x0_value), mul(p.sigma, eps));
           }
-          p.z_perturbed[i] = perturbed;
+          z_perturbed_out[i] = perturbed;
         }
       }
     }
   }
 
   // Every thread of the block takes part, including those past the last position.
-  add_block_count(certain, warp_counts[0], p.counts + 2 * b);
-  add_block_count(nonfinite, warp_counts[1], p.counts + 2 * b + 1);
+  add_block_count(certain, warp_counts[0], counts + 2 * b);
+  add_block_count(nonfinite, warp_counts[1], counts + 2 * b + 1);
 }
 
 template <typename VelocityT, int MAX_CHANNELS>
-cudaError_t launch_typed(const PnPUpdateParams& params, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>((params.positions + kThreads - 1) / kThreads),
-                  static_cast<unsigned>(params.batch));
-  pnp_update_kernel<VelocityT, MAX_CHANNELS><<<grid, kThreads, 0, stream>>>(params);
+cudaError_t launch_typed(const PnPUpdateParams& p, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>((p.positions + kThreads - 1) / kThreads), static_cast<unsigned>(p.batch));
+  pnp_update_kernel<VelocityT, MAX_CHANNELS><<<grid, kThreads, 0, stream>>>(
+      p.z, static_cast<const VelocityT*>(p.v), static_cast<const VelocityT*>(p.v_uncond), p.prev_x0, p.prev_z_next,
+      p.prev_certain, p.noise, p.philox_keys, p.active, p.x0, p.z_next, p.certain, p.counts, p.z_perturbed,
+      p.uncertainty, p);
   return cudaGetLastError();
 }
 

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "pnp_update_params.h"
@@ -33,6 +34,31 @@ namespace {
 #define PNP_CHECK_TENSOR(t, z, dtype, shape) \
   PNP_CHECK_DTYPE(t, dtype);                 \
   PNP_CHECK_LAYOUT(t, z, shape)
+
+// Byte ranges of two contiguous tensors intersect.
+bool overlaps(const at::Tensor& a, const at::Tensor& b) {
+  const char* a_begin = static_cast<const char*>(a.const_data_ptr());
+  const char* b_begin = static_cast<const char*>(b.const_data_ptr());
+  return a.nbytes() > 0 && b.nbytes() > 0 && a_begin < b_begin + b.nbytes() && b_begin < a_begin + a.nbytes();
+}
+
+using NamedTensors = std::vector<std::pair<const char*, const std::optional<at::Tensor>*>>;
+
+// The kernel reads inputs through __restrict__ pointers: no output may share memory with an
+// input or with another output.
+void check_no_overlap(const NamedTensors& outputs, const NamedTensors& inputs) {
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const auto& [name, out] = outputs[i];
+    if (!out->has_value()) continue;
+    for (const auto& [other_name, other] : inputs) {
+      TORCH_CHECK_VALUE(!other->has_value() || !overlaps(**out, **other), name, " must not overlap ", other_name);
+    }
+    for (size_t j = i + 1; j < outputs.size(); ++j) {
+      const auto& [other_name, other] = outputs[j];
+      TORCH_CHECK_VALUE(!other->has_value() || !overlaps(**out, **other), name, " must not overlap ", other_name);
+    }
+  }
+}
 
 template <typename T>
 const T* data_or_null(const std::optional<at::Tensor>& t) {
@@ -111,6 +137,14 @@ void pnp_update_cuda(const at::Tensor& z, const at::Tensor& v, const std::option
   if (uncertainty) {
     PNP_CHECK_TENSOR(*uncertainty, z, at::kFloat, mask_shape);
   }
+
+  const std::optional<at::Tensor> z_opt(z), v_opt(v), x0_opt(x0), z_next_opt(z_next), certain_opt(certain),
+      counts_opt(counts);
+  check_no_overlap({{"x0", &x0_opt}, {"z_next", &z_next_opt}, {"certain", &certain_opt}, {"counts", &counts_opt},
+                    {"z_perturbed", &z_perturbed}, {"uncertainty", &uncertainty}},
+                   {{"z", &z_opt}, {"v", &v_opt}, {"v_uncond", &v_uncond}, {"prev_x0", &prev_x0},
+                    {"prev_z_next", &prev_z_next}, {"prev_certain", &prev_certain}, {"noise", &noise},
+                    {"philox_keys", &philox_keys}, {"active", &active}});
 
   PnPUpdateParams params{};
   params.z = z.const_data_ptr<float>();
