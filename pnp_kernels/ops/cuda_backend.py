@@ -108,9 +108,18 @@ def extension_error() -> str | None:
     return reason
 
 
-def _shares_memory(tensor: torch.Tensor, others) -> bool:
-    storage = tensor.untyped_storage().data_ptr()
-    return any(o is not None and o.untyped_storage().data_ptr() == storage for o in others)
+def _kernel_target(given, shape, dtype, device, taken: list) -> torch.Tensor:
+    """``given`` when the kernel may write it directly, else a fresh tensor (``write_outputs`` then
+    copies into ``given`` or reports its mismatch). The kernel reads through ``__restrict__``
+    pointers, so a target must not share memory with any input or other target in ``taken``."""
+    usable = (
+        given is not None and tuple(given.shape) == tuple(shape) and given.dtype == dtype
+        and given.device == device and given.is_contiguous()
+        and all(t is None or t.untyped_storage().data_ptr() != given.untyped_storage().data_ptr() for t in taken)
+    )
+    chosen = given if usable else torch.empty(shape, dtype=dtype, device=device)
+    taken.append(chosen)
+    return chosen
 
 
 class CudaBackend:
@@ -145,33 +154,23 @@ class CudaBackend:
         noise_tensor = philox_keys = None
         step = iteration = 0
         if isinstance(noise, PhiloxNoise):
-            philox_keys = noise.key_table(z.device)
+            philox_keys = noise.key_table(z.device)  # (B, 2) words: a few bytes to the device
             step, iteration = noise.step, noise.iteration
         elif noise is not None:
             noise_tensor = noise.to(torch.float32).contiguous()
         inputs += [noise_tensor, philox_keys]
 
         mask_shape = (batch, frames, height, width)
+        out = out if out is not None else PnPUpdateOutput(None, None, None, None, None, None, None)
         taken = list(inputs)
-
-        def target(name, shape, dtype, wanted=True):
-            """The caller's out tensor when the kernel can write it directly, else a fresh one."""
-            if not wanted:
-                return None
-            given = getattr(out, name) if out is not None else None
-            if (given is not None and given.shape == shape and given.dtype == dtype and given.device == z.device
-                    and given.is_contiguous() and not _shares_memory(given, taken)):
-                chosen = given
-            else:  # write_outputs copies it into the caller's tensor (or reports the mismatch)
-                chosen = torch.empty(shape, dtype=dtype, device=z.device)
-            taken.append(chosen)
-            return chosen
-
-        x0 = target("x0", z.shape, torch.float32)
-        z_next = target("z_next", z.shape, torch.float32)
-        certain = target("certain", mask_shape, torch.bool)
-        z_perturbed = target("z_perturbed", z.shape, torch.float32, noise is not None)
-        uncertainty = target("uncertainty", mask_shape, torch.float32, return_uncertainty)
+        x0 = _kernel_target(out.x0, z.shape, torch.float32, z.device, taken)
+        z_next = _kernel_target(out.z_next, z.shape, torch.float32, z.device, taken)
+        certain = _kernel_target(out.certain, mask_shape, torch.bool, z.device, taken)
+        z_perturbed = uncertainty = None
+        if noise is not None:
+            z_perturbed = _kernel_target(out.z_perturbed, z.shape, torch.float32, z.device, taken)
+        if return_uncertainty:
+            uncertainty = _kernel_target(out.uncertainty, mask_shape, torch.float32, z.device, taken)
         counts = torch.empty((batch, 2), dtype=torch.int32, device=z.device)
 
         torch.ops.pnp_kernels.pnp_update_cuda(

@@ -376,3 +376,6 @@ def test_op_checks_name_the_bad_argument():
         call(p_norm=3)
     with pytest.raises(ValueError, match="z_perturbed"):
         call(noise=torch.randn_like(z))
+    with pytest.raises(ValueError, match="x0 must not overlap prev_x0"):
+        prev = torch.randn_like(z)
+        call(prev_x0=prev, prev_z_next=torch.randn_like(z), x0=prev)
