@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .data import DATASETS, sample_data
 from .experiment import Variant, initial_noise, placement, single_thread
-from .metric import ManifoldMetric
+from .metric import REFERENCE_SIZE, ManifoldMetric
 from .model import load_shipped
 from .plots import save_demo_figure
 from .report import compare_at, format_table
@@ -64,12 +64,12 @@ def _demo(out_dir: Path, seed: int) -> tuple[str, Path]:
     figure = save_demo_figure(out_dir / FIGURE_NAME, panels)
     table = "\n".join([
         f"P&P on a 2-D flow-matching toy: {DEMO_POINTS} samples per dataset, shipped weights, seed {seed}.",
-        "mean NN = mean distance from each sample to the nearest of 50,000 fresh data points (lower = closer",
+        f"mean NN = mean distance from each sample to the nearest of {REFERENCE_SIZE:,} fresh data points (lower = closer",
         "to the data); far = share of samples beyond the dataset's threshold; coverage NN = mean distance from",
         "data points to the nearest sample (higher = parts of the data left uncovered). Sigma 1 = noise.",
         "",
         format_table(rows),
         "",
-        f"({time.perf_counter() - started:.1f}s)",
+        f"demo took {time.perf_counter() - started:.1f}s",
     ])
     return table, figure
