@@ -145,6 +145,9 @@ class CudaBackend:
         self, z, v, sigma, sigma_next, *, v_uncond, guidance_scale, prev_x0, prev_z_next, prev_certain,
         tau, p_norm, noise, active, num_pinned_frames, return_uncertainty, out=None,
     ) -> PnPUpdateOutput:
+        error = extension_error()
+        if error is not None:
+            raise RuntimeError(f"backend 'cuda' cannot run: {error}")
         batch, _, frames, height, width = z.shape
         if v_uncond is not None and v_uncond.dtype != v.dtype:  # the kernel reads one velocity dtype
             v, v_uncond = v.float(), v_uncond.float()
