@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -374,7 +374,8 @@ def resolve_settings(args: argparse.Namespace) -> tuple[Settings, object]:
         pnp = PnPConfig(plan=plan, tau=pick("tau"), p_norm=args.p_norm, certain_stop=args.certain_stop,
                         noise=args.noise, backend=args.backend)
     except (ValueError, TypeError) as error:
-        raise UsageError(f"invalid P&P setting: {error}") from None
+        hint = "" if args.plan is not None else f" (the default plan of a {defaults['steps']}-step run: set --plan)"
+        raise UsageError(f"invalid P&P setting: {error}{hint}") from None
     if args.save_uncertainty and not pnp.plan:
         raise UsageError("--save-uncertainty needs refined steps, but the plan is empty")
 
@@ -536,9 +537,8 @@ def run(settings: Settings, image, argv: Sequence[str]) -> dict:
     }
     baseline_frames = None
     if settings.baseline:
-        plain = PnPConfig(plan=RefinePlan(()), tau=settings.pnp.tau, p_norm=settings.pnp.p_norm,
-                          certain_stop=settings.pnp.certain_stop, noise=settings.pnp.noise, backend=settings.pnp.backend)
-        baseline, timings["baseline_s"] = generate(pipe, settings, image, plain, capture_uncertainty=False)
+        unrefined = replace(settings.pnp, plan=RefinePlan(()))
+        baseline, timings["baseline_s"] = generate(pipe, settings, image, unrefined, capture_uncertainty=False)
         baseline_frames = baseline.frames[0]
         record["baseline"] = _run_record(baseline, timings["baseline_s"])
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pnp_kernels import PnPConfig, RefinePlan, cli
+from pnp_kernels import PnPConfig, cli
 
 iio = pytest.importorskip("imageio.v3")
 
