@@ -1,9 +1,9 @@
 // Torch binding of the fused P&P update: registers pnp_kernels::pnp_update_cuda.
 //
 // Validates every tensor (device, dtype, shape, contiguity) before handing raw pointers to the
-// kernel in pnp_update_kernel.cu. A FRAGMENT is used for the namespace because the Python side
-// also defines ops under pnp_kernels:: (torch.library.custom_op), and a namespace may have only
-// one TORCH_LIBRARY block per process.
+// kernel in pnp_update_kernel.cu. TORCH_LIBRARY_FRAGMENT rather than TORCH_LIBRARY: the namespace
+// is shared with the Python ops of pnp_kernels (torch.library), and only one block per process
+// may claim a namespace as its definition; a fragment never clashes with it.
 #include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -28,12 +28,16 @@ namespace {
   TORCH_CHECK_VALUE((t).sizes() == (shape), #t " must have shape ", (shape), ", got ", (t).sizes())
 #define PNP_CHECK_CONTIGUOUS(t) TORCH_CHECK_VALUE((t).is_contiguous(), #t " must be contiguous")
 #define PNP_CHECK_LAYOUT(t, z, shape) \
-  PNP_CHECK_DEVICE(t, z);             \
-  PNP_CHECK_SHAPE(t, shape);          \
-  PNP_CHECK_CONTIGUOUS(t)
+  do {                                \
+    PNP_CHECK_DEVICE(t, z);           \
+    PNP_CHECK_SHAPE(t, shape);        \
+    PNP_CHECK_CONTIGUOUS(t);          \
+  } while (0)
 #define PNP_CHECK_TENSOR(t, z, dtype, shape) \
-  PNP_CHECK_DTYPE(t, dtype);                 \
-  PNP_CHECK_LAYOUT(t, z, shape)
+  do {                                       \
+    PNP_CHECK_DTYPE(t, dtype);               \
+    PNP_CHECK_LAYOUT(t, z, shape);           \
+  } while (0)
 
 // Byte ranges of two contiguous tensors intersect.
 bool overlaps(const at::Tensor& a, const at::Tensor& b) {
