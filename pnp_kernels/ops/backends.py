@@ -6,7 +6,7 @@ out=None, **kwargs) -> PnPUpdateOutput`` with the keyword arguments of ``pnp_upd
 
 "auto" walks ``AUTO_PRIORITY`` and takes the first backend with no reasons against the inputs; an
 explicitly requested backend that cannot run raises with its reasons. Nothing heavy is imported
-here: Triton is imported when its backend first runs or is asked about CPU tensors.
+here: Triton is imported the first time its backend is considered.
 """
 from __future__ import annotations
 
