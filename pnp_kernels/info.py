@@ -62,6 +62,7 @@ def collect_info() -> dict:
         "gpus": _gpus(),
         "triton": _triton_version(),
         "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET", "unset"),
+        "settings": {k: v for k, v in sorted(os.environ.items()) if k.startswith("PNP_KERNELS_")},
         "backends": {device: _backend_report(device) for device in devices},
     }
 
@@ -74,6 +75,7 @@ def format_info(info: dict) -> str:
         f"triton      {info['triton']} (TRITON_INTERPRET={info['TRITON_INTERPRET']})",
     ]
     lines += [f"gpu         {gpu}" for gpu in info["gpus"]] or ["gpu         none"]
+    lines += [f"env         {k}={v}" for k, v in info["settings"].items()]
     for device, (reasons, chosen) in info["backends"].items():
         lines.append(f"backends for {device} tensors (auto priority {', '.join(AUTO_PRIORITY)}):")
         for name, why in reasons.items():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import math
 
 import torch
 
@@ -75,6 +76,8 @@ class TritonBackend:
             reasons.append(f"handles at most {self.max_channels} channels, got C={z.shape[1]}")
         if z.dim() == 5 and z.shape[0] > self.max_batch:
             reasons.append(f"handles at most {self.max_batch} samples per launch, got B={z.shape[0]}")
+        if z.dim() == 5 and math.prod(z.shape[1:]) >= 2**31:
+            reasons.append(f"indexes a sample with int32, got {math.prod(z.shape[1:])} elements per sample")
         for name, t in (("v", v), ("v_uncond", v_uncond)):
             if t is not None and t.dtype not in SUPPORTED_VELOCITY_DTYPES:
                 reasons.append(f"{name} dtype {t.dtype} is not float32, bfloat16 or float16")

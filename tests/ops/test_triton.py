@@ -183,6 +183,16 @@ def test_default_outputs_are_fresh_and_correct(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", [(0, 4, 2, 3, 5), (2, 4, 2, 0, 5)], ids=["no-samples", "no-positions"])
+def test_empty_inputs(shape, device):
+    z = torch.randn(shape, device=device)
+    kwargs = dict(prev_x0=torch.randn_like(z), prev_z_next=torch.randn_like(z), noise=torch.randn_like(z))
+    actual = pnp_update(z, z, 0.5, 0.4, backend="triton", **kwargs)
+    assert_matches(actual, reference_on_cpu(z, z, 0.5, 0.4, kwargs), shape)
+    assert actual.certain_fraction.shape == (shape[0],)
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("noise_mode, guided", [("generator", True), ("philox", False)])
 def test_sampler_triton_equals_torch(noise_mode, guided, device):
     seed = int(torch.randint(0, 2**31, ()))
