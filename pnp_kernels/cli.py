@@ -81,6 +81,7 @@ class ModelInfo:
     kind: ModelKind
     size_multiple: int  # height and width must be multiples: VAE spatial factor x transformer patch
     temporal_factor: int  # frames must be temporal_factor * k + 1
+    head_dim: int  # attention head size: some attention kernels have limits
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -137,9 +138,10 @@ def detect_model(folder: str | Path) -> ModelInfo:
         temporal = int(vae.get("scale_factor_temporal") or 4)
         patch = transformer.get("patch_size", [1, 2, 2])
         multiple = spatial * int(max(patch[1:]))
+        head_dim = int(transformer.get("attention_head_dim", 128))
     except (TypeError, ValueError, IndexError):
         raise UsageError(f"{what}: vae or transformer config.json holds unexpected scale factors or patch size") from None
-    return ModelInfo(folder, MODEL_KINDS[name], multiple, temporal)
+    return ModelInfo(folder, MODEL_KINDS[name], multiple, temporal, head_dim)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -335,6 +337,27 @@ def _resolve_device(requested: str | None, offload: bool) -> str:
     return str(device)
 
 
+def _check_attention(requested: str, device: str, dtype: str, head_dim: int) -> str:
+    """A backend asked for by name must exist and be able to run here (checked without loading the model)."""
+    import torch
+
+    from .wan.attention import AttentionInputs, choose_attention_backend, known_backend_names
+
+    name = requested.strip().lower()
+    if name == "auto":
+        return name
+    if name not in known_backend_names():
+        raise UsageError(
+            f"--attention {requested!r} is not 'auto' or a diffusers attention backend "
+            "(e.g. native, flash, _flash_3, _native_cudnn, xformers)"
+        )
+    try:
+        choose_attention_backend(name, AttentionInputs(torch.device(device), getattr(torch, dtype), head_dim))
+    except ValueError as error:
+        raise UsageError(f"--attention: {error}") from None
+    return name
+
+
 def resolve_settings(args: argparse.Namespace) -> tuple[Settings, object]:
     """Check every argument and fill in the model's defaults; returns the settings and the loaded
     conditioning image (or None). Nothing is loaded or written here except the image."""
@@ -391,16 +414,9 @@ def resolve_settings(args: argparse.Namespace) -> tuple[Settings, object]:
 
     _check_modules(["diffusers", "transformers", "accelerate"], "wan")
     _check_modules(["imageio", "imageio_ffmpeg"] + (["matplotlib"] if args.save_uncertainty else []), "video")
-    attention = args.attention.strip().lower()
-    from .wan.attention import known_backend_names
-
-    if attention != "auto" and attention not in known_backend_names():
-        raise UsageError(
-            f"--attention {args.attention!r} is not 'auto' or a diffusers attention backend "
-            "(e.g. native, flash, _flash_3, _native_cudnn, xformers)"
-        )
     device = _resolve_device(args.device, args.offload)
     dtype = DTYPES[args.dtype] if args.dtype else ("bfloat16" if device.startswith("cuda") else "float32")
+    attention = _check_attention(args.attention, device, dtype, info.head_dim)
     image = _check_image(args.image) if args.image is not None else None
     settings = Settings(
         model=info, prompt=args.prompt, negative_prompt=args.negative_prompt, image_path=args.image,
@@ -618,6 +634,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
-    record = run(settings, image, argv)
+    try:
+        record = run(settings, image, argv)
+    except KeyboardInterrupt:  # run() has already removed its partial files
+        print(f"{PROG}: interrupted; nothing was written", file=sys.stderr)
+        return 130
     print(summary(record))
     return 0

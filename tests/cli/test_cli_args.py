@@ -131,6 +131,14 @@ def test_bad_arguments_fail_in_one_line_before_loading(tiny_t2v, image_file, tmp
     assert list(tmp_path.iterdir()) == []
 
 
+def test_attention_backend_that_cannot_run_here(tiny_t2v, tmp_path, capsys):
+    # FlashAttention needs a CUDA device and a half dtype: on the CPU in float32 it is refused up front.
+    status, err = _run_main(["--model", str(tiny_t2v), "--prompt", "a cat", *TINY, "--device", "cpu",
+                             "--attention", "flash", "--out", str(tmp_path / "v.mp4")], capsys)
+    _assert_one_line_error(status, err, "--attention", "flash", "float16 or bfloat16")
+    assert list(tmp_path.iterdir()) == []
+
+
 def _break_checkpoint(tiny_t2v, tmp_path, how):
     folder = tmp_path / "ckpt"
     if how == "missing":
