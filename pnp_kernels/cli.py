@@ -568,12 +568,13 @@ def run(settings: Settings, image, argv: Sequence[str]) -> dict:
         if baseline_frames is not None:
             labels = (f"baseline {record['baseline']['nfe']} NFE", f"P&P {record['refined']['nfe']} NFE")
             video.export_video(baseline_frames, staged.path_for(paths["baseline"]), settings.fps)
-            video.export_video(video.side_by_side(baseline_frames, frames, labels),
-                               staged.path_for(paths["side_by_side"]), settings.fps)
+            chunks = (video.side_by_side(baseline_frames[i : i + 16], frames[i : i + 16], labels)
+                      for i in range(0, len(frames), 16))
+            video.stream_video(chunks, staged.path_for(paths["side_by_side"]), settings.fps)
             written.update(baseline=paths["baseline"], side_by_side=paths["side_by_side"])
         if settings.save_uncertainty:
             maps = refined.pnp_stats.uncertainty_maps
-            video.export_video(video.uncertainty_video(frames, maps, settings.pnp.tau),
+            video.stream_video(video.uncertainty_segments(frames, maps, settings.pnp.tau),
                                staged.path_for(paths["uncertainty_video"]), settings.fps)
             video.uncertainty_grid(frames, maps, settings.pnp.tau, staged.path_for(paths["uncertainty_grid"]))
             written.update(uncertainty_video=paths["uncertainty_video"], uncertainty_grid=paths["uncertainty_grid"])

@@ -8,7 +8,7 @@ Heavy imports (diffusers, PIL, matplotlib) happen inside the functions that need
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -34,16 +34,35 @@ def check_frames(frames, name: str = "frames") -> np.ndarray:
     return np.clip(frames, 0.0, 1.0).astype(np.float32, copy=False)
 
 
-def export_video(frames: np.ndarray, path: str | Path, fps: int) -> Path:
-    """Write frames to an mp4 with diffusers' ``export_to_video`` (imageio + imageio-ffmpeg)."""
-    from diffusers.utils import export_to_video
-
-    frames = check_frames(frames)
+def _check_fps(fps) -> int:
     if isinstance(fps, bool) or not isinstance(fps, int) or fps < 1:
         raise ValueError(f"fps must be a positive integer, got {fps!r}")
+    return fps
+
+
+def export_video(frames: np.ndarray, path: str | Path, fps: int) -> Path:
+    """Write a sampled clip to an mp4 with diffusers' ``export_to_video`` (imageio + imageio-ffmpeg)."""
+    from diffusers.utils import export_to_video
+
+    frames, fps = check_frames(frames), _check_fps(fps)
     # Padding (not rescaling) keeps every pixel as sampled; sampled Wan frames already fit.
     frames = pad_to_multiple(frames, MACROBLOCK)
     export_to_video(list(frames), str(path), fps=fps, macro_block_size=MACROBLOCK)
+    return Path(path)
+
+
+def stream_video(chunks: Iterable[np.ndarray], path: str | Path, fps: int) -> Path:
+    """Write a composed video chunk by chunk with imageio's ffmpeg writer (what ``export_to_video``
+    uses), so that it never sits in memory whole: the uncertainty video of a default run is 13 refined
+    steps x 81 frames at 480p, gigabytes as float frames."""
+    import imageio
+
+    fps = _check_fps(fps)
+    with imageio.get_writer(str(path), fps=fps, macro_block_size=MACROBLOCK) as writer:
+        for chunk in chunks:
+            chunk = pad_to_multiple(check_frames(chunk, "chunk"), MACROBLOCK)
+            for frame in np.round(chunk * 255.0).astype(np.uint8):
+                writer.append_data(frame)
     return Path(path)
 
 
@@ -154,19 +173,22 @@ def _step_title(step: dict) -> str:
             f"{100 * step['certain_fraction']:.0f}% certain")
 
 
-def uncertainty_video(frames: np.ndarray, maps: Sequence[dict], tau: float) -> np.ndarray:
-    """One labelled segment per refined step: the decoded video with that step's uncertainty over it."""
+def uncertainty_segments(frames: np.ndarray, maps: Sequence[dict], tau: float,
+                         chunk_frames: int = 16) -> Iterator[np.ndarray]:
+    """The uncertainty video, ``chunk_frames`` frames at a time: one labelled segment per refined step,
+    the decoded video with that step's uncertainty over it."""
     frames = check_frames(frames)
     steps = refined_steps(maps)
     if not steps:
         raise ValueError("no uncertainty maps were captured (the plan refines no step)")
     num_frames, height, width, _ = frames.shape
     scale = heat_scale(maps, tau)
-    segments = [
-        with_label(overlay_heat(frames, to_pixels(s["uncertainty"], num_frames, height, width) / scale), _step_title(s))
-        for s in steps
-    ]
-    return np.concatenate(segments, axis=0)
+    for step in steps:
+        heat = to_pixels(step["uncertainty"], num_frames, height, width) / scale
+        title = _step_title(step)
+        for start in range(0, num_frames, chunk_frames):
+            part = slice(start, start + chunk_frames)
+            yield with_label(overlay_heat(frames[part], heat[part]), title)
 
 
 def uncertainty_grid(frames: np.ndarray, maps: Sequence[dict], tau: float, path: str | Path,

@@ -105,17 +105,28 @@ def test_refined_steps_use_first_uncertainty_and_last_mask():
     assert steps[0]["certain_fraction"] == pytest.approx(float(last["certain"][1].float().mean()))
 
 
-def test_uncertainty_video_has_one_labelled_segment_per_step():
+def test_uncertainty_segments_one_labelled_segment_per_step():
     frames = _frames(5, 32, 48, 4)
     maps = _maps([2, 3, 5], 2, (1, 2, 4, 6), seed=5)
-    heat = video.uncertainty_video(frames, maps, tau=0.25)
+    chunks = list(video.uncertainty_segments(frames, maps, tau=0.25, chunk_frames=2))
+    assert [len(c) for c in chunks] == [2, 2, 1] * 3
+    heat = np.concatenate(chunks)
     assert heat.shape == (3 * 5, 32 + video.LABEL_HEIGHT, 48, 3)
     assert heat.min() >= 0.0 and heat.max() <= 1.0
-    # The overlay changes the picture, and differently where the uncertainty differs.
-    assert not np.allclose(heat[:5, video.LABEL_HEIGHT :], frames)
+    # Each segment is the video under its own step's map: recompute step 3's overlay directly.
+    step3 = next(m for m in maps if m["step"] == 3 and m["iteration"] == 1)["uncertainty"][0]
+    expected = video.overlay_heat(frames, video.to_pixels(step3, 5, 32, 48) / video.heat_scale(maps, 0.25))
+    np.testing.assert_allclose(heat[5:10, video.LABEL_HEIGHT :], expected, atol=1e-6)
     assert not np.allclose(heat[:5], heat[5:10])
     with pytest.raises(ValueError, match="no uncertainty maps"):
-        video.uncertainty_video(frames, [], tau=0.25)
+        next(video.uncertainty_segments(frames, [], tau=0.25))
+
+
+def test_stream_video_writes_chunks_in_order(tmp_path):
+    chunks = [np.full((n, 24, 40, 3), value, np.float32) for n, value in ((3, 0.2), (1, 0.8), (2, 0.5))]
+    decoded = iio.imread(video.stream_video(iter(chunks), tmp_path / "s.mp4", fps=8)).astype(np.float32) / 255.0
+    assert decoded.shape == (6, 32, 48, 3)  # padded to whole macroblocks
+    np.testing.assert_allclose(decoded[:, 4:20, 4:36].mean(axis=(1, 2, 3)), [0.2, 0.2, 0.2, 0.8, 0.5, 0.5], atol=0.03)
 
 
 @pytest.mark.parametrize("tau", [0.25, 0.0])
