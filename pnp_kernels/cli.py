@@ -172,12 +172,34 @@ def _real(text: str) -> float:
     return value
 
 
+def _epilog() -> str:
+    lines = ["defaults per detected model:"]
+    for kind in MODEL_KINDS.values():
+        d = kind.defaults
+        guidance = f"{d['guidance']:g}" + (f" / guidance-2 {d['guidance_2']:g}" if d["guidance_2"] is not None else "")
+        lines.append(f"  {kind.description:<44} {d['steps']} steps, plan {d['plan']}, tau {d['tau']:g}, guidance {guidance}")
+    lines += [
+        "  every model: 480x832, 81 frames, 16 fps, seed 0, p-norm 1, certain-stop 0.999",
+        "",
+        "files written for --out NAME.mp4: NAME.mp4, NAME.json (settings, seed, versions, NFEs, iterations,",
+        "early exits, certain fractions, timings); with --baseline NAME_baseline.mp4 and NAME_side_by_side.mp4;",
+        "with --save-uncertainty NAME_uncertainty.mp4 and NAME_uncertainty.png.",
+        "",
+        "example:",
+        '  pnp-sample --model ./Wan2.1-T2V-1.3B-Diffusers --prompt "A cat walks on the grass" \\',
+        "      --baseline --save-uncertainty --out outputs/cat.mp4",
+    ]
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         description="Sample a video from a local Wan checkpoint (diffusers format) with Predict-and-Perturb "
         "self-refinement (arXiv 2601.18577). Defaults left unset follow the published scripts for the "
         "detected model (Wan 2.1: 50 steps, plan 2-5:3,6-14:1, tau 0.25, guidance 5, 480x832, 81 frames, 16 fps).",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     model = parser.add_argument_group("model and prompt")
     model.add_argument("--model", type=Path, help="checkpoint folder in diffusers format (T2V, A14B, TI2V-5B or I2V)")
