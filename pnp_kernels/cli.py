@@ -84,6 +84,11 @@ class ModelInfo:
     head_dim: int  # attention head size: some attention kernels have limits
 
 
+# Components that are networks: a folder of theirs without a weight file is an incomplete download.
+WEIGHTED_COMPONENTS = ("transformer", "transformer_2", "vae", "text_encoder", "image_encoder")
+WEIGHT_FILES = ("*.safetensors", "*.bin")
+
+
 def _read_json(path: Path, what: str) -> dict:
     try:
         data = json.loads(path.read_text())
@@ -129,6 +134,10 @@ def detect_model(folder: str | Path) -> ModelInfo:
     for component, entry in index.items():
         if not component.startswith("_") and _present(entry) and not (folder / component).is_dir():
             raise UsageError(f"{what}: model_index.json lists {component!r} but the folder {folder / component} is missing")
+    for component in WEIGHTED_COMPONENTS:
+        part = folder / component
+        if _present(index.get(component)) and not any(any(part.glob(pattern)) for pattern in WEIGHT_FILES):
+            raise UsageError(f"{what}: {part} holds no weights ({' / '.join(WEIGHT_FILES)}); an incomplete download?")
     if two_experts and not isinstance(index.get("boundary_ratio"), (int, float)):
         raise UsageError(f"{what}: a two-expert model needs a numeric boundary_ratio in model_index.json")
     vae = _read_json(folder / "vae" / "config.json", what)

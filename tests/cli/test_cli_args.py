@@ -13,7 +13,8 @@ COMPONENTS = {"tokenizer": "PreTrainedTokenizerFast", "text_encoder": "UMT5Encod
 
 
 def write_checkpoint_index(folder, class_name="WanPipeline", vae_spatial=8, **entries):
-    """A checkpoint folder with a model_index.json, empty component folders and the two configs read."""
+    """A checkpoint folder with a model_index.json, component folders with placeholder weight files, and
+    the two configs that are read."""
     index = {"_class_name": class_name, "boundary_ratio": None, "expand_timesteps": False,
              "transformer_2": [None, None], **{k: ["diffusers", v] for k, v in COMPONENTS.items()}}
     index.update(entries)
@@ -22,6 +23,7 @@ def write_checkpoint_index(folder, class_name="WanPipeline", vae_spatial=8, **en
     for name, entry in index.items():
         if isinstance(entry, list) and entry[0] is not None:
             (folder / name).mkdir()
+            (folder / name / "model.safetensors").write_bytes(b"")  # only its presence is checked
     (folder / "vae" / "config.json").write_text(json.dumps({"scale_factor_spatial": vae_spatial, "scale_factor_temporal": 4}))
     (folder / "transformer" / "config.json").write_text(json.dumps({"patch_size": [1, 2, 2]}))
     return folder
@@ -160,6 +162,9 @@ def _break_checkpoint(tiny_t2v, tmp_path, how):
         shutil.rmtree(folder / "vae")
     elif how == "component not listed":
         index.write_text(json.dumps({**json.loads(index.read_text()), "text_encoder": [None, None]}))
+    elif how == "no weights":
+        for weights in (folder / "transformer").glob("*.safetensors"):
+            weights.unlink()
     elif how == "bad vae config":
         (folder / "vae" / "config.json").write_text("nope")
     return folder
@@ -170,7 +175,7 @@ def _break_checkpoint(tiny_t2v, tmp_path, how):
     [("missing", "no such directory"), ("file", "not a directory"), ("no index", "model_index.json is missing"),
      ("bad json", "cannot read"), ("not an object", "JSON object"), ("other pipeline", "StableDiffusionPipeline"),
      ("component folder missing", "'vae'"), ("component not listed", "'text_encoder'"),
-     ("bad vae config", "config.json")],
+     ("no weights", "holds no weights"), ("bad vae config", "config.json")],
 )
 def test_malformed_model_folder(tiny_t2v, tmp_path, capsys, how, needle):
     folder = _break_checkpoint(tiny_t2v, tmp_path, how)
