@@ -47,6 +47,16 @@ def test_module_help(tmp_path):
         assert flag in result.stdout
 
 
+def test_bad_input_exit_status_as_a_command(tiny_t2v, tmp_path):
+    out = tmp_path / "out" / "v.mp4"
+    result = subprocess.run([sys.executable, "-m", "pnp_kernels", "--model", str(tiny_t2v), "--prompt", "a cat",
+                             "--frames", "6", "--out", str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stdout == ""
+    errors = [line for line in result.stderr.splitlines() if line.startswith("pnp-sample: error:")]
+    assert errors == ["pnp-sample: error: --frames must be 4k + 1 (e.g. 5, 81), got 6"]
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.filterwarnings("ignore:.*torch_dtype.*:FutureWarning")
 def test_t2v_video_sidecar_baseline_and_heat_maps(tiny_t2v, tmp_path):
     out = tmp_path / "run" / "cat.mp4"  # the folder does not exist yet
