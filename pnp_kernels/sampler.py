@@ -262,6 +262,7 @@ def pnp_sample(
     num_pinned_frames: int = 0,
     capture_uncertainty: bool = False,
     callback: Callable[[IterationEvent], None] | None = None,
+    step_end: Callable[[int, torch.Tensor], torch.Tensor | None] | None = None,
 ) -> PnPResult:
     """Euler sampling with Predict-and-Perturb refinement (arXiv 2601.18577, Alg. 2; SPEC §3).
 
@@ -269,7 +270,9 @@ def pnp_sample(
     latents: (B, C, F, H, W) initial noise at ``sigmas[0]``; sigmas: N + 1 non-increasing values in
     [0, 1]. generator: perturbation noise for noise="generator" (one per sample for batch
     invariance); seed: for noise="philox". num_pinned_frames: leading latent frames held fixed
-    (conditioning). Returns ``PnPResult(latents, stats)``; the input latents are not modified.
+    (conditioning). callback(IterationEvent) runs after every model call; step_end(step, z) after each
+    outer step, and a tensor it returns replaces the state (diffusers' callback_on_step_end).
+    Returns ``PnPResult(latents, stats)``; the input latents are not modified.
     """
     config = PnPConfig() if config is None else config
     if not isinstance(config, PnPConfig):
@@ -385,6 +388,15 @@ def pnp_sample(
                 break
             z_in = result.z_perturbed
         z = prev.z_next
+        if step_end is not None:
+            replaced = step_end(step, z)
+            if replaced is not None:
+                if not isinstance(replaced, torch.Tensor) or replaced.shape != z.shape:
+                    raise ValueError(
+                        f"step_end returned {getattr(replaced, 'shape', type(replaced).__name__)} after step {step}, "
+                        f"expected a tensor of shape {tuple(z.shape)}"
+                    )
+                z = replaced.to(device=device, dtype=torch.float32)
 
     if nonfinite_log is not None and len(nfe_where):
         raise_if_nonfinite(nonfinite_log[: len(nfe_where)].tolist())

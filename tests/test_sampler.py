@@ -215,3 +215,18 @@ def bad_call(**overrides):
 def test_bad_input(overrides, error, words):
     with pytest.raises(error, match=words):
         bad_call(**overrides)
+
+
+def test_step_end_hook_can_replace_the_state():
+    latents, targets, gains = problem(1, 41)
+    seen = []
+
+    def step_end(step, z):
+        seen.append(step)
+        return torch.zeros_like(z) if step == 7 else None
+
+    result = pnp_sample(ToyDenoiser(targets, gains, SHAPE[0]), latents, SIGMAS, PnPConfig(plan=[(1, 2, 1)]),
+                        generator=torch.Generator().manual_seed(0), step_end=step_end)
+    assert seen == list(range(8)) and not result.latents.any()
+    with pytest.raises(ValueError, match="step_end returned"):
+        bad_call(step_end=lambda step, z: z[:, :1])

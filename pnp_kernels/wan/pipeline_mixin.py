@@ -61,16 +61,14 @@ def _derived_pnp_seed(generator) -> int | list[int]:
 
 
 class _StepEndCallback:
-    """Runs diffusers' ``callback_on_step_end(pipe, step, t, tensors)`` once an outer step is complete:
-    at the first model call of the next step and after the last one. Latents it returns replace the
-    sampler state in place; prompt embeddings it returns replace the denoiser's."""
+    """Runs diffusers' ``callback_on_step_end(pipe, step, t, tensors)`` as pnp_sample's step_end hook:
+    latents it returns replace the sampler state; prompt embeddings it returns replace the denoiser's."""
 
     def __init__(self, pipe, callback, tensor_names, denoiser: WanDenoiser, timesteps):
         self.pipe, self.callback, self.tensor_names = pipe, callback, tensor_names
         self.denoiser, self.timesteps = denoiser, timesteps
-        self.last_step = -1
 
-    def step_finished(self, step: int, latents: torch.Tensor) -> None:
+    def __call__(self, step: int, latents: torch.Tensor) -> torch.Tensor | None:
         c = self.denoiser.conditioning
         available = {
             "latents": latents,
@@ -79,24 +77,13 @@ class _StepEndCallback:
         }
         returned = self.callback(self.pipe, step, self.timesteps[step], {k: available[k] for k in self.tensor_names})
         returned = dict(returned or {})
-        new_latents = returned.pop("latents", latents)
-        if new_latents is not latents:
-            latents.copy_(new_latents)
+        new_latents = returned.pop("latents", None)
         if "prompt_embeds" in returned or "negative_prompt_embeds" in returned:
             self.denoiser.set_prompt_embeds(
                 returned.pop("prompt_embeds", c.prompt_embeds),
                 returned.pop("negative_prompt_embeds", c.negative_prompt_embeds),
             )
-
-    def wrap(self, denoise):
-        def denoise_with_step_end(z, step, sigma):
-            if step != self.last_step:
-                if step > 0:
-                    self.step_finished(step - 1, z)
-                self.last_step = step
-            return denoise(z, step, sigma)
-
-        return denoise_with_step_end
+        return new_latents
 
 
 class PnPPipelineMixin:
@@ -246,11 +233,9 @@ class PnPPipelineMixin:
         for step, expert in enumerate(denoiser.step_experts):
             if expert.model is None:
                 raise ValueError(f"step {step} (t={float(timesteps[step]):.1f}) needs a transformer the pipeline lacks")
-        denoise = denoiser
         step_end = None
         if callback_on_step_end is not None:
             step_end = _StepEndCallback(self, callback_on_step_end, callback_on_step_end_tensor_inputs, denoiser, timesteps)
-            denoise = step_end.wrap(denoiser)
         if pnp.noise == "philox":
             noise = {"seed": _derived_pnp_seed(generator) if pnp_seed is None else pnp_seed}
         else:
@@ -271,12 +256,10 @@ class PnPPipelineMixin:
 
             with use_attention_backend(choice, self._experts_models()):
                 result = pnp_sample(
-                    denoise, latents, sigmas, pnp, **noise,
+                    denoiser, latents, sigmas, pnp, **noise,
                     num_pinned_frames=conditioning.num_pinned_frames,
-                    capture_uncertainty=capture_uncertainty, callback=on_model_call,
+                    capture_uncertainty=capture_uncertainty, callback=on_model_call, step_end=step_end,
                 )
-            if step_end is not None:
-                step_end.step_finished(num_steps - 1, result.latents)
             bar.total = bar.n  # early exits spend fewer calls than the upper bound
             bar.refresh()
         self._current_timestep = None
