@@ -230,3 +230,25 @@ def test_step_end_hook_can_replace_the_state():
     assert seen == list(range(8)) and not result.latents.any()
     with pytest.raises(ValueError, match="step_end returned"):
         bad_call(step_end=lambda step, z: z[:, :1])
+
+
+def test_at_most_one_host_read_per_refined_iteration(monkeypatch):
+    # SPEC §4.4: count every way a tensor reaches the host during a run.
+    latents, targets, gains = problem(2, 43)
+    denoiser = ToyDenoiser(targets, gains, SHAPE[0])
+    reads = []
+    for name in ("tolist", "item", "cpu", "numpy", "__bool__", "__float__", "__int__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            reads.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    cfg = PnPConfig(plan=[(1, 3, 3), (5, 6, 1)], tau=0.0)
+    stats = pnp_sample(denoiser, latents, SIGMAS, cfg, generator=torch.Generator().manual_seed(0)).stats
+    monkeypatch.undo()
+    refined_iterations = sum(s.iterations_run for s in stats.steps)
+    assert refined_iterations == 3 * 3 + 2
+    # + reading the sigma grid once before the loop, + the final NaN check
+    assert len(reads) <= refined_iterations + 2, reads

@@ -94,7 +94,7 @@ def pnp_update_reference(
     pinned = ~free.view(1, 1, *free.shape)
     x0 = torch.where(pinned, z, x0)
     z_next = torch.where(pinned, z, z_next)
-    num_free = int(free.sum())
+    num_free = (z.shape[2] - num_pinned_frames) * z.shape[3] * z.shape[4]  # from shapes: no host read
     certain_fraction = certain.flatten(1).sum(dim=1).float() / max(num_free, 1)
 
     z_perturbed = None
