@@ -125,7 +125,7 @@ def _check_sigmas(sigmas) -> list[float]:
     if isinstance(sigmas, torch.Tensor):
         if sigmas.dim() != 1:
             raise ValueError(f"sigmas must be 1-D, got shape {tuple(sigmas.shape)}")
-        values = sigmas.detach().double().cpu().tolist()
+        values = sigmas.detach().double().tolist()  # one device-to-host read, before the loop
     elif isinstance(sigmas, Sequence) and not isinstance(sigmas, str):
         values = list(sigmas)
     else:
