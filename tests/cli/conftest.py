@@ -12,24 +12,15 @@ if str(HERE) not in sys.path:
 from tiny_checkpoint import build_tiny_wan  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def tiny_t2v(tmp_path_factory):
-    return build_tiny_wan(tmp_path_factory.mktemp("wan") / "t2v", "t2v")
+def _tiny_checkpoint(kind: str):
+    @pytest.fixture(scope="session")
+    def checkpoint(tmp_path_factory):
+        return build_tiny_wan(tmp_path_factory.mktemp("wan") / kind, kind)
+
+    return checkpoint
 
 
-@pytest.fixture(scope="session")
-def tiny_a14b(tmp_path_factory):
-    return build_tiny_wan(tmp_path_factory.mktemp("wan") / "a14b", "a14b")
-
-
-@pytest.fixture(scope="session")
-def tiny_ti2v(tmp_path_factory):
-    return build_tiny_wan(tmp_path_factory.mktemp("wan") / "ti2v", "ti2v")
-
-
-@pytest.fixture(scope="session")
-def tiny_i2v(tmp_path_factory):
-    return build_tiny_wan(tmp_path_factory.mktemp("wan") / "i2v", "i2v")
+tiny_t2v, tiny_a14b, tiny_ti2v, tiny_i2v = (_tiny_checkpoint(kind) for kind in ("t2v", "a14b", "ti2v", "i2v"))
 
 
 @pytest.fixture(scope="session")
