@@ -1,0 +1,77 @@
+"""Argument checks shared by every public entry point: one message style, one notion of "an integer".
+
+Each check names the argument and the value it got, and raises TypeError (wrong kind of value) or
+ValueError (right kind, out of range). Bools, NumPy bools and tensors are never numbers here: a
+``True`` passed as a step index or a ``torch.tensor(3)`` passed as a count is a mistake, not a 1 or a 3.
+Torch-free on purpose, so that the CLI can validate before importing torch.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Sequence
+
+
+def _is_bool_like(value: Any) -> bool:
+    # numpy.bool_ is not a subclass of bool but compares equal to 0/1; reject it by name, no numpy import.
+    return isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool_", "bool"))
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """A real ``bool`` (not a truthy string, int or NumPy bool)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def check_int(name: str, value: Any, low: int | None = None, high: int | None = None) -> int:
+    """An integer (not a bool or a tensor) in ``[low, high]``."""
+    if _is_bool_like(value) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    value = int(value)
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high}, got {value}")
+    return value
+
+
+def check_real(
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+) -> float:
+    """A finite real number (not a bool or a tensor) in ``[low, high]`` (``(low, high]`` with low_open)."""
+    if _is_bool_like(value) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
+    try:
+        as_float = float(value)
+    except OverflowError:  # e.g. 10**400: an int too large for a float
+        raise ValueError(f"{name} must be a finite number, got an integer with {len(str(value))} digits") from None
+    if not math.isfinite(as_float):
+        raise ValueError(f"{name} must be finite, got {as_float!r}")
+    if low is not None and (as_float <= low if low_open else as_float < low):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {as_float!r}")
+    if high is not None and as_float > high:
+        raise ValueError(f"{name} must be <= {high}, got {as_float!r}")
+    return as_float
+
+
+def check_choice(name: str, value: Any, choices: Sequence) -> Any:
+    """One of ``choices``, compared by type as well as value (so ``True`` is not ``1``)."""
+    for choice in choices:
+        if type(value) is type(choice) and value == choice:
+            return value
+    raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
+def check_callable(name: str, value: Any, optional: bool = True) -> Any:
+    """A callable (or None when optional), checked before any work starts."""
+    if value is None and optional:
+        return None
+    if not callable(value):
+        raise TypeError(f"{name} must be callable{' or None' if optional else ''}, got {value!r} ({type(value).__name__})")
+    return value
