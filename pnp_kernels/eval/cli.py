@@ -1,0 +1,326 @@
+"""``pnp-eval``: a paired A/B evaluation of P&P settings against the unrefined baseline.
+
+For every (prompt, seed) the baseline and each P&P setting run from the same initial noise; weight-free
+video metrics are computed per clip and saved per sample as soon as it finishes, so an interrupted
+evaluation resumes where it stopped (run the same command again). At the end the folder ``--out`` holds
+report.md, report.json, differences.png and contact_sheet.png (docs/EVAL.md says how to read them).
+
+Every argument is checked before a model is loaded (and before torch is imported by this module); a bad
+one gives a one-line error and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+from ..validators import check_int, check_real
+
+PROG = "pnp-eval"
+DEMO = "demo"
+MAX_SEED = 2**63 - 1
+MAX_SETTINGS = 12  # a grid larger than this is almost surely a mistake (each setting is a full run per sample)
+DEFAULT_SEEDS = 8
+DTYPES = ("bfloat16", "bf16", "float16", "fp16", "float32", "fp32")
+
+
+class UsageError(Exception):
+    """A bad argument or output folder: reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Compare P&P settings with the unrefined baseline on any checkpoint pnp-sample loads, or on\n"
+        "the embedded demo model: every (prompt, seed) runs the baseline and each setting from the same\n"
+        "initial noise. Weight-free video metrics, paired differences with 95% bootstrap intervals, NFEs and\n"
+        "wall time go into a markdown and JSON report with a plot and a contact sheet (docs/EVAL.md).\n"
+        "An interrupted evaluation resumes when the same command is run again.",
+        epilog="settings: every combination of the given --plan and --tau values is one setting (a small grid).\n"
+        "example:\n  pnp-eval --model demo --seeds 16 --plan 1-3:2 --plan 1-3:2,4-6:1 --tau 0 --tau 0.1 --out eval-demo\n"
+        "  pnp-eval --model ./Wan2.1-T2V-1.3B-Diffusers --prompts prompts.txt --seeds 4 --out eval-wan",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    what = parser.add_argument_group("model, prompts and seeds")
+    what.add_argument("--model", required=True,
+                      help=f"Wan checkpoint folder in diffusers format, or '{DEMO}' for the embedded physics-video model")
+    prompts = what.add_mutually_exclusive_group()
+    prompts.add_argument("--prompt", help="one prompt")
+    prompts.add_argument("--prompts", type=Path, help="text file with one prompt per line (blank lines skipped)")
+    seeds = what.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", type=int, help=f"number of seeds, 0..N-1 (default {DEFAULT_SEEDS})")
+    seeds.add_argument("--seed-list", help="comma-separated seeds, e.g. 0,7,42")
+
+    refine = parser.add_argument_group("P&P settings compared with the baseline")
+    refine.add_argument("--plan", action="append", help="refinement plan, e.g. 2-5:3,6-14:1 (repeat for several)")
+    refine.add_argument("--tau", action="append", type=float, help="uncertainty threshold (repeat for several)")
+    refine.add_argument("--p-norm", type=int, default=1, help="channel norm of the uncertainty: 1 or 2")
+    refine.add_argument("--certain-stop", type=float, default=0.999, help="leave a step once this fraction is certain")
+    refine.add_argument("--noise", choices=("generator", "philox"), default="generator", help="perturbation noise")
+    refine.add_argument("--backend", choices=("auto", "triton", "cuda", "torch"), default="auto",
+                        help="implementation of the fused P&P update")
+
+    sampling = parser.add_argument_group("sampling (Wan checkpoints; unset: the model's pnp-sample defaults)")
+    sampling.add_argument("--steps", type=int, help="denoising steps (also for the demo)")
+    sampling.add_argument("--guidance", type=float, help="classifier-free guidance scale")
+    sampling.add_argument("--guidance-2", type=float, help="guidance of the low-noise expert (A14B)")
+    sampling.add_argument("--height", type=int, help="frame height in pixels")
+    sampling.add_argument("--width", type=int, help="frame width in pixels")
+    sampling.add_argument("--frames", type=int, help="number of frames (4k + 1)")
+    sampling.add_argument("--negative-prompt", default="", help="negative prompt")
+    sampling.add_argument("--image", type=Path, help="conditioning image (I2V; optional for TI2V-5B)")
+    sampling.add_argument("--dtype", choices=DTYPES, help="model dtype")
+    sampling.add_argument("--device", help="torch device")
+    sampling.add_argument("--attention", default="auto", help="attention backend")
+    sampling.add_argument("--compile", action="store_true", help="torch.compile the transformer")
+    sampling.add_argument("--no-cfg-batch", action="store_true", help="run the two guidance passes one by one")
+    sampling.add_argument("--offload", action="store_true", help="diffusers model CPU offload")
+
+    output = parser.add_argument_group("output")
+    output.add_argument("--out", type=Path, default=Path("pnp-eval"), help="output folder (default pnp-eval)")
+    output.add_argument("--extra", action="append", default=[], choices=("clip",),
+                        help="a model-based metric, run only when its weights are on disk (docs/EVAL.md)")
+    output.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+WAN_ONLY = ("guidance", "guidance_2", "height", "width", "frames", "image", "dtype", "device")
+
+
+@dataclass
+class Plan:
+    """A checked evaluation, ready to run: nothing has been loaded yet."""
+
+    sampler: object
+    prompts: list[str]
+    seeds: list[int]
+    settings: list  # runner.Setting
+    baseline: object  # runner.Setting
+    out: Path
+    notices: list[str]
+    extras: list
+
+
+def _seeds(args) -> list[int]:
+    if args.seed_list is not None:
+        try:
+            seeds = [int(part) for part in args.seed_list.split(",")]
+        except ValueError:
+            raise UsageError(f"--seed-list {args.seed_list!r}: give comma-separated integers, e.g. 0,7,42") from None
+        if len(set(seeds)) != len(seeds):
+            raise UsageError(f"--seed-list {args.seed_list!r} repeats a seed")
+    else:
+        count = DEFAULT_SEEDS if args.seeds is None else args.seeds
+        seeds = list(range(_checked("--seeds", check_int, count, low=1)))
+    for seed in seeds:
+        _checked("--seed-list", check_int, seed, low=0, high=MAX_SEED)
+    return seeds
+
+
+def _checked(flag: str, check, value, **bounds):
+    """A shared validator's check, its error turned into a usage error naming the flag."""
+    try:
+        return check(flag, value, **bounds)
+    except (TypeError, ValueError) as error:
+        raise UsageError(str(error)) from None
+
+
+def _prompts(args) -> list[str]:
+    if args.prompt is not None:
+        prompts = [args.prompt.strip()]
+    elif args.prompts is not None:
+        try:
+            text = args.prompts.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise UsageError(f"--prompts {args.prompts}: cannot read it ({error})") from None
+        prompts = [line.strip() for line in text.splitlines() if line.strip()]
+        if not prompts:
+            raise UsageError(f"--prompts {args.prompts}: holds no prompt")
+    else:
+        return []
+    if len(set(prompts)) != len(prompts):
+        raise UsageError("the prompts repeat one another; each prompt once")
+    if not all(prompts):
+        raise UsageError("--prompt must not be empty")
+    return prompts
+
+
+def _grid(args) -> list[tuple[str | None, float | None]]:
+    taus = args.tau or [None]
+    for tau in taus:
+        if tau is not None:
+            _checked("--tau", check_real, tau, low=0.0)
+    grid = list(itertools.product(args.plan or [None], taus))
+    if len(grid) > MAX_SETTINGS:
+        raise UsageError(f"{len(grid)} settings ({len(args.plan)} plans x {len(taus)} taus); at most {MAX_SETTINGS}")
+    return grid
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: not a folder")
+    ancestor = out.absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    import os
+
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
+        raise UsageError(f"--out {out}: cannot write in {ancestor}")
+
+
+def _label(pnp) -> str:
+    return f"plan {pnp.plan} tau {pnp.tau:g}"
+
+
+def _demo_plan(args, grid):
+    from .models import DemoSampler, demo_defaults
+    from ..config import PnPConfig
+
+    for name in WAN_ONLY + ("negative_prompt",):
+        if getattr(args, name) not in (None, "", False):
+            raise UsageError(f"--{name.replace('_', '-')} does not apply to --model {DEMO}")
+    steps, default = demo_defaults()
+    steps = steps if args.steps is None else _checked("--steps", check_int, args.steps, low=1)
+    configs = []
+    for plan, tau in grid:
+        try:
+            config = PnPConfig(plan=default.plan if plan is None else plan, tau=default.tau if tau is None else tau,
+                               p_norm=args.p_norm, certain_stop=args.certain_stop, noise=args.noise,
+                               backend=args.backend)
+            config.plan.validate(steps)
+        except (TypeError, ValueError) as error:
+            raise UsageError(f"invalid P&P setting: {error}") from None
+        configs.append(config)
+    return DemoSampler(steps), configs
+
+
+def _wan_namespace(args, prompt: str, plan: str | None, tau: float | None) -> argparse.Namespace:
+    """The arguments of pnp-sample that ``resolve_settings`` checks (the video is never written)."""
+    return argparse.Namespace(
+        model=Path(args.model), prompt=prompt, negative_prompt=args.negative_prompt, image=args.image, demo=False,
+        steps=args.steps, guidance=args.guidance, guidance_2=args.guidance_2, height=args.height, width=args.width,
+        frames=args.frames, fps=None, seed=0, plan=plan, tau=tau, p_norm=args.p_norm,
+        certain_stop=args.certain_stop, noise=args.noise, backend=args.backend, attention=args.attention,
+        compile=args.compile, no_cfg_batch=args.no_cfg_batch, dtype=args.dtype, offload=args.offload,
+        device=args.device, out=args.out / "unused.mp4", baseline=False, save_uncertainty=False,
+    )
+
+
+def _wan_plan(args, grid, prompts):
+    from pnp_kernels.cli import UsageError as SampleUsageError
+    from pnp_kernels.cli import resolve_settings
+
+    from .models import WanSampler
+
+    if not prompts:
+        raise UsageError(f"--prompt or --prompts is required for a Wan checkpoint (--model {args.model})")
+    resolved = []
+    for plan, tau in grid:
+        try:
+            resolved.append(resolve_settings(_wan_namespace(args, prompts[0], plan, tau)))
+        except SampleUsageError as error:
+            raise UsageError(str(error)) from None
+    settings, image = resolved[0]
+    return WanSampler(settings, image), [each.pnp for each, _ in resolved]
+
+
+def prepare(args) -> Plan:
+    """Check every argument and build the evaluation; loads no model."""
+    from .runner import Setting
+
+    seeds, prompts, grid = _seeds(args), _prompts(args), _grid(args)
+    _checked("--certain-stop", check_real, args.certain_stop, low=0.0, high=1.0, low_open=True)
+    _check_out(args.out)
+    notices = []
+    if args.model == DEMO:
+        sampler, configs = _demo_plan(args, grid)
+        if prompts:
+            notices.append(f"the {DEMO} model is unconditional: the prompts are ignored")
+        prompts = [""]
+    else:
+        sampler, configs = _wan_plan(args, grid, prompts)
+    labels = [_label(config) for config in configs]
+    if len(set(labels)) != len(labels):
+        raise UsageError(f"the settings repeat one another: {', '.join(labels)}")
+    from ..config import RefinePlan
+
+    baseline = Setting("baseline", replace(configs[0], plan=RefinePlan(())))
+    from .extras import load_optional
+
+    extras, skipped = load_optional(args.extra, uses_prompts=sampler.uses_prompts)
+    return Plan(sampler, prompts, seeds, [Setting(label, config) for label, config in zip(labels, configs)],
+                baseline, args.out, notices + skipped, extras)
+
+
+def run_fingerprint(plan: Plan) -> dict:
+    """What a resumed evaluation must share with the one it continues (not the prompts and seeds), as
+    it reads back from JSON."""
+    import json
+
+    settings = {s.label: {**vars(s.pnp), "plan": str(s.pnp.plan)} for s in (plan.baseline, *plan.settings)}
+    fingerprint = {"model": plan.sampler.fingerprint(), "settings": settings,
+                   "extras": [extra.metric.name for extra in plan.extras]}
+    return json.loads(json.dumps(fingerprint))
+
+
+def _check_resumable(store, fingerprint: dict) -> None:
+    existing = store.existing_fingerprint()
+    if existing is not None and existing != fingerprint:
+        changed = sorted(key for key in set(existing) | set(fingerprint) if existing.get(key) != fingerprint.get(key))
+        raise UsageError(f"--out {store.folder} holds an evaluation with other {' and '.join(changed)}; "
+                         "give another --out to start a new one")
+
+
+def run(plan: Plan, store, fingerprint: dict, progress: bool = True) -> int:
+    """Evaluate the samples not done yet and write the report; returns the exit status."""
+    from .metrics import REPORTED_METRICS
+    from .report import markdown, summarize, write_report
+    from .runner import all_samples, evaluate
+
+    samples = all_samples(plan.prompts, plan.seeds)
+    store.start(fingerprint)
+    resumed = sum(store.done(sample) for sample in samples)
+    if resumed:
+        print(f"{PROG}: resuming: {resumed} of {len(samples)} samples are already in {plan.out}", file=sys.stderr)
+    try:
+        records = evaluate(plan.sampler, samples, plan.baseline, plan.settings, store,
+                           [extra.compute for extra in plan.extras], progress=progress)
+    except KeyboardInterrupt:
+        done = sum(store.done(sample) for sample in samples)
+        print(f"{PROG}: interrupted; {done} of {len(samples)} samples are saved in {plan.out}; "
+              "run the same command again to resume", file=sys.stderr)
+        return 130
+    header = {"model": plan.sampler.description, "fingerprint": fingerprint, "num_prompts": len(plan.prompts),
+              "num_seeds": len(plan.seeds), "steps": fingerprint["model"].get("steps"), "notice": " ".join(plan.notices)}
+    metrics = list(REPORTED_METRICS) + [extra.metric for extra in plan.extras]
+    summary = summarize(records, plan.baseline.label, [s.label for s in plan.settings], metrics, header)
+    paths = write_report(summary, samples, [store.thumbnails(sample) for sample in samples], plan.out)
+    print(markdown(summary))
+    print("\n".join(f"wrote {name}: {path}" for name, path in paths.items()))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``pnp-eval``; returns the exit status."""
+    from .runner import ResultStore
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+        plan = prepare(args)
+        store, fingerprint = ResultStore(plan.out), run_fingerprint(plan)
+        _check_resumable(store, fingerprint)
+    except UsageError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    for notice in plan.notices:
+        print(f"{PROG}: {notice}", file=sys.stderr)
+    return run(plan, store, fingerprint, progress=not args.no_progress)

@@ -1,0 +1,79 @@
+"""The models an evaluation can run, behind one small interface (``runner.Sampler``): a Wan checkpoint
+through ``pnp-sample``'s own loading and generation code, and the embedded physics-video demo model.
+
+Both load lazily, on the first sample: a resumed evaluation with nothing left to do loads no model.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from .metrics import to_uint8
+from .runner import Clip
+
+
+def _certain_fractions(stats, index: int = 0) -> list[list[float]]:
+    """Sample ``index``'s certain fractions, per refined step and iteration, from a PnPStats."""
+    return [[fractions[index] for fractions in step.certain_fractions] for step in stats.steps if step.planned > 0]
+
+
+class WanSampler:
+    """A Wan checkpoint in diffusers format; ``settings`` is a resolved ``pnp_kernels.cli.Settings``
+    (prompt, seed and P&P setting are replaced per run) and ``image`` the conditioning image or None."""
+
+    uses_prompts = True
+
+    def __init__(self, settings, image=None):
+        self.settings = settings
+        self.image = image
+        self.description = settings.model.kind.description
+        self._pipe = None
+
+    def fingerprint(self) -> dict:
+        fixed = self.settings.to_dict()
+        for varying in ("prompt", "seed", "plan", "tau", "baseline", "save_uncertainty"):
+            fixed.pop(varying, None)
+        return fixed
+
+    def sample(self, prompt: str, seed: int, pnp) -> Clip:
+        from pnp_kernels.cli import generate, load_pipeline
+
+        if self._pipe is None:
+            self._pipe = load_pipeline(self.settings, with_image=self.image is not None)
+        settings = replace(self.settings, prompt=prompt, seed=seed, pnp=pnp)
+        output, seconds = generate(self._pipe, settings, self.image, pnp, capture_uncertainty=False)
+        stats = output.pnp_stats
+        return Clip(to_uint8(np.asarray(output.frames[0])), stats.nfe, seconds, _certain_fractions(stats))
+
+
+class DemoSampler:
+    """The embedded physics-video model (unconditional: prompts are ignored)."""
+
+    uses_prompts = False
+    description = "embedded physics-video demo model (unconditional)"
+
+    def __init__(self, num_steps: int):
+        self.num_steps = num_steps
+
+    def fingerprint(self) -> dict:
+        return {"model": "demo", "steps": self.num_steps}
+
+    def sample(self, prompt: str, seed: int, pnp) -> Clip:
+        import time
+
+        from pnp_kernels.physics.generate import generate
+
+        started = time.perf_counter()
+        clips = generate([seed], pnp if pnp.plan else None, num_steps=self.num_steps)
+        seconds = time.perf_counter() - started
+        return Clip(clips.frames[0], clips.stats.nfe, seconds, _certain_fractions(clips.stats))
+
+
+def demo_defaults():
+    """(steps, PnPConfig) of the demo model when --steps, --plan or --tau are not given."""
+    import inspect
+
+    from pnp_kernels.physics.generate import DEFAULT_CONFIG, generate
+
+    return inspect.signature(generate).parameters["num_steps"].default, DEFAULT_CONFIG
