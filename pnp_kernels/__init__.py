@@ -1,22 +1,41 @@
-"""pnp_kernels: fast Predict-and-Perturb self-refining sampling for flow-matching video models."""
-from .config import DEFAULT_PLAN, WAN22_T2V_PLAN, PnPConfig, RefinePlan
-from .ops import PhiloxNoise, PnPUpdateOutput, pnp_update
-from .sampler import Guided, IterationEvent, NonFiniteError, PnPResult, PnPStats, pnp_sample
+"""pnp_kernels: fast Predict-and-Perturb self-refining sampling for flow-matching video models.
+
+The public names load their modules on first use, so that ``import pnp_kernels`` (and the command
+line's ``--help``) does not import torch.
+"""
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DEFAULT_PLAN",
-    "WAN22_T2V_PLAN",
-    "Guided",
-    "IterationEvent",
-    "NonFiniteError",
-    "PhiloxNoise",
-    "PnPConfig",
-    "PnPResult",
-    "PnPStats",
-    "PnPUpdateOutput",
-    "RefinePlan",
-    "pnp_sample",
-    "pnp_update",
-]
+# Public name -> the module that defines it.
+_PUBLIC = {
+    "DEFAULT_PLAN": "config",
+    "WAN22_T2V_PLAN": "config",
+    "PnPConfig": "config",
+    "RefinePlan": "config",
+    "PhiloxNoise": "ops",
+    "PnPUpdateOutput": "ops",
+    "pnp_update": "ops",
+    "Guided": "sampler",
+    "IterationEvent": "sampler",
+    "NonFiniteError": "sampler",
+    "PnPResult": "sampler",
+    "PnPStats": "sampler",
+    "pnp_sample": "sampler",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

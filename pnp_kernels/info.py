@@ -1,80 +1,117 @@
 """``pnp-info`` / ``python -m pnp_kernels.info``: the environment and every pnp_update backend.
 
-For each device type present (CPU, and CUDA when available) it lists every backend as usable or
-with the reasons it is not, and which one backend="auto" picks, so a bug report says it all.
+``environment()`` is the one description of the machine that every record carries (the ``pnp-sample``
+sidecar, benchmark results, bug reports). ``pnp-info`` adds, for each device type present (CPU, and
+CUDA when available), every backend as usable or with the reasons it is not, and which one
+backend="auto" picks.
 """
 from __future__ import annotations
 
-import importlib.util
+import datetime
+import importlib.metadata
 import os
 import platform
-import sys
+import shutil
+import subprocess
+from typing import NamedTuple
 
 import torch
 
 from . import __version__
 from .ops.backends import AUTO_PRIORITY, BACKENDS, auto_reasons
 
+PACKAGES = ("triton", "diffusers", "transformers", "accelerate")
 
-def _triton_version() -> str:
-    if importlib.util.find_spec("triton") is None:
-        return "not installed"
+
+def package_version(name: str) -> str | None:
+    """The installed version of a distribution, None when it is not installed (nothing is imported)."""
     try:
-        import triton
-    except ImportError as error:
-        return f"installed but failed to import: {error}"
-    return triton.__version__
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _driver_version() -> str | None:
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=20, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip().splitlines()[0] if done.stdout.strip() else None
 
 
 def _gpus() -> list[str]:
-    if not torch.cuda.is_available():
-        return []
     gpus = []
     for index in range(torch.cuda.device_count()):
         props = torch.cuda.get_device_properties(index)
-        gpus.append(
-            f"cuda:{index} {props.name}, compute capability {props.major}.{props.minor}, "
-            f"{props.total_memory / 2**30:.1f} GiB"
-        )
+        gpus.append(f"cuda:{index} {props.name}, compute capability {props.major}.{props.minor}, "
+                    f"{props.total_memory / 2**30:.1f} GiB")
     return gpus
 
 
-def _backend_report(device: str) -> tuple[dict[str, list[str]], str | None]:
-    """Reasons per backend (explicit request) for Wan-like probe inputs on ``device``, and auto's pick."""
-    # C=16 float32 latents with bfloat16 velocities, as a Wan 2.1 sampler passes them.
-    z = torch.zeros((1, 16, 1, 2, 2), dtype=torch.float32, device=device)
-    v = torch.zeros_like(z, dtype=torch.bfloat16)
+def environment() -> dict:
+    """Versions, devices, settings and the date as a plain JSON-ready dict."""
+    gpu = torch.cuda.is_available()
+    found = {
+        "pnp_kernels": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        **{name: package_version(name) for name in PACKAGES},
+        "cuda": torch.version.cuda,  # None on a CPU or ROCm build of torch
+        "hip": torch.version.hip,
+        "gpu": gpu,
+        "device": torch.cuda.get_device_name(0) if gpu else f"CPU ({platform.processor() or platform.machine()})",
+        "gpus": _gpus() if gpu else [],
+        "driver": _driver_version() if gpu else None,
+        "cpu_count": os.cpu_count(),
+        "triton_interpret": os.environ.get("TRITON_INTERPRET") == "1",
+        "settings": {k: v for k, v in sorted(os.environ.items()) if k.startswith("PNP_KERNELS_")},
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if gpu:
+        props = torch.cuda.get_device_properties(0)
+        found["multiprocessors"] = props.multi_processor_count
+        found["memory_gib"] = round(props.total_memory / 2**30, 1)
+    return found
+
+
+class BackendReport(NamedTuple):
+    reasons: dict[str, list[str]]  # per backend, why an explicit request would fail ([] = it can run)
+    chosen: str | None  # what backend="auto" picks
+
+
+def backend_reasons(device: str, velocity_dtype: str | torch.dtype = torch.bfloat16, channels: int = 16) -> BackendReport:
+    """Which backends can update Wan-like latents on ``device``: float32 latents with ``channels``
+    channels and velocities in ``velocity_dtype`` (the model's dtype), as a Wan sampler passes them."""
+    dtype = getattr(torch, velocity_dtype) if isinstance(velocity_dtype, str) else velocity_dtype
+    z = torch.zeros((1, channels, 1, 2, 2), dtype=torch.float32, device=device)
+    v = torch.zeros_like(z, dtype=dtype)
     reasons = {name: BACKENDS[name].not_supported_reasons(z, v, None) for name in AUTO_PRIORITY}
     chosen = next((name for name in AUTO_PRIORITY if not auto_reasons(name, z, v, None)), None)
-    return reasons, chosen
+    return BackendReport(reasons, chosen)
 
 
 def collect_info() -> dict:
-    """Versions, devices and backend availability as a plain dict."""
+    """``environment()`` and, per device type present, every backend's availability."""
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    return {
-        "pnp_kernels": __version__,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "torch": torch.__version__,
-        "torch_cuda": (torch.version.cuda or "none (CPU build)") if torch.version.hip is None else f"ROCm {torch.version.hip}",
-        "cuda_available": torch.cuda.is_available(),
-        "gpus": _gpus(),
-        "triton": _triton_version(),
-        "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET", "unset"),
-        "settings": {k: v for k, v in sorted(os.environ.items()) if k.startswith("PNP_KERNELS_")},
-        "backends": {device: _backend_report(device) for device in devices},
-    }
+    return {**environment(), "backends": {device: backend_reasons(device) for device in devices}}
 
 
 def format_info(info: dict) -> str:
+    build = f"ROCm {info['hip']}" if info["hip"] else (info["cuda"] or "none (CPU build)")
     lines = [
         f"pnp_kernels {info['pnp_kernels']}",
         f"python      {info['python']} ({info['platform']})",
-        f"torch       {info['torch']} (CUDA build: {info['torch_cuda']}, CUDA available: {info['cuda_available']})",
-        f"triton      {info['triton']} (TRITON_INTERPRET={info['TRITON_INTERPRET']})",
+        f"torch       {info['torch']} (CUDA build: {build}, CUDA available: {info['gpu']})",
+        f"triton      {info['triton'] or 'not installed'} (TRITON_INTERPRET={int(info['triton_interpret'])})",
+        f"diffusers   {info['diffusers'] or 'not installed'}, transformers {info['transformers'] or 'not installed'}",
     ]
     lines += [f"gpu         {gpu}" for gpu in info["gpus"]] or ["gpu         none"]
+    if info["driver"]:
+        lines.append(f"driver      {info['driver']}")
     lines += [f"env         {k}={v}" for k, v in info["settings"].items()]
     for device, (reasons, chosen) in info["backends"].items():
         lines.append(f"backends for {device} tensors (auto priority {', '.join(AUTO_PRIORITY)}):")

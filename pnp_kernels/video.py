@@ -3,7 +3,7 @@ uncertainty heat maps that show where P&P found the model unsure (what ``pnp-sam
 
 Frames are numpy arrays of shape (F, H, W, 3), float in [0, 1] (diffusers' ``output_type="np"``, one
 sample). Uncertainty maps are the sampler's ``PnPStats.uncertainty_maps`` entries, in latent resolution.
-Heavy imports (diffusers, PIL, matplotlib) happen inside the functions that need them.
+Heavy imports (imageio, PIL, matplotlib) happen inside the functions that need them.
 """
 from __future__ import annotations
 
@@ -41,20 +41,14 @@ def _check_fps(fps) -> int:
 
 
 def export_video(frames: np.ndarray, path: str | Path, fps: int) -> Path:
-    """Write a sampled clip to an mp4 with diffusers' ``export_to_video`` (imageio + imageio-ffmpeg)."""
-    from diffusers.utils import export_to_video
-
-    frames, fps = check_frames(frames), _check_fps(fps)
-    # Padding (not rescaling) keeps every pixel as sampled; sampled Wan frames already fit.
-    frames = pad_to_multiple(frames, MACROBLOCK)
-    export_to_video(list(frames), str(path), fps=fps, macro_block_size=MACROBLOCK)
-    return Path(path)
+    """Write a sampled clip to an mp4 (H.264 through imageio-ffmpeg, frames padded to whole macroblocks)."""
+    return stream_video([check_frames(frames)], path, fps)
 
 
 def stream_video(chunks: Iterable[np.ndarray], path: str | Path, fps: int) -> Path:
-    """Write a composed video chunk by chunk with imageio's ffmpeg writer (what ``export_to_video``
-    uses), so that it never sits in memory whole: the uncertainty video of a default run is 13 refined
-    steps x 81 frames at 480p, gigabytes as float frames."""
+    """Write a video chunk by chunk with imageio's ffmpeg writer, so that a composed video never sits in
+    memory whole: the uncertainty video of a default run is 13 refined steps x 81 frames at 480p,
+    gigabytes as float frames. Padding (not rescaling) keeps every pixel as sampled."""
     import imageio
 
     fps = _check_fps(fps)

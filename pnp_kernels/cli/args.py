@@ -1,0 +1,131 @@
+"""The command line of ``pnp-sample``. Building the parser imports neither torch nor diffusers, so
+``--help`` and argument errors answer at once."""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from .errors import UsageError
+from .models import MODEL_KINDS
+
+PROG = "pnp-sample"
+DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
+          "float32": "float32", "fp32": "float32"}
+DEMOS = ("video", "toy")
+DEFAULT_DEMO_FOLDER = Path("pnp-demo")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument raises UsageError (one line) instead of printing the usage."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def _real(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _epilog() -> str:
+    lines = ["defaults per detected model (from the authors' published scripts):"]
+    for kind in MODEL_KINDS.values():
+        d = kind.defaults
+        guidance = f"{d.guidance:g}" + (f" / guidance-2 {d.guidance_2:g}" if d.guidance_2 is not None else "")
+        lines.append(f"  {kind.description:<44} {d.steps} steps, plan {d.plan}, tau {d.tau:g}, guidance {guidance}")
+    negative = {kind.defaults.negative_prompt for kind in MODEL_KINDS.values()}
+    lines += [
+        f"  every model: 480x832, 81 frames, 16 fps, seed 0, p-norm 1, certain-stop 0.999, "
+        f"negative prompt {' / '.join(map(repr, sorted(negative)))}",
+        "",
+        "files written for --out NAME.mp4: NAME.mp4, NAME.json (settings, seed, environment, NFEs, iterations,",
+        "early exits, certain fractions, timings); with --baseline NAME_baseline.mp4 and NAME_side_by_side.mp4;",
+        "with --save-uncertainty NAME_uncertainty.mp4 and NAME_uncertainty.png. Existing files are replaced",
+        "only with --overwrite. Exit status: 0 done, 1 failed while running, 2 bad input, 130/143 interrupted.",
+        "",
+        "examples:",
+        "  pnp-sample --demo                  # the embedded video demo, no weights needed (writes ./pnp-demo/)",
+        '  pnp-sample --model ./Wan2.1-T2V-1.3B-Diffusers --prompt "A cat walks on the grass" \\',
+        "      --baseline --save-uncertainty --out outputs/cat.mp4",
+    ]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Sample a video from a local Wan checkpoint (diffusers format) with Predict-and-Perturb "
+        "self-refinement (docs/ALGORITHM.md). Options left unset follow the published scripts for the "
+        "detected model (listed below).",
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    model = parser.add_argument_group("model and prompt")
+    model.add_argument("--model", type=Path, help="checkpoint folder in diffusers format (T2V, A14B, TI2V-5B or I2V)")
+    model.add_argument("--prompt", help="text prompt")
+    model.add_argument("--negative-prompt", help="negative prompt (default: the model's, see below)")
+    model.add_argument("--image", type=Path, help="conditioning image (I2V; optional for TI2V-5B)")
+    model.add_argument("--demo", nargs="?", const="video", choices=DEMOS,
+                       help="run an embedded demo instead (no weights): 'video' (default) samples a small "
+                       "physics-video model with and without P&P, 'toy' the 2-D toy; --out is then a folder "
+                       f"(default ./{DEFAULT_DEMO_FOLDER}/); the video demo takes --steps, --plan and --seed, "
+                       "the toy --seed")
+
+    sampling = parser.add_argument_group("sampling")
+    sampling.add_argument("--steps", type=_integer, help="denoising steps")
+    sampling.add_argument("--guidance", type=_real, help="classifier-free guidance scale (<= 1: no guidance)")
+    sampling.add_argument("--guidance-2", type=_real, help="guidance of the low-noise expert (A14B only)")
+    sampling.add_argument("--height", type=_integer, help="frame height in pixels")
+    sampling.add_argument("--width", type=_integer, help="frame width in pixels")
+    sampling.add_argument("--frames", type=_integer, help="number of frames (4k + 1)")
+    sampling.add_argument("--fps", type=_integer, help="frames per second of the written video")
+    sampling.add_argument("--seed", type=_integer, default=0, help="seed of the initial noise and of P&P (default 0)")
+
+    refine = parser.add_argument_group("P&P refinement")
+    refine.add_argument("--plan", help="refined steps and their P&P iterations K, e.g. '2-5:3,6-14:1' (steps are "
+                        "0-based: step 0 is the first, at pure noise; 'none': no refinement)")
+    refine.add_argument("--tau", type=_real, help="uncertainty threshold below which a region is certain")
+    refine.add_argument("--p-norm", type=_integer, default=1, help="channel norm of the uncertainty: 1 or 2")
+    refine.add_argument("--certain-stop", type=_real, default=0.999,
+                        help="leave a step's iterations once this fraction is certain")
+    refine.add_argument("--noise", choices=("generator", "philox"), default="generator",
+                        help="perturbation noise: the seeded generator (published order) or counter-based philox")
+    refine.add_argument("--backend", choices=("auto", "triton", "cuda", "torch"), default="auto",
+                        help="implementation of the fused P&P update (checked before the model loads)")
+
+    runtime = parser.add_argument_group("runtime")
+    runtime.add_argument("--attention", default="auto", help="attention backend: auto or a diffusers backend name")
+    runtime.add_argument("--compile", action="store_true", help="torch.compile the transformer")
+    runtime.add_argument("--no-cfg-batch", action="store_true",
+                         help="run the conditional and unconditional passes one after the other (less memory)")
+    runtime.add_argument("--dtype", choices=sorted(DTYPES), help="model dtype (default: bfloat16 on CUDA, float32 on CPU)")
+    runtime.add_argument("--offload", action="store_true", help="diffusers model CPU offload (needs a CUDA device)")
+    runtime.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
+
+    output = parser.add_argument_group("output")
+    output.add_argument("--out", type=Path,
+                        help=f"output mp4 (default pnp-sample.mp4; with --demo a folder, default ./{DEFAULT_DEMO_FOLDER}/)")
+    output.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
+    output.add_argument("--baseline", action="store_true",
+                        help="also sample without refinement (same seed) and write a side-by-side video")
+    output.add_argument("--save-uncertainty", action="store_true",
+                        help="write heat maps of each refined step's uncertainty (video and PNG grid)")
+    return parser
+
+
+def given_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> set[str]:
+    """The destinations the user set to something other than their default."""
+    return {name for name, value in vars(args).items() if value != parser.get_default(name)}

@@ -1,0 +1,163 @@
+"""A sampling run: load the pipeline, sample (and the baseline), write every file, build the sidecar."""
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import replace
+from typing import Sequence
+
+from ..config import PnPConfig, RefinePlan
+from .args import PROG
+from .errors import RunError
+from .outputs import StagedFiles
+from .settings import Settings
+
+CHUNK_FRAMES = 16  # composed videos are built and written this many frames at a time
+
+
+def load_pipeline(settings: Settings, with_image: bool):
+    import torch
+
+    from ..wan import WanImageToVideoPnPPipeline, WanPnPPipeline
+
+    pipeline_class = WanImageToVideoPnPPipeline if with_image else WanPnPPipeline
+    with warnings.catch_warnings():
+        # Newer diffusers renamed torch_dtype to dtype; the old name works on every supported version.
+        warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+        pipe = pipeline_class.from_pretrained(settings.model.folder, torch_dtype=getattr(torch, settings.dtype))
+    if settings.offload:
+        pipe.enable_model_cpu_offload(device=settings.device)
+    else:
+        pipe.to(settings.device)
+    return pipe
+
+
+def generate(pipe, settings: Settings, image, pnp: PnPConfig, capture_uncertainty: bool):
+    """One pipeline call; returns (output, seconds). The seed fixes the initial noise and P&P's noise."""
+    import torch
+
+    generator = torch.Generator(device=settings.device).manual_seed(settings.seed)
+    call = dict(
+        prompt=settings.prompt, negative_prompt=settings.negative_prompt, height=settings.height,
+        width=settings.width, num_frames=settings.frames, num_inference_steps=settings.steps,
+        guidance_scale=settings.guidance, generator=generator, output_type="np", pnp=pnp,
+        pnp_seed=settings.seed if pnp.noise == "philox" else None, cfg_batch=settings.cfg_batch,
+        attention=settings.attention, compile=settings.compile, capture_uncertainty=capture_uncertainty,
+    )
+    if settings.guidance_2 is not None:
+        call["guidance_scale_2"] = settings.guidance_2
+    if image is not None:
+        call["image"] = image
+    started = time.perf_counter()
+    output = pipe(**call)
+    return output, time.perf_counter() - started
+
+
+def _run_record(output, seconds: float) -> dict:
+    stats = output.pnp_stats
+    return {
+        "time_s": seconds, "attention_backend": output.attention_backend,
+        "iterations_per_step": stats.iterations_per_step, **stats.to_dict(),
+    }
+
+
+def _sample(settings: Settings, image, timings: dict) -> tuple:
+    """(refined output, baseline output or None); a model that returns NaN or runs out of memory is a
+    one-line RunError."""
+    import torch
+
+    from ..sampler import NonFiniteError
+
+    try:
+        started = time.perf_counter()
+        pipe = load_pipeline(settings, with_image=image is not None)
+        timings["load_s"] = time.perf_counter() - started
+        refined, timings["refined_s"] = generate(pipe, settings, image, settings.pnp, settings.save_uncertainty)
+        baseline = None
+        if settings.baseline:
+            unrefined = replace(settings.pnp, plan=RefinePlan(()))
+            baseline, timings["baseline_s"] = generate(pipe, settings, image, unrefined, capture_uncertainty=False)
+    except NonFiniteError as error:
+        raise RunError(f"{error}; try --dtype float32 or another --seed") from None
+    except torch.cuda.OutOfMemoryError:
+        raise RunError(f"out of memory on {settings.device}; try --offload, --no-cfg-batch, fewer --frames or a "
+                       "smaller --height/--width") from None
+    return refined, baseline
+
+
+def _write(settings: Settings, frames, baseline_frames, maps, labels, staged: StagedFiles) -> dict:
+    """Write every video and picture under staged names; returns {name: final path}."""
+    from .. import video
+
+    paths, fps, written = settings.outputs, settings.fps, {}
+    video.export_video(frames, staged.path_for(paths["video"]), fps)
+    written["video"] = paths["video"]
+    if baseline_frames is not None:
+        video.export_video(baseline_frames, staged.path_for(paths["baseline"]), fps)
+        chunks = (video.side_by_side(baseline_frames[i : i + CHUNK_FRAMES], frames[i : i + CHUNK_FRAMES], labels)
+                  for i in range(0, len(frames), CHUNK_FRAMES))
+        video.stream_video(chunks, staged.path_for(paths["side_by_side"]), fps)
+        written.update(baseline=paths["baseline"], side_by_side=paths["side_by_side"])
+    if settings.save_uncertainty:
+        video.stream_video(video.uncertainty_segments(frames, maps, settings.pnp.tau),
+                           staged.path_for(paths["uncertainty_video"]), fps)
+        video.uncertainty_grid(frames, maps, settings.pnp.tau, staged.path_for(paths["uncertainty_grid"]))
+        written.update(uncertainty_video=paths["uncertainty_video"], uncertainty_grid=paths["uncertainty_grid"])
+    return written
+
+
+def run(settings: Settings, image, argv: Sequence[str]) -> dict:
+    """Sample, write every output file, and return the sidecar record."""
+    from ..info import environment
+
+    timings = {}
+    started = time.perf_counter()
+    refined, baseline = _sample(settings, image, timings)
+    record = {
+        "command": [PROG, *argv], "model": {"folder": str(settings.model.folder), "kind": settings.model.kind.name,
+                                            "description": settings.model.kind.description},
+        "settings": settings.to_dict(), "seed": settings.seed, "environment": environment(),
+        "refined": _run_record(refined, timings["refined_s"]),
+    }
+    labels = None
+    if baseline is not None:
+        record["baseline"] = _run_record(baseline, timings["baseline_s"])
+        labels = (f"baseline {record['baseline']['nfe']} NFE", f"P&P {record['refined']['nfe']} NFE")
+
+    staged = StagedFiles()
+    write_started = time.perf_counter()
+    try:
+        written = _write(settings, refined.frames[0], None if baseline is None else baseline.frames[0],
+                         refined.pnp_stats.uncertainty_maps, labels, staged)
+        timings["write_s"] = time.perf_counter() - write_started
+        timings["total_s"] = time.perf_counter() - started
+        written["sidecar"] = settings.outputs["sidecar"]
+        record["outputs"] = {name: str(path) for name, path in written.items()}
+        record["timings"] = timings
+        staged.path_for(settings.outputs["sidecar"]).write_text(json.dumps(record, indent=2) + "\n")
+        staged.commit()
+    except OSError as error:  # a full disk, a folder removed meanwhile: nothing is left behind
+        raise RunError(f"cannot write the outputs for --out {settings.outputs['video']}: "
+                       f"{error.strerror or error}; nothing was written") from None
+    finally:
+        staged.discard()  # no-op after commit
+    return record
+
+
+def summary(record: dict) -> str:
+    settings, refined = record["settings"], record["refined"]
+    lines = [
+        f"{record['model']['description']}: {settings['frames']} frames {settings['height']}x{settings['width']}, "
+        f"{settings['steps']} steps, plan {settings['plan']}, seed {settings['seed']}, attention {refined['attention_backend']}",
+        f"refined: {refined['nfe']} NFE ({refined['baseline_nfe']} without refinement), "
+        f"{refined['early_exits']} early exits, {refined['time_s']:.1f}s",
+    ]
+    final_fractions = [f"{step['step']}:{step['certain_fractions'][-1][0]:.2f}"
+                       for step in refined["steps"] if step["certain_fractions"]]
+    if final_fractions:
+        lines.append(f"certain fraction at the end of each refined step: {' '.join(final_fractions)}")
+    if "baseline" in record:
+        lines.append(f"baseline: {record['baseline']['nfe']} NFE, {record['baseline']['time_s']:.1f}s")
+    lines += [f"wrote {name}: {path}" for name, path in record["outputs"].items()]
+    return "\n".join(lines)
