@@ -1,0 +1,175 @@
+"""Flow-matching training of the physics video network, deterministic from a seed and resumable.
+
+Loss: E || v(z, s) - (eps - x) ||^2 with z = (1 - s) x + s eps, s ~ U(0, 1), fresh clips every step.
+The clips, noise and sigmas of step i depend only on (seed, i), so a run resumed from a checkpoint
+draws what an uninterrupted run would. An exponential moving average (EMA) of the weights is what
+gets exported. ``python -m pnp_kernels.physics.train --out DIR`` logs DIR/loss.csv and DIR/loss.png,
+checkpoints to DIR/checkpoint.pt (``--resume`` continues from it) and writes DIR/weights.safetensors;
+``--export`` also copies those weights to the shipped file.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..validators import check_int
+from .data import sample_clips
+from .model import SHIPPED_WEIGHTS, PhysicsVelocityNet, save_weights
+
+BATCH = 24
+LEARNING_RATE = 1.5e-3
+WARMUP_STEPS = 200
+EMA_DECAY = 0.999
+TRAIN_STEPS = 7000
+
+
+def clips_to_latents(clips: np.ndarray) -> torch.Tensor:
+    """Rendered clips (B, F, H, W, 3) in [0, 1] -> grey latents (B, 1, F, H, W) in [-1, 1]."""
+    grey = clips.mean(axis=-1)
+    return torch.from_numpy(grey * 2.0 - 1.0).float()[:, None]
+
+
+def training_batch(seed: int, step: int, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x, eps, sigma) of training step ``step``: a function of (seed, step) only."""
+    x = clips_to_latents(sample_clips(batch, seed * 1_000_003 + step))
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    eps = torch.randn(x.shape, generator=generator)
+    sigma = torch.rand(batch, generator=generator)
+    return x, eps, sigma
+
+
+def flow_matching_loss(model: PhysicsVelocityNet, x: torch.Tensor, eps: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    s = sigma[:, None, None, None, None]
+    z = (1 - s) * x + s * eps
+    return (model(z, sigma) - (eps - x)).pow(2).mean()
+
+
+class Trainer:
+    """Model, EMA copy and optimiser, stepped by ``run`` and saved/restored by ``save``/``load``."""
+
+    def __init__(self, seed: int = 0, batch: int = BATCH):
+        self.seed = check_int("seed", seed, low=0)
+        self.batch = check_int("batch", batch, low=1)
+        with torch.random.fork_rng(devices=[]):  # seeded initialisation, the caller's RNG untouched
+            torch.manual_seed(self.seed)
+            self.model = PhysicsVelocityNet()
+        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=LEARNING_RATE, weight_decay=0.0)
+        self.step = 0
+
+    def learning_rate(self) -> float:
+        return LEARNING_RATE * min(1.0, (self.step + 1) / WARMUP_STEPS)
+
+    def train_step(self) -> float:
+        x, eps, sigma = training_batch(self.seed, self.step, self.batch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate()
+        loss = flow_matching_loss(self.model, x, eps, sigma)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            for average, current in zip(self.ema.parameters(), self.model.parameters()):
+                average.lerp_(current, 1.0 - EMA_DECAY)
+        self.step += 1
+        return loss.item()
+
+    def save(self, path: Path) -> None:
+        state = {"step": self.step, "seed": self.seed, "batch": self.batch, "model": self.model.state_dict(),
+                 "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict()}
+        partial = path.with_suffix(".partial")
+        torch.save(state, partial)
+        partial.replace(path)  # a crash while saving never leaves a broken checkpoint
+
+    def load(self, path: Path) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if (state["seed"], state["batch"]) != (self.seed, self.batch):
+            raise ValueError(f"checkpoint {path} was made with seed {state['seed']}, batch {state['batch']}; "
+                             f"this run has seed {self.seed}, batch {self.batch}")
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = state["step"]
+
+
+def plot_loss(csv_path: Path, png_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(csv_path) as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return
+    steps = [int(r["step"]) for r in rows]
+    figure, axis = plt.subplots(figsize=(6, 3.5), layout="constrained")
+    axis.plot(steps, [float(r["loss"]) for r in rows], label="training loss (mean over the logging window)")
+    axis.set_yscale("log")
+    axis.set_xlabel("step")
+    axis.set_ylabel("flow-matching MSE")
+    axis.set_title("physics video model: training loss")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.savefig(png_path, dpi=100)
+    plt.close(figure)
+
+
+def train(out_dir: Path, steps: int = TRAIN_STEPS, *, seed: int = 0, batch: int = BATCH, resume: bool = False,
+          log_every: int = 50, checkpoint_every: int = 500, threads: int = 1) -> Trainer:
+    """Train until ``steps`` steps are done; log, checkpoint and write ``weights.safetensors`` (EMA) in out_dir."""
+    steps = check_int("steps", steps, low=1)
+    log_every = check_int("log_every", log_every, low=1)
+    checkpoint_every = check_int("checkpoint_every", checkpoint_every, low=1)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint, log_path = out_dir / "checkpoint.pt", out_dir / "loss.csv"
+    torch.set_num_threads(check_int("threads", threads, low=1))
+    trainer = Trainer(seed, batch)
+    if resume and checkpoint.is_file():
+        trainer.load(checkpoint)
+        print(f"resumed from {checkpoint} at step {trainer.step}", flush=True)
+    elif log_path.exists():
+        log_path.unlink()  # a fresh run starts a fresh log
+    if not log_path.exists():
+        log_path.write_text("step,loss,seconds\n")
+    started, window = time.perf_counter(), []
+    while trainer.step < steps:
+        window.append(trainer.train_step())
+        if trainer.step % log_every == 0 or trainer.step == steps:
+            with open(log_path, "a") as handle:
+                handle.write(f"{trainer.step},{np.mean(window):.6f},{time.perf_counter() - started:.1f}\n")
+            print(f"step {trainer.step:6d} loss {np.mean(window):.4f} ({time.perf_counter() - started:.0f}s)", flush=True)
+            window = []
+        if trainer.step % checkpoint_every == 0 or trainer.step == steps:
+            trainer.save(checkpoint)
+            save_weights(trainer.ema, out_dir / "weights.safetensors")
+            plot_loss(log_path, out_dir / "loss.png")
+    return trainer
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Train the physics video model (deterministic, resumable).")
+    parser.add_argument("--out", type=Path, default=Path("physics_train"), help="folder for log, checkpoint, weights")
+    parser.add_argument("--steps", type=int, default=TRAIN_STEPS, help="total training steps")
+    parser.add_argument("--batch", type=int, default=BATCH)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on shared cores)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument("--export", action="store_true", help=f"copy the EMA weights to {SHIPPED_WEIGHTS}")
+    args = parser.parse_args(argv)
+    train(args.out, args.steps, seed=args.seed, batch=args.batch, resume=args.resume, threads=args.threads)
+    if args.export:
+        shutil.copyfile(args.out / "weights.safetensors", SHIPPED_WEIGHTS)
+        print(f"exported to {SHIPPED_WEIGHTS}")
+
+
+if __name__ == "__main__":
+    main()
