@@ -145,7 +145,7 @@ __global__ void __launch_bounds__(kThreads)
       // Multiplied rather than selected, as in the reference (a NaN stays NaN on pinned frames).
       uncertainty_out[mask_index] = mul(uncertainty, pinned ? 0.0f : 1.0f);
     }
-    certain_out[mask_index] = certain;
+    if (certain_out != nullptr) certain_out[mask_index] = certain;
 
     // Pass 2: merge, pin, perturb and write.
     uint32_t k0 = 0u, k1 = 0u;
@@ -164,7 +164,7 @@ __global__ void __launch_bounds__(kThreads)
           x0_value = prev_x0[i];
           z_next_value = prev_z_next[i];
         }
-        x0_out[i] = x0_value;
+        if (x0_out != nullptr) x0_out[i] = x0_value;
         z_next_out[i] = z_next_value;
         if (z_perturbed_out != nullptr) {
           float perturbed = x0_value;  // pinned frames are never perturbed

@@ -79,8 +79,9 @@ void pnp_update_cuda(const at::Tensor& z, const at::Tensor& v, const std::option
                      const std::optional<at::Tensor>& prev_z_next, const std::optional<at::Tensor>& prev_certain,
                      double tau, int64_t p_norm, const std::optional<at::Tensor>& noise,
                      const std::optional<at::Tensor>& philox_keys, int64_t step, int64_t iteration,
-                     const std::optional<at::Tensor>& active, int64_t num_pinned_frames, const at::Tensor& x0,
-                     const at::Tensor& z_next, const at::Tensor& certain, const at::Tensor& counts,
+                     const std::optional<at::Tensor>& active, int64_t num_pinned_frames,
+                     const std::optional<at::Tensor>& x0, const at::Tensor& z_next,
+                     const std::optional<at::Tensor>& certain, const at::Tensor& counts,
                      const std::optional<at::Tensor>& z_perturbed, const std::optional<at::Tensor>& uncertainty) {
   TORCH_CHECK_VALUE(z.is_cuda(), "z must be a CUDA tensor, got ", z.device());
   TORCH_CHECK_VALUE(z.dim() == 5, "z must have shape (B, C, F, H, W), got ", z.sizes());
@@ -131,9 +132,12 @@ void pnp_update_cuda(const at::Tensor& z, const at::Tensor& v, const std::option
   TORCH_CHECK_VALUE(step >= 0 && step < (int64_t{1} << 32), "step must be in [0, 2**32), got ", step);
   TORCH_CHECK_VALUE(iteration >= 0 && iteration < (int64_t{1} << 32), "iteration must be in [0, 2**32), got ",
                     iteration);
-  PNP_CHECK_TENSOR(x0, z, at::kFloat, latent_shape);
+  TORCH_CHECK_VALUE(x0.has_value() == certain.has_value(), "x0 and certain must be given together");
+  if (x0) {
+    PNP_CHECK_TENSOR(*x0, z, at::kFloat, latent_shape);
+    PNP_CHECK_TENSOR(*certain, z, at::kBool, mask_shape);
+  }
   PNP_CHECK_TENSOR(z_next, z, at::kFloat, latent_shape);
-  PNP_CHECK_TENSOR(certain, z, at::kBool, mask_shape);
   PNP_CHECK_TENSOR(counts, z, at::kInt, pair_shape);
   if (z_perturbed) {
     PNP_CHECK_TENSOR(*z_perturbed, z, at::kFloat, latent_shape);
@@ -142,9 +146,8 @@ void pnp_update_cuda(const at::Tensor& z, const at::Tensor& v, const std::option
     PNP_CHECK_TENSOR(*uncertainty, z, at::kFloat, mask_shape);
   }
 
-  const std::optional<at::Tensor> z_opt(z), v_opt(v), x0_opt(x0), z_next_opt(z_next), certain_opt(certain),
-      counts_opt(counts);
-  check_no_overlap({{"x0", &x0_opt}, {"z_next", &z_next_opt}, {"certain", &certain_opt}, {"counts", &counts_opt},
+  const std::optional<at::Tensor> z_opt(z), v_opt(v), z_next_opt(z_next), counts_opt(counts);
+  check_no_overlap({{"x0", &x0}, {"z_next", &z_next_opt}, {"certain", &certain}, {"counts", &counts_opt},
                     {"z_perturbed", &z_perturbed}, {"uncertainty", &uncertainty}},
                    {{"z", &z_opt}, {"v", &v_opt}, {"v_uncond", &v_uncond}, {"prev_x0", &prev_x0},
                     {"prev_z_next", &prev_z_next}, {"prev_certain", &prev_certain}, {"noise", &noise},
@@ -160,9 +163,9 @@ void pnp_update_cuda(const at::Tensor& z, const at::Tensor& v, const std::option
   params.noise = data_or_null<float>(noise);
   params.philox_keys = data_or_null<int64_t>(philox_keys);
   params.active = data_or_null<bool>(active);
-  params.x0 = x0.mutable_data_ptr<float>();
+  params.x0 = mutable_data_or_null<float>(x0);
   params.z_next = z_next.mutable_data_ptr<float>();
-  params.certain = certain.mutable_data_ptr<bool>();
+  params.certain = mutable_data_or_null<bool>(certain);
   params.counts = counts.mutable_data_ptr<int32_t>();
   params.z_perturbed = mutable_data_or_null<float>(z_perturbed);
   params.uncertainty = mutable_data_or_null<float>(uncertainty);
@@ -193,8 +196,8 @@ void pnp_update_meta(const at::Tensor&, const at::Tensor&, const std::optional<a
                      const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
                      const std::optional<at::Tensor>&, double, int64_t, const std::optional<at::Tensor>&,
                      const std::optional<at::Tensor>&, int64_t, int64_t, const std::optional<at::Tensor>&, int64_t,
-                     const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                     const std::optional<at::Tensor>&, const std::optional<at::Tensor>&) {}
+                     const std::optional<at::Tensor>&, const at::Tensor&, const std::optional<at::Tensor>&,
+                     const at::Tensor&, const std::optional<at::Tensor>&, const std::optional<at::Tensor>&) {}
 
 }  // namespace
 }  // namespace pnp_kernels
@@ -203,8 +206,8 @@ TORCH_LIBRARY_FRAGMENT(pnp_kernels, m) {
   m.def(
       "pnp_update_cuda(Tensor z, Tensor v, Tensor? v_uncond, float guidance_scale, float sigma, float dt, "
       "Tensor? prev_x0, Tensor? prev_z_next, Tensor? prev_certain, float tau, int p_norm, Tensor? noise, "
-      "Tensor? philox_keys, int step, int iteration, Tensor? active, int num_pinned_frames, Tensor(a!) x0, "
-      "Tensor(b!) z_next, Tensor(c!) certain, Tensor(d!) counts, Tensor(e!)? z_perturbed, "
+      "Tensor? philox_keys, int step, int iteration, Tensor? active, int num_pinned_frames, Tensor(a!)? x0, "
+      "Tensor(b!) z_next, Tensor(c!)? certain, Tensor(d!) counts, Tensor(e!)? z_perturbed, "
       "Tensor(f!)? uncertainty) -> ()");
 }
 

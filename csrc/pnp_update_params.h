@@ -28,7 +28,7 @@ struct PnPUpdateParams {
   const int64_t* philox_keys;  // (B, 2) per-sample (k0, k1), or nullptr
   const bool* active;          // (B,), or nullptr: every sample is active
 
-  // Outputs.
+  // Outputs. x0 and certain are nullptr when the caller does not keep the state (store_state).
   float* x0;
   float* z_next;
   bool* certain;

@@ -168,25 +168,32 @@ def auto_reasons(name: str, z: torch.Tensor, v: torch.Tensor, v_uncond: torch.Te
     return backend.not_supported_reasons(z, v, v_uncond)
 
 
-def select_backend(requested: str, z: torch.Tensor, v: torch.Tensor, v_uncond: torch.Tensor | None):
+def select_backend(requested: str, z: torch.Tensor, v: torch.Tensor, v_uncond: torch.Tensor | None,
+                   round_products_to: torch.dtype | None = None):
     """The backend object for ``requested`` ("auto" or a name), or an error listing the reasons."""
     if requested != "auto":
         if requested not in BACKENDS:
             raise ValueError(f"backend must be 'auto' or one of {sorted(BACKENDS)}, got {requested!r}")
         backend = BACKENDS[requested]
-        reasons = backend.not_supported_reasons(z, v, v_uncond)
+        reasons = backend.not_supported_reasons(z, v, v_uncond) + _rounding_reasons(requested, round_products_to)
         if reasons:
             raise RuntimeError(f"backend {requested!r} cannot run on these inputs: {'; '.join(reasons)}")
         return backend
     refused = {}
     for name in AUTO_PRIORITY:
-        reasons = auto_reasons(name, z, v, v_uncond)
+        reasons = auto_reasons(name, z, v, v_uncond) + _rounding_reasons(name, round_products_to)
         if not reasons:
             _report_choice(name, z.device.type, refused)
             return BACKENDS[name]
         refused[name] = reasons
     details = "; ".join(f"{n}: {', '.join(r)}" for n, r in refused.items())
     raise RuntimeError(f"no pnp_update backend can run on these inputs ({details})")
+
+
+def _rounding_reasons(name: str, round_products_to: torch.dtype | None) -> list[str]:
+    if round_products_to is None or name == "torch":
+        return []
+    return [f"round_products_to={round_products_to} is implemented by the torch backend only"]
 
 
 def _report_choice(name: str, device_type: str, refused: dict[str, list[str]]) -> None:

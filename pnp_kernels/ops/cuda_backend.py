@@ -143,7 +143,8 @@ class CudaBackend:
 
     def run(
         self, z, v, sigma, sigma_next, *, v_uncond, guidance_scale, prev_x0, prev_z_next, prev_certain,
-        tau, p_norm, noise, active, num_pinned_frames, return_uncertainty, out=None,
+        tau, p_norm, noise, active, num_pinned_frames, return_uncertainty, store_state=True,
+        round_products_to=None, out=None,
     ) -> PnPUpdateOutput:
         error = extension_error()
         if error is not None:
@@ -166,10 +167,11 @@ class CudaBackend:
         mask_shape = (batch, frames, height, width)
         out = out if out is not None else PnPUpdateOutput(None, None, None, None, None, None, None)
         taken = list(inputs)
-        x0 = _kernel_target(out.x0, z.shape, torch.float32, z.device, taken)
+        x0 = certain = z_perturbed = uncertainty = None
+        if store_state:
+            x0 = _kernel_target(out.x0, z.shape, torch.float32, z.device, taken)
+            certain = _kernel_target(out.certain, mask_shape, torch.bool, z.device, taken)
         z_next = _kernel_target(out.z_next, z.shape, torch.float32, z.device, taken)
-        certain = _kernel_target(out.certain, mask_shape, torch.bool, z.device, taken)
-        z_perturbed = uncertainty = None
         if noise is not None:
             z_perturbed = _kernel_target(out.z_perturbed, z.shape, torch.float32, z.device, taken)
         if return_uncertainty:
@@ -191,5 +193,6 @@ class CudaBackend:
             nonfinite=counts[:, 1],
             z_perturbed=z_perturbed,
             uncertainty=uncertainty,
+            backend="cuda",
         )
         return write_outputs(result, out)

@@ -48,10 +48,11 @@ def pnp_update_op(
     tau: float,
     p_norm: int,
     num_pinned_frames: int,
+    round_products_to: Optional[torch.dtype],
     backend: str,
-    x0: torch.Tensor,
+    x0: Optional[torch.Tensor],
     z_next: torch.Tensor,
-    certain: torch.Tensor,
+    certain: Optional[torch.Tensor],
     z_perturbed: Optional[torch.Tensor],
     uncertainty: Optional[torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,7 +65,8 @@ def pnp_update_op(
         v_uncond=v_uncond, guidance_scale=guidance_scale,
         prev_x0=prev_x0, prev_z_next=prev_z_next, prev_certain=prev_certain,
         tau=tau, p_norm=p_norm, noise=noise, active=active, num_pinned_frames=num_pinned_frames,
-        return_uncertainty=uncertainty is not None,
+        return_uncertainty=uncertainty is not None, store_state=x0 is not None,
+        round_products_to=round_products_to,
         out=PnPUpdateOutput(x0, z_next, certain, None, None, z_perturbed, uncertainty),
     )
     return result.certain_fraction, result.nonfinite
@@ -73,7 +75,7 @@ def pnp_update_op(
 @pnp_update_op.register_fake
 def _pnp_update_fake(z, v, v_uncond, prev_x0, prev_z_next, prev_certain, active, noise, philox_keys,
                      philox_step, philox_iteration, sigma, sigma_next, guidance_scale, tau, p_norm,
-                     num_pinned_frames, backend, x0, z_next, certain, z_perturbed, uncertainty):
+                     num_pinned_frames, round_products_to, backend, x0, z_next, certain, z_perturbed, uncertainty):
     batch = z.shape[0]
     return (
         torch.empty((batch,), dtype=torch.float32, device=z.device),

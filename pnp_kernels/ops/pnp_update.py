@@ -147,6 +147,8 @@ def pnp_update(
     active: torch.Tensor | None = None,
     num_pinned_frames: int = 0,
     return_uncertainty: bool = False,
+    store_state: bool = True,
+    round_products_to: torch.dtype | None = None,
     out: PnPUpdateOutput | None = None,
     backend: str = "auto",
 ) -> PnPUpdateOutput:
@@ -157,6 +159,18 @@ def pnp_update(
     prev_*: the previous iteration's merged x0, z_next and certain mask (None at iteration 0).
     noise: N(0, 1) tensor or PhiloxNoise for the next model input ``z_perturbed``; None when no
     iteration follows. out: tensors to write into (any field may be None to allocate it).
+    store_state: False skips writing the merged x0 and the certain mask (returned as None): nobody
+    reads them after the last iteration of a step or at a plain step; z_next, the statistics and
+    z_perturbed / uncertainty (when asked for) are still produced.
+    round_products_to: None (default) keeps every product in float32. A dtype d (e.g.
+    torch.bfloat16) reproduces the published code's arithmetic with bf16 velocities, which is also
+    diffusers' FlowMatchEulerDiscreteScheduler.step: there a 0-dim float32 sigma multiplies a bf16
+    velocity, and torch casts both the scale and the product to bf16. With r(x) = x rounded to d,
+    s = float32(sigma), s' = float32(sigma_next) and v the (guided, float32) velocity:
+    ``x0 = z - float32(r(r(s) * r(v)))`` and ``z_next = z + float32(r(r(s' - s) * r(v)))``, with
+    s' - s taken in float32; everything else is unchanged. Only the torch backend implements it
+    ("auto" picks it; an explicit other backend refuses).
+    The result's ``backend`` field names the backend that ran.
     """
     sigma, sigma_next, guidance_scale, tau = validate_update_args(
         z, v, sigma, sigma_next, v_uncond, guidance_scale, prev_x0, prev_z_next, prev_certain,
@@ -164,15 +178,19 @@ def pnp_update(
     )
     if not isinstance(return_uncertainty, bool):
         raise TypeError(f"return_uncertainty must be a bool, got {return_uncertainty!r}")
+    if not isinstance(store_state, bool):
+        raise TypeError(f"store_state must be a bool, got {store_state!r}")
+    if round_products_to is not None and round_products_to not in FLOAT_DTYPES:
+        raise ValueError(f"round_products_to must be None or one of {[str(d) for d in FLOAT_DTYPES]}, got {round_products_to!r}")
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a string, got {backend!r}")
     out = _check_out(out, z)
-    chosen = select_backend(backend, z, v, v_uncond)
+    chosen = select_backend(backend, z, v, v_uncond, round_products_to)
 
     mask_shape = (z.shape[0], *z.shape[2:])
-    x0 = _buffer(out.x0, z.shape, torch.float32, z.device)
+    x0 = _buffer(out.x0, z.shape, torch.float32, z.device) if store_state else None
     z_next = _buffer(out.z_next, z.shape, torch.float32, z.device)
-    certain = _buffer(out.certain, mask_shape, torch.bool, z.device)
+    certain = _buffer(out.certain, mask_shape, torch.bool, z.device) if store_state else None
     z_perturbed = None if noise is None else _buffer(out.z_perturbed, z.shape, torch.float32, z.device)
     uncertainty = _buffer(out.uncertainty, mask_shape, torch.float32, z.device) if return_uncertainty else None
     philox = isinstance(noise, PhiloxNoise)
@@ -182,11 +200,11 @@ def pnp_update(
         philox_key_words(noise) if philox else None,
         noise.step if philox else 0,
         noise.iteration if philox else 0,
-        sigma, sigma_next, guidance_scale, tau, int(p_norm), int(num_pinned_frames), chosen.name,
+        sigma, sigma_next, guidance_scale, tau, int(p_norm), int(num_pinned_frames), round_products_to, chosen.name,
         x0, z_next, certain, z_perturbed, uncertainty,
     )
     if out.certain_fraction is not None:
         certain_fraction = out.certain_fraction.copy_(certain_fraction)
     if out.nonfinite is not None:
         nonfinite = out.nonfinite.copy_(nonfinite)
-    return PnPUpdateOutput(x0, z_next, certain, certain_fraction, nonfinite, z_perturbed, uncertainty)
+    return PnPUpdateOutput(x0, z_next, certain, certain_fraction, nonfinite, z_perturbed, uncertainty, chosen.name)

@@ -36,6 +36,7 @@ class PnPUpdateOutput(NamedTuple):
     nonfinite: torch.Tensor  # int32 per-sample count of NaN/Inf in the unmerged x0 (unpinned)
     z_perturbed: torch.Tensor | None  # float32 next model input, when noise was given
     uncertainty: torch.Tensor | None  # float32 U map, when asked for (0 where not computed)
+    backend: str | None = None  # name of the backend that computed these (None in a buffer set for out=)
 
 
 def pnp_update_reference(
@@ -55,8 +56,14 @@ def pnp_update_reference(
     active: torch.Tensor | None = None,
     num_pinned_frames: int = 0,
     return_uncertainty: bool = False,
+    store_state: bool = True,
+    round_products_to: torch.dtype | None = None,
 ) -> PnPUpdateOutput:
-    """One P&P iteration, written for clarity rather than speed. Inputs are assumed validated."""
+    """One P&P iteration, written for clarity rather than speed. Inputs are assumed validated.
+
+    store_state=False returns x0 and certain as None (z_perturbed still uses the merged x0).
+    round_products_to: see ``pnp_update``.
+    """
     batch, channels = z.shape[:2]
     z = z.float()
     v = v.float()
@@ -64,8 +71,17 @@ def pnp_update_reference(
         v_uncond = v_uncond.float()
         v = v_uncond + guidance_scale * (v - v_uncond)
 
-    x0 = z - sigma * v
-    z_next = z + (sigma_next - sigma) * v
+    if round_products_to is None:
+        x0_step, z_next_step = sigma * v, (sigma_next - sigma) * v
+    else:
+        # As torch evaluates a 0-dim float32 tensor times a low-precision tensor (diffusers' Euler
+        # step): the scale is cast to the low dtype too, and the product is rounded to it.
+        sigma_t, sigma_next_t = (torch.tensor(s, dtype=torch.float32, device=z.device) for s in (sigma, sigma_next))
+        low_v = v.to(round_products_to)
+        x0_step = (sigma_t * low_v).float()
+        z_next_step = ((sigma_next_t - sigma_t) * low_v).float()
+    x0 = z - x0_step
+    z_next = z + z_next_step
     free = torch.ones(z.shape[2:], dtype=torch.bool, device=z.device)  # (F, H, W): not pinned
     free[:num_pinned_frames] = False
     nonfinite = (~torch.isfinite(x0)).any(dim=1) & free
@@ -104,11 +120,12 @@ def pnp_update_reference(
         z_perturbed = torch.where(pinned, z, (1.0 - sigma) * x0 + sigma * noise.float())
 
     return PnPUpdateOutput(
-        x0=x0,
+        x0=x0 if store_state else None,
         z_next=z_next,
-        certain=certain,
+        certain=certain if store_state else None,
         certain_fraction=certain_fraction,
         nonfinite=nonfinite,
         z_perturbed=z_perturbed,
         uncertainty=uncertainty if return_uncertainty else None,
+        backend="torch",
     )

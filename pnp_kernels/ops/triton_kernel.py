@@ -72,7 +72,7 @@ def _pnp_update_kernel(
     CHANNELS: tl.constexpr, CHANNELS_PADDED: tl.constexpr, BLOCK_SPATIAL: tl.constexpr,
     HAS_GUIDANCE: tl.constexpr, HAS_PREV: tl.constexpr, HAS_PREV_CERTAIN: tl.constexpr,
     HAS_ACTIVE: tl.constexpr, NOISE_MODE: tl.constexpr, P_NORM: tl.constexpr,
-    WRITE_UNCERTAINTY: tl.constexpr,
+    WRITE_UNCERTAINTY: tl.constexpr, STORE_STATE: tl.constexpr,
 ):
     sample = tl.program_id(1)
     position = tl.program_id(0) * BLOCK_SPATIAL + tl.arange(0, BLOCK_SPATIAL)  # (S_blk,)
@@ -135,9 +135,10 @@ def _pnp_update_kernel(
 
     x0 = tl.where(pinned_tile, z, x0)
     z_next = tl.where(pinned_tile, z, z_next)
-    tl.store(x0_ptr + tile, x0, mask=tile_mask)
     tl.store(z_next_ptr + tile, z_next, mask=tile_mask)
-    tl.store(certain_ptr + mask_index, certain.to(tl.uint8), mask=in_range)
+    if STORE_STATE:
+        tl.store(x0_ptr + tile, x0, mask=tile_mask)
+        tl.store(certain_ptr + mask_index, certain.to(tl.uint8), mask=in_range)
     if WRITE_UNCERTAINTY:
         # A product, not a select, as in the reference: NaN stays NaN on pinned frames.
         tl.store(uncertainty_ptr + mask_index, uncertainty * free.to(tl.float32), mask=in_range)

@@ -61,6 +61,8 @@ def run_triton(
     active: torch.Tensor | None = None,
     num_pinned_frames: int = 0,
     return_uncertainty: bool = False,
+    store_state: bool = True,
+    round_products_to: torch.dtype | None = None,
     out: PnPUpdateOutput | None = None,
 ) -> PnPUpdateOutput:
     """``pnp_update_reference`` in one Triton kernel launch, written into ``out`` where given."""
@@ -71,9 +73,9 @@ def run_triton(
     mask_shape = (batch, frames, height, width)
 
     targets = {
-        "x0": _output(out.x0, z.shape, torch.float32, device),
+        "x0": _output(out.x0, z.shape, torch.float32, device) if store_state else None,
         "z_next": _output(out.z_next, z.shape, torch.float32, device),
-        "certain": _output(out.certain, mask_shape, torch.bool, device),
+        "certain": _output(out.certain, mask_shape, torch.bool, device) if store_state else None,
         "z_perturbed": None if noise is None else _output(out.z_perturbed, z.shape, torch.float32, device),
         "uncertainty": _output(out.uncertainty, mask_shape, torch.float32, device) if return_uncertainty else None,
     }
@@ -101,7 +103,7 @@ def run_triton(
             z, _input(v), pointer(_input(v_uncond)), pointer(_input(prev_x0)), pointer(_input(prev_z_next)),
             pointer(_as_bytes(_input(prev_certain))), pointer(_as_bytes(active)),
             pointer(noise_tensor), pointer(philox_key),
-            kernel_outputs["x0"], kernel_outputs["z_next"], _as_bytes(kernel_outputs["certain"]),
+            pointer(kernel_outputs["x0"]), kernel_outputs["z_next"], pointer(_as_bytes(kernel_outputs["certain"])),
             pointer(kernel_outputs["z_perturbed"]), pointer(kernel_outputs["uncertainty"]),
             counts,
             batch, spatial, num_pinned_frames * height * width,
@@ -113,7 +115,7 @@ def run_triton(
             HAS_GUIDANCE=v_uncond is not None, HAS_PREV=prev_x0 is not None,
             HAS_PREV_CERTAIN=prev_certain is not None, HAS_ACTIVE=active is not None,
             NOISE_MODE=noise_mode.value, P_NORM=int(p_norm), WRITE_UNCERTAINTY=return_uncertainty,
-            num_warps=NUM_WARPS,
+            STORE_STATE=store_state, num_warps=NUM_WARPS,
             # Separate multiply and add, as the reference rounds them: bit-level agreement costs a
             # memory-bound kernel nothing, and keeps Triton 3.9's fusion default out of the results.
             enable_fp_fusion=False,
@@ -133,6 +135,7 @@ def run_triton(
         nonfinite=nonfinite,
         z_perturbed=targets["z_perturbed"],
         uncertainty=targets["uncertainty"],
+        backend="triton",
     )
 
 

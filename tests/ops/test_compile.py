@@ -88,7 +88,7 @@ def test_opcheck():
     args = (
         z, torch.randn(SHAPE).bfloat16(), torch.randn(SHAPE).bfloat16(), torch.randn(SHAPE), torch.randn(SHAPE),
         mask, torch.tensor([True, False]), None, [5, 0, 6, 1], 3, 1,
-        SIGMA, SIGMA_NEXT, 2.0, 0.25, 1, 1, "torch",
+        SIGMA, SIGMA_NEXT, 2.0, 0.25, 1, 1, None, "torch",
         torch.empty(SHAPE), torch.empty(SHAPE), torch.empty(mask.shape, dtype=torch.bool),
         torch.empty(SHAPE), torch.empty(mask.shape),
     )
