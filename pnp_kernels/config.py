@@ -1,89 +1,207 @@
-"""Refinement plans and sampler settings, validated when they are built (SPEC §3, §5, §7)."""
+"""Refinement plans and sampler settings, validated when they are built (docs/ALGORITHM.md, "Plans").
+
+Torch-free on purpose: the command line validates its arguments before importing torch.
+"""
 from __future__ import annotations
 
-import math
-import numbers
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence, Union
+from typing import Mapping, NamedTuple, Sequence, Union
+
+from .validators import check_bool, check_choice, check_int, check_real
 
 NOISE_MODES = ("generator", "philox")
 BACKENDS = ("auto", "triton", "cuda", "torch")
 P_NORMS = (1, 2)
+EXPERTS = ("high", "low")
+
+# K, the P&P iterations of one step, is at most this. Published plans use K <= 3 and the certain mask
+# of a step settles within a few iterations; every iteration is a full model evaluation, so a larger K
+# is almost surely a typo (30 for 3), and it keeps every run's model-call bound and NaN log small.
+MAX_ITERATIONS = 16
+# Step indices in a plan are at most this: far beyond any sampler's step count, small enough that a
+# plan can never describe an absurd amount of work.
+MAX_STEP_INDEX = 9_999
+_MAX_NUMBER_CHARS = 20  # a number in a plan string longer than this is refused before it is converted
 
 
-def _check_index(name: str, value, minimum: int = 0) -> int:
-    # bool is an int subclass; a plan entry of True is a mistake, not a 1.
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return int(value)
+class RelativeRange(NamedTuple):
+    """A plan entry that does not name step indices; ``RefinePlan.resolve`` maps it onto a run.
+
+    unit "fraction": steps i of an N-step run with start <= i / N < end;
+    unit "sigma": steps whose sigma (at the step's start) has start >= sigma > end;
+    unit "step": steps start..end (inclusive), only with an expert;
+    unit "all": every step.
+    expert "high" / "low": only the steps of that expert (sigma >= / < the boundary sigma).
+    """
+
+    unit: str
+    start: float
+    end: float
+    k: int
+    expert: str | None
+
+    def __str__(self) -> str:
+        span = {
+            "fraction": f"f{self.start!r}-{self.end!r}",
+            "sigma": f"s{self.start!r}-{self.end!r}",
+            "step": f"{int(self.start)}-{int(self.end)}" if self.start != self.end else f"{int(self.start)}",
+            "all": "all",
+        }[self.unit]
+        return f"{span}:{self.k}" + (f"@{self.expert}" if self.expert else "")
+
+    def covers(self, step: int, sigmas: Sequence[float], boundary_sigma: float | None) -> bool:
+        sigma = sigmas[step]
+        if self.expert is not None and (sigma >= boundary_sigma) != (self.expert == "high"):
+            return False
+        if self.unit == "fraction":
+            return self.start <= step / (len(sigmas) - 1) < self.end
+        if self.unit == "sigma":
+            return self.start >= sigma > self.end
+        if self.unit == "step":
+            return self.start <= step <= self.end
+        return True  # "all"
+
+
+# Named plans (the whole plan string). "published" is the published default, steps 2-5 with K=3 and
+# 6-14 with K=1 of a 50-step run, written as fractions of the run so that it fits any step count;
+# "published-wan22" is the published Wan 2.2 T2V plan (2-5:3,6-13:1 of 40 steps) in the same form.
+# "distilled" is for 4-8 step distilled models: one iteration at the steps between 10% and 50% of the
+# run (step 1 of 4; steps 1-3 of 8), never the first step, whose sigma-1 perturbation only redraws the
+# noise. It follows the published plan's reasoning (refine the early steps that lay out the video); it
+# is not tuned, and no measurement on distilled models backs it yet.
+PRESETS = {
+    "published": "f0.04-0.12:3,f0.12-0.30:1",
+    "published-wan22": "f0.05-0.15:3,f0.15-0.35:1",
+    "distilled": "f0.1-0.5:1",
+}
+
+_NUMBER = r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+"
+_ENTRY = re.compile(
+    r"\s*(?:(?P<first>[0-9]+)(?:\s*-\s*(?P<last>[0-9]+))?"
+    rf"|(?P<unit>[fs])\s*(?P<start>{_NUMBER})\s*-\s*(?P<end>{_NUMBER})"
+    r"|(?P<all>all))"
+    r"\s*:\s*(?P<k>[0-9]+)\s*(?:@\s*(?P<expert>[a-z]+)\s*)?",
+    re.ASCII | re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
 class RefinePlan:
-    """Which outer steps get P&P and how many iterations: inclusive ``(first_step, last_step, K)`` ranges.
+    """Which outer steps get P&P and how many iterations K (0 = plain Euler step).
 
     ``RefinePlan([(2, 5, 3), (6, 14, 1)])`` refines steps 2..5 with K=3 and 6..14 with K=1 (the
-    published default for 50 steps). Dicts ``{"start": 2, "end": 5, "steps": 3}`` (the published
-    code's form) are accepted too. Steps not covered are plain Euler steps (K=0).
+    published default for 50 steps); dicts ``{"start": 2, "end": 5, "steps": 3}`` are accepted too.
+    ``RefinePlan.parse`` also reads plans that fit any step count (fractions of the run, sigma
+    intervals, one expert of a two-expert model) and named presets; ``resolve`` maps such a plan
+    onto a run's sigma grid. The syntax is in docs/ALGORITHM.md.
     """
 
-    ranges: tuple[tuple[int, int, int], ...] = ()
+    ranges: tuple[tuple[int, int, int], ...] = ()  # inclusive (first_step, last_step, K), sorted
+    relative: tuple[RelativeRange, ...] = ()  # entries resolved against a run's sigma grid
+    source: str | None = field(default=None, compare=False, repr=False)  # the text it was parsed from
 
-    def __init__(self, ranges: Iterable = ()):
-        if isinstance(ranges, (str, bytes)) or not isinstance(ranges, Iterable):
+    def __init__(self, ranges: Sequence = ()):
+        if isinstance(ranges, (str, bytes)) or not isinstance(ranges, Sequence):
             raise TypeError(
-                f"ranges must be a sequence of (first_step, last_step, K) entries, got {ranges!r}; "
-                "use RefinePlan.parse() for a string"
+                f"ranges must be a sequence of (first_step, last_step, K) entries, got {ranges!r} "
+                f"({type(ranges).__name__}); use RefinePlan.parse() for a string"
             )
-        parsed = [self._entry(i, entry) for i, entry in enumerate(ranges)]
-        parsed.sort()
-        for (a0, a1, _), (b0, b1, _) in zip(parsed, parsed[1:]):
-            if b0 <= a1:
-                raise ValueError(f"ranges overlap: steps {a0}-{a1} and {b0}-{b1} share step {b0}")
-        object.__setattr__(self, "ranges", tuple(parsed))
+        self._set([_step_range(f"ranges[{i}]", entry) for i, entry in enumerate(ranges)], [], None)
 
-    @staticmethod
-    def _entry(i: int, entry) -> tuple[int, int, int]:
-        if isinstance(entry, Mapping):
-            missing = {"start", "end", "steps"} - set(entry)
-            if missing:
-                raise ValueError(f"ranges[{i}] = {dict(entry)!r} lacks key(s) {sorted(missing)}")
-            entry = (entry["start"], entry["end"], entry["steps"])
-        if isinstance(entry, (str, bytes)) or not isinstance(entry, Sequence) or len(entry) != 3:
-            raise TypeError(f"ranges[{i}] must be (first_step, last_step, K), got {entry!r}")
-        first = _check_index(f"ranges[{i}] first_step", entry[0])
-        last = _check_index(f"ranges[{i}] last_step", entry[1])
-        k = _check_index(f"ranges[{i}] K", entry[2])
-        if last < first:
-            raise ValueError(f"ranges[{i}] = {tuple(entry)!r}: last_step {last} < first_step {first}")
-        return first, last, k
+    def _set(self, ranges: list, relative: list, source: str | None) -> None:
+        ranges = sorted(ranges)
+        named = f"plan {source!r}" if source is not None else "ranges"
+        for (a0, a1, _), (b0, b1, _) in zip(ranges, ranges[1:]):
+            if b0 <= a1:
+                raise ValueError(f"{named} overlap: steps {a0}-{a1} and {b0}-{b1} share step {b0}")
+        for i, a in enumerate(relative):
+            for b in relative[i + 1 :]:
+                if _always_overlap(a, b):
+                    raise ValueError(f"{named}: entries {str(a)!r} and {str(b)!r} overlap")
+        object.__setattr__(self, "ranges", tuple(ranges))
+        object.__setattr__(self, "relative", tuple(relative))
+        object.__setattr__(self, "source", source)
+
+    @classmethod
+    def _build(cls, ranges: list, relative: list, source: str | None) -> "RefinePlan":
+        plan = cls.__new__(cls)
+        plan._set(ranges, relative, source)
+        return plan
 
     @classmethod
     def parse(cls, text: str) -> "RefinePlan":
-        """Parse ``"2-5:3,6-14:1"`` (``first-last:K`` or ``step:K``, comma separated; ``""`` or ``"none"`` = empty)."""
+        """Parse a plan string: comma-separated ``first-last:K`` / ``step:K`` entries, ``fA-B:K``
+        (fractions of the run), ``sA-B:K`` (sigma from A down to B), ``all:K``, each optionally
+        ``@high`` / ``@low`` (one expert); or a preset name (``published``, ``published-wan22``,
+        ``distilled``); ``""`` or ``"none"`` is the empty plan."""
         if not isinstance(text, str):
-            raise TypeError(f"plan text must be a string, got {text!r}")
+            raise TypeError(f"plan text must be a string, got {text!r} ({type(text).__name__})")
         stripped = text.strip()
         if stripped.lower() in ("", "none"):
-            return cls(())
-        entries = []
-        for part in stripped.split(","):
-            m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?:\s*(\d+)\s*", part)
-            if m is None:
+            return cls._build([], [], text)
+        if stripped.lower() in PRESETS:
+            return cls._build(*_parse_entries(PRESETS[stripped.lower()], text), text)
+        return cls._build(*_parse_entries(stripped, text), text)
+
+    @property
+    def is_resolved(self) -> bool:
+        """True when the plan names step indices only (it needs no sigma grid)."""
+        return not self.relative
+
+    def resolve(self, sigmas, boundary_sigma: float | None = None) -> "RefinePlan":
+        """The step-index plan this plan means on a run with this sigma grid (N + 1 values for N steps;
+        a sequence or a 1-D tensor). boundary_sigma: where a two-expert model switches from the
+        high-noise expert (sigma >= boundary) to the low-noise one, for ``@high`` / ``@low`` entries.
+        A step-index plan is checked against the run and returned as it is."""
+        values = sigmas.tolist() if hasattr(sigmas, "tolist") else sigmas
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) < 2:
+            raise ValueError(f"sigmas must hold N + 1 >= 2 values (a sequence or a 1-D tensor), got {sigmas!r}")
+        values = [check_real(f"sigmas[{i}]", s) for i, s in enumerate(values)]
+        num_steps = len(values) - 1
+        self.validate(num_steps, resolving=True)
+        if self.is_resolved:
+            return self
+        for entry in self.relative:
+            if entry.unit == "step" and entry.end >= num_steps:
                 raise ValueError(
-                    f"plan entry {part.strip()!r} in {text!r} is not 'first-last:K' or 'step:K' "
-                    "(non-negative integers)"
+                    f"plan {self._name()} refers to step {int(entry.end)} but the run has {num_steps} steps "
+                    f"(0..{num_steps - 1})"
                 )
-            first, last, k = m.group(1), m.group(2) or m.group(1), m.group(3)
-            entries.append((int(first), int(last), int(k)))
-        return cls(entries)
+        if boundary_sigma is not None:
+            boundary_sigma = check_real("boundary_sigma", boundary_sigma)
+        elif any(r.expert for r in self.relative):
+            entry = next(r for r in self.relative if r.expert)
+            raise ValueError(
+                f"plan {self._name()}: entry {str(entry)!r} refines one expert, but no expert boundary was "
+                "given (boundary_sigma=None): only two-expert models such as Wan 2.2 A14B have one"
+            )
+        owner: dict[int, str] = {}  # step -> the entry that covers it
+        k_of: dict[int, int] = {}
+        for first, last, k in self.ranges:
+            for step in range(first, last + 1):
+                owner[step], k_of[step] = (f"{first}-{last}:{k}", k)
+        for entry in self.relative:
+            for step in range(num_steps):
+                if entry.covers(step, values, boundary_sigma):
+                    if step in owner:
+                        raise ValueError(
+                            f"plan {self._name()}: entries {owner[step]!r} and {str(entry)!r} both cover step "
+                            f"{step} (sigma {values[step]:.4g}) of this {num_steps}-step run"
+                        )
+                    owner[step], k_of[step] = str(entry), entry.k
+        ranges = []
+        for step in sorted(s for s in k_of if k_of[s] > 0):
+            if ranges and ranges[-1][1] == step - 1 and ranges[-1][2] == k_of[step]:
+                ranges[-1][1] = step
+            else:
+                ranges.append([step, step, k_of[step]])
+        return self._build([tuple(r) for r in ranges], [], self.source)
 
     def iterations(self, step: int) -> int:
         """K for outer step ``step`` (0 = plain Euler step)."""
-        step = _check_index("step", step)
+        self._require_resolved("iterations")
+        step = check_int("step", step, 0)
         for first, last, k in self.ranges:
             if first <= step <= last:
                 return k
@@ -91,15 +209,19 @@ class RefinePlan:
 
     def last_step(self) -> int | None:
         """Highest step index the plan refers to (None for an empty plan)."""
+        self._require_resolved("last_step")
         return self.ranges[-1][1] if self.ranges else None
 
-    def validate(self, num_steps: int) -> None:
-        """Raise if the plan names a step index that a ``num_steps`` run does not have."""
-        num_steps = _check_index("num_steps", num_steps, minimum=1)
-        last = self.last_step()
+    def validate(self, num_steps: int, *, resolving: bool = False) -> None:
+        """Raise if the plan names a step index that a ``num_steps`` run does not have (a plan that
+        needs a sigma grid must be resolved first)."""
+        num_steps = check_int("num_steps", num_steps, 1)
+        if not resolving:
+            self._require_resolved("validate")
+        last = self.ranges[-1][1] if self.ranges else None
         if last is not None and last >= num_steps:
             raise ValueError(
-                f"plan {self} refers to step {last} but the run has {num_steps} steps (0..{num_steps - 1})"
+                f"plan {self._name()} refers to step {last} but the run has {num_steps} steps (0..{num_steps - 1})"
             )
 
     def extra_nfe(self, num_steps: int) -> int:
@@ -107,14 +229,95 @@ class RefinePlan:
         self.validate(num_steps)
         return sum(k * (last - first + 1) for first, last, k in self.ranges)
 
+    def _require_resolved(self, what: str) -> None:
+        if not self.is_resolved:
+            raise ValueError(
+                f"plan {self._name()} depends on the run's sigma grid: call plan.resolve(sigmas) before {what}()"
+            )
+
+    def _name(self) -> str:
+        return repr(self.source) if self.source is not None else repr(str(self))
+
     def __bool__(self) -> bool:
-        return any(k > 0 for _, _, k in self.ranges)
+        return any(k > 0 for _, _, k in self.ranges) or any(r.k > 0 for r in self.relative)
 
     def __str__(self) -> str:
-        return ",".join(f"{a}-{b}:{k}" if a != b else f"{a}:{k}" for a, b, k in self.ranges) or "none"
+        steps = [f"{a}-{b}:{k}" if a != b else f"{a}:{k}" for a, b, k in self.ranges]
+        return ",".join(steps + [str(r) for r in self.relative]) or "none"
 
 
-# Published defaults (SPEC §3): Wan 2.1 scripts use 50 steps; the Wan 2.2 T2V script uses 40.
+def _step_range(where: str, entry) -> tuple[int, int, int]:
+    """An inclusive (first_step, last_step, K) entry given as a tuple or a ``{"start", "end", "steps"}`` dict."""
+    if isinstance(entry, Mapping):
+        missing = {"start", "end", "steps"} - set(entry)
+        if missing:
+            raise ValueError(f"{where} = {dict(entry)!r} lacks key(s) {sorted(missing)}")
+        entry = (entry["start"], entry["end"], entry["steps"])
+    if isinstance(entry, (str, bytes)) or not isinstance(entry, Sequence) or len(entry) != 3:
+        raise TypeError(f"{where} must be (first_step, last_step, K), got {entry!r}")
+    first = check_int(f"{where} first_step", entry[0], 0, MAX_STEP_INDEX)
+    last = check_int(f"{where} last_step", entry[1], 0, MAX_STEP_INDEX)
+    k = check_int(f"{where} K", entry[2], 0, MAX_ITERATIONS)
+    if last < first:
+        raise ValueError(f"{where} = {tuple(entry)!r}: last_step {last} < first_step {first}")
+    return first, last, k
+
+
+def _parse_entries(body: str, text: str) -> tuple[list, list]:
+    """Step ranges and relative entries of a plan string; errors quote ``text`` as the user wrote it."""
+    ranges, relative = [], []
+    for part in body.split(","):
+        where = f"{part.strip()!r} in plan {text!r}"
+        m = _ENTRY.fullmatch(part)
+        if m is None:
+            raise ValueError(
+                f"plan entry {where} is not 'first-last:K', 'step:K', 'fA-B:K', 'sA-B:K' or 'all:K' "
+                "(optionally followed by @high or @low)"
+            )
+        for number in filter(None, m.group("first", "last", "start", "end", "k")):
+            if len(number) > _MAX_NUMBER_CHARS:
+                raise ValueError(f"plan entry {where}: number {number[:12]}... is too long")
+        k = check_int(f"K of {where}", int(m["k"]), 0, MAX_ITERATIONS)
+        expert = m["expert"].lower() if m["expert"] else None
+        if expert is not None and expert not in EXPERTS:
+            raise ValueError(f"plan entry {where}: expert must be 'high' or 'low', got {m['expert']!r}")
+        if m["first"] is not None:
+            first = check_int(f"first step of {where}", int(m["first"]), 0, MAX_STEP_INDEX)
+            last = check_int(f"last step of {where}", int(m["last"] or m["first"]), 0, MAX_STEP_INDEX)
+            if last < first:
+                raise ValueError(f"plan entry {where}: last step {last} < first step {first}")
+            if expert is None:
+                ranges.append((first, last, k))
+            else:
+                relative.append(RelativeRange("step", first, last, k, expert))
+        elif m["all"] is not None:
+            relative.append(RelativeRange("all", 0.0, 1.0, k, expert))
+        else:
+            unit = "fraction" if m["unit"].lower() == "f" else "sigma"
+            start = check_real(f"start of {where}", float(m["start"]), 0.0, 1.0)
+            end = check_real(f"end of {where}", float(m["end"]), 0.0, 1.0)
+            if unit == "fraction" and not start < end:
+                raise ValueError(f"plan entry {where}: a fraction range runs forward, start < end (e.g. f0.1-0.3)")
+            if unit == "sigma" and not start > end:
+                raise ValueError(f"plan entry {where}: a sigma range runs from high to low noise, start > end (e.g. s0.9-0.5)")
+            relative.append(RelativeRange(unit, start, end, k, expert))
+    return ranges, relative
+
+
+def _always_overlap(a: RelativeRange, b: RelativeRange) -> bool:
+    """Entries of one unit whose intervals intersect cover a common step on fine enough grids."""
+    if a.unit != b.unit or (a.expert and b.expert and a.expert != b.expert):
+        return False
+    if a.unit == "all":
+        return True
+    if a.unit == "sigma":  # (end, start]
+        return max(a.end, b.end) < min(a.start, b.start)
+    if a.unit == "step":  # [start, end]
+        return max(a.start, b.start) <= min(a.end, b.end)
+    return max(a.start, b.start) < min(a.end, b.end)  # fraction: [start, end)
+
+
+# Published step-index defaults: Wan 2.1 scripts use 50 steps; the Wan 2.2 T2V script uses 40.
 DEFAULT_PLAN = RefinePlan([(2, 5, 3), (6, 14, 1)])
 WAN22_T2V_PLAN = RefinePlan([(2, 5, 3), (6, 13, 1)])
 
@@ -122,7 +325,7 @@ PlanLike = Union[RefinePlan, str, Sequence]
 
 
 def as_plan(plan: PlanLike | None) -> RefinePlan:
-    """Accept a RefinePlan, a CLI string, a sequence of ranges, or None (= empty plan)."""
+    """Accept a RefinePlan, a plan string, a sequence of ranges, or None (= empty plan)."""
     if plan is None:
         return RefinePlan(())
     if isinstance(plan, RefinePlan):
@@ -134,16 +337,21 @@ def as_plan(plan: PlanLike | None) -> RefinePlan:
 
 @dataclass(frozen=True)
 class PnPConfig:
-    """Settings of Predict-and-Perturb sampling (SPEC §3, §5).
+    """Settings of Predict-and-Perturb sampling (docs/ALGORITHM.md).
 
-    plan: refinement plan (RefinePlan, ``"2-5:3,6-14:1"`` or a list of ranges).
-    tau: uncertainty threshold; positions with mean |x0 - prev x0| < tau are "certain" and frozen
-        for the rest of the step. 0 gives plain P&P (the paper's Algorithm 1).
+    plan: refinement plan (RefinePlan, a plan string such as ``"2-5:3,6-14:1"`` or ``"published"``,
+        or a list of ranges); resolved against each run's sigma grid.
+    tau: uncertainty threshold (finite, >= 0); positions with mean |x0 - prev x0| < tau are "certain"
+        and frozen for the rest of the step. 0 gives plain P&P (the paper's Algorithm 1).
     p_norm: 1 or 2, the channel norm of the uncertainty (divided by C).
-    certain_stop: a sample whose certain fraction exceeds this stops iterating at the step.
+    certain_stop: in (0, 1]; a sample whose certain fraction exceeds this stops iterating at the step.
     noise: "generator" (torch.Generator, published draw order) or "philox" (counter-based, seeded).
     backend: "auto", "triton", "cuda" or "torch" for the fused update.
-    nan_check: raise if the model returns NaN/Inf, naming the step and iteration.
+    nan_check: raise if the input latents or the model's outputs hold NaN/Inf, naming the step and
+        iteration.
+    published_rounding: round ``sigma * v`` and ``(sigma_next - sigma) * v`` to the velocity's dtype
+        before they are added to the float32 state, as the published code and diffusers' Euler step do
+        (torch backend only); off, both products stay float32.
     """
 
     plan: RefinePlan = field(default_factory=lambda: DEFAULT_PLAN)
@@ -153,31 +361,14 @@ class PnPConfig:
     noise: str = "generator"
     backend: str = "auto"
     nan_check: bool = True
+    published_rounding: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "plan", as_plan(self.plan))
-        object.__setattr__(self, "tau", _check_real("tau", self.tau, low=0.0))
-        if isinstance(self.p_norm, bool) or self.p_norm not in P_NORMS:
-            raise ValueError(f"p_norm must be one of {P_NORMS}, got {self.p_norm!r}")
-        object.__setattr__(self, "p_norm", int(self.p_norm))
-        stop = _check_real("certain_stop", self.certain_stop)
-        if not 0.0 < stop <= 1.0:
-            raise ValueError(f"certain_stop must be in (0, 1], got {self.certain_stop!r}")
-        object.__setattr__(self, "certain_stop", stop)
-        if self.noise not in NOISE_MODES:
-            raise ValueError(f"noise must be one of {NOISE_MODES}, got {self.noise!r}")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        if not isinstance(self.nan_check, bool):
-            raise TypeError(f"nan_check must be a bool, got {self.nan_check!r}")
-
-
-def _check_real(name: str, value, low: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if low is not None and value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value!r}")
-    return value
+        object.__setattr__(self, "tau", check_real("tau", self.tau, low=0.0))
+        object.__setattr__(self, "p_norm", check_choice("p_norm", self.p_norm, P_NORMS))
+        object.__setattr__(self, "certain_stop", check_real("certain_stop", self.certain_stop, 0.0, 1.0, low_open=True))
+        check_choice("noise", self.noise, NOISE_MODES)
+        check_choice("backend", self.backend, BACKENDS)
+        check_bool("nan_check", self.nan_check)
+        check_bool("published_rounding", self.published_rounding)
