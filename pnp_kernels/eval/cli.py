@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
+from ..cli.args import DTYPES  # pnp-sample's dtype names (the parser module imports no torch)
 from ..validators import check_int, check_real
 
 PROG = "pnp-eval"
@@ -24,7 +25,6 @@ DEMO = "demo"
 MAX_SEED = 2**63 - 1
 MAX_SETTINGS = 12  # a grid larger than this is almost surely a mistake (each setting is a full run per sample)
 DEFAULT_SEEDS = 8
-DTYPES = ("bfloat16", "bf16", "float16", "fp16", "float32", "fp32")
 
 
 class UsageError(Exception):
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     sampling.add_argument("--frames", type=int, help="number of frames (4k + 1)")
     sampling.add_argument("--negative-prompt", default="", help="negative prompt")
     sampling.add_argument("--image", type=Path, help="conditioning image (I2V; optional for TI2V-5B)")
-    sampling.add_argument("--dtype", choices=DTYPES, help="model dtype")
+    sampling.add_argument("--dtype", choices=sorted(DTYPES), help="model dtype")
     sampling.add_argument("--device", help="torch device")
     sampling.add_argument("--attention", default="auto", help="attention backend")
     sampling.add_argument("--compile", action="store_true", help="torch.compile the transformer")
@@ -203,15 +203,17 @@ def _demo_plan(args, grid):
 
 
 def _wan_namespace(args, prompt: str, plan: str | None, tau: float | None) -> argparse.Namespace:
-    """The arguments of pnp-sample that ``resolve_settings`` checks (the video is never written)."""
-    return argparse.Namespace(
-        model=Path(args.model), prompt=prompt, negative_prompt=args.negative_prompt, image=args.image, demo=False,
-        steps=args.steps, guidance=args.guidance, guidance_2=args.guidance_2, height=args.height, width=args.width,
-        frames=args.frames, fps=None, seed=0, plan=plan, tau=tau, p_norm=args.p_norm,
-        certain_stop=args.certain_stop, noise=args.noise, backend=args.backend, attention=args.attention,
-        compile=args.compile, no_cfg_batch=args.no_cfg_batch, dtype=args.dtype, offload=args.offload,
-        device=args.device, out=args.out / "unused.mp4", baseline=False, save_uncertainty=False,
-    )
+    """pnp-sample's arguments for one setting, for ``resolve_settings`` to check and complete: its own
+    parser's defaults, with every sampling option of this command copied over (the video is never written)."""
+    from pnp_kernels.cli import build_parser as sample_parser
+
+    namespace = sample_parser().parse_args(["--model", str(args.model), "--prompt", prompt])
+    for name in WAN_ONLY + ("steps", "negative_prompt", "p_norm", "certain_stop", "noise", "backend", "attention",
+                            "compile", "no_cfg_batch", "offload"):
+        setattr(namespace, name, getattr(args, name))
+    namespace.model, namespace.plan, namespace.tau = Path(args.model), plan, tau
+    namespace.out = args.out / "unused.mp4"
+    return namespace
 
 
 def _wan_plan(args, grid, prompts):

@@ -41,6 +41,7 @@ class WanSampler:
 
         if self._pipe is None:
             self._pipe = load_pipeline(self.settings, with_image=self.image is not None)
+            self._pipe.set_progress_bar_config(disable=True)  # the evaluation has its own, over samples
         settings = replace(self.settings, prompt=prompt, seed=seed, pnp=pnp)
         output, seconds = generate(self._pipe, settings, self.image, pnp, capture_uncertainty=False)
         stats = output.pnp_stats

@@ -30,10 +30,11 @@ class FakeDemo:
 
     def generate(self, seeds, config, *, num_steps=FAKE_STEPS, capture_uncertainty=False, progress=False):
         self.calls.append((tuple(seeds), None if config is None else str(config.plan)))
-        noise = torch.stack([torch.randn(1, 6, 10, 12, generator=torch.Generator().manual_seed(s)) for s in seeds])
+        # One generator per sample, drawn for the initial noise and then for P&P's noise, as the pipelines do.
+        generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+        noise = torch.stack([torch.randn(1, 6, 10, 12, generator=g) for g in generators])
         result = pnp_sample(lambda z, step, sigma: z - torch.tanh(2.0 * z), noise, torch.linspace(1.0, 0.0, num_steps + 1),
-                            PnPConfig(plan="none") if config is None else config,
-                            generator=torch.Generator().manual_seed(int(seeds[0])))
+                            PnPConfig(plan="none") if config is None else config, generator=generators)
         grey = ((result.latents[:, 0].clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).numpy()
         frames = np.repeat(grey[..., None], 3, axis=-1)  # (B, F, H, W, 3)
         return types.SimpleNamespace(frames=frames, stats=result.stats, latents=result.latents)
