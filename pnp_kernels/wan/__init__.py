@@ -11,13 +11,13 @@
 ``WanImageToVideoPnPPipeline`` takes ``image=`` as well. An empty plan (``PnPConfig(plan="none")``)
 is plain Euler on the scheduler's sigma grid.
 """
-from .attention import AUTO_PRIORITY, AttentionChoice, choose_attention_backend
+from .attention import ATTENTION_BACKEND_PRIORITY, AttentionChoice, choose_attention_backend
 from .pipeline_mixin import WanPnPPipelineOutput
 from .pipeline_wan import WanPnPPipeline
 from .pipeline_wan_i2v import WanImageToVideoPnPPipeline
 
 __all__ = [
-    "AUTO_PRIORITY",
+    "ATTENTION_BACKEND_PRIORITY",
     "AttentionChoice",
     "WanImageToVideoPnPPipeline",
     "WanPnPPipeline",

@@ -1,6 +1,6 @@
 """Choice of the attention backend for the Wan transformers, with the reason each candidate was refused.
 
-``attention="auto"`` walks ``AUTO_PRIORITY`` (fastest exact kernel first) and takes the first backend with
+``attention="auto"`` walks ``ATTENTION_BACKEND_PRIORITY`` (fastest exact kernel first) and takes the first backend with
 no reason against the device, dtype and head size; ``native`` (PyTorch SDPA) always runs. 8-bit Sage
 attention is not exact and is used only when asked for by name. Any other name of diffusers'
 ``AttentionBackendName`` may be asked for; diffusers checks those itself. A backend the user set on the
@@ -17,11 +17,13 @@ from typing import Callable
 
 import torch
 
+from ..compat import ATTENTION_VERSION_FLOORS, processor_backend, processors_with_backend, set_processor_backend
+
 logger = logging.getLogger("pnp_kernels")
 
 # Fastest exact first (FlashAttention 3 on Hopper, FlashAttention 2, cuDNN SDPA on Hopper, xformers,
 # then PyTorch's own SDPA, which picks its best kernel itself).
-AUTO_PRIORITY = ("_flash_3", "flash", "_native_cudnn", "xformers", "native")
+ATTENTION_BACKEND_PRIORITY = ("_flash_3", "flash", "_native_cudnn", "xformers", "native")
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
@@ -70,8 +72,9 @@ def _flash3_reasons(inputs: AttentionInputs) -> list[str]:
 def _flash2_reasons(inputs: AttentionInputs) -> list[str]:
     from diffusers.utils import is_flash_attn_available, is_flash_attn_version
 
-    installed = is_flash_attn_available() and is_flash_attn_version(">=", "2.6.3")
-    return (_package_reasons(installed, "flash-attn>=2.6.3")
+    floor = ATTENTION_VERSION_FLOORS["flash"]
+    installed = is_flash_attn_available() and is_flash_attn_version(">=", floor)
+    return (_package_reasons(installed, f"flash-attn>={floor}")
             + _cuda_reasons(inputs, (8, 0)) + _half_reasons(inputs) + _head_dim_reasons(inputs, 256))
 
 
@@ -85,8 +88,9 @@ def _cudnn_reasons(inputs: AttentionInputs) -> list[str]:
 def _xformers_reasons(inputs: AttentionInputs) -> list[str]:
     from diffusers.utils import is_xformers_available, is_xformers_version
 
-    installed = is_xformers_available() and is_xformers_version(">=", "0.0.29")
-    return _package_reasons(installed, "xformers>=0.0.29") + _cuda_reasons(inputs)
+    floor = ATTENTION_VERSION_FLOORS["xformers"]
+    installed = is_xformers_available() and is_xformers_version(">=", floor)
+    return _package_reasons(installed, f"xformers>={floor}") + _cuda_reasons(inputs)
 
 
 def _native_reasons(inputs: AttentionInputs) -> list[str]:
@@ -96,8 +100,9 @@ def _native_reasons(inputs: AttentionInputs) -> list[str]:
 def _sage_reasons(inputs: AttentionInputs) -> list[str]:
     from diffusers.utils import is_sageattention_available, is_sageattention_version
 
-    installed = is_sageattention_available() and is_sageattention_version(">=", "2.1.1")
-    return _package_reasons(installed, "sageattention>=2.1.1") + _cuda_reasons(inputs, (8, 0)) + _half_reasons(inputs)
+    floor = ATTENTION_VERSION_FLOORS["sage"]
+    installed = is_sageattention_available() and is_sageattention_version(">=", floor)
+    return _package_reasons(installed, f"sageattention>={floor}") + _cuda_reasons(inputs, (8, 0)) + _half_reasons(inputs)
 
 
 # Backends this module knows the limits of; other diffusers backends are checked by diffusers.
@@ -142,7 +147,7 @@ def choose_attention_backend(requested: str, inputs: AttentionInputs, model_back
         return AttentionChoice(model_backend, requested)
     if name == "auto":
         refused = {}
-        for candidate in AUTO_PRIORITY:
+        for candidate in ATTENTION_BACKEND_PRIORITY:
             reasons = NOT_SUPPORTED_REASONS[candidate](inputs)
             if not reasons:
                 choice = AttentionChoice(candidate, requested, refused)
@@ -159,20 +164,10 @@ def choose_attention_backend(requested: str, inputs: AttentionInputs, model_back
     return AttentionChoice(name, requested)
 
 
-def _processors(models) -> list:
-    """Attention processors that carry a per-model backend (set by ``ModelMixin.set_attention_backend``)."""
-    return [
-        module.processor
-        for model in models
-        for module in model.modules()
-        if hasattr(getattr(module, "processor", None), "_attention_backend")
-    ]
-
-
 def model_attention_backend(models) -> str | None:
     """The backend the user set on the transformers with ``set_attention_backend``, if any."""
-    names = {str(getattr(p._attention_backend, "value", p._attention_backend)) for p in _processors(models)
-             if p._attention_backend is not None}
+    backends = [processor_backend(p) for p in processors_with_backend(models)]
+    names = {str(getattr(b, "value", b)) for b in backends if b is not None}
     return names.pop() if len(names) == 1 else None
 
 
@@ -184,13 +179,13 @@ def use_attention_backend(choice: AttentionChoice, models):
     from diffusers.models.attention_dispatch import AttentionBackendName, attention_backend
 
     backend = AttentionBackendName(choice.backend)
-    processors = [p for p in _processors(models) if p._attention_backend is not None]
-    saved = [p._attention_backend for p in processors]
+    processors = [p for p in processors_with_backend(models) if processor_backend(p) is not None]
+    saved = [processor_backend(p) for p in processors]
     with attention_backend(backend):
         for p in processors:
-            p._attention_backend = backend
+            set_processor_backend(p, backend)
         try:
             yield
         finally:
             for p, old in zip(processors, saved):
-                p._attention_backend = old
+                set_processor_backend(p, old)

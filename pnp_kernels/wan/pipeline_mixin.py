@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 from diffusers.pipelines.wan.pipeline_output import WanPipelineOutput
 
+from ..compat import is_compiled, is_from_pipe_dtype_cast
 from ..config import PnPConfig
 from ..sampler import IterationEvent, PnPResult, PnPStats, pnp_sample
 from .attention import (
@@ -102,7 +103,7 @@ class PnPPipelineMixin:
             _KEEP_DTYPES.reset(token)
 
     def to(self, *args, **kwargs):
-        if _KEEP_DTYPES.get() and not args and set(kwargs) == {"dtype"}:
+        if _KEEP_DTYPES.get() and is_from_pipe_dtype_cast(args, kwargs):
             return self  # the dtype-only cast at the end of from_pipe (see from_pipe)
         return super().to(*args, **kwargs)
 
@@ -191,9 +192,9 @@ class PnPPipelineMixin:
         for model in self._experts_models():
             blocks = [m for m in model.modules() if type(m).__name__ in (getattr(model, "_repeated_blocks", None) or ())]
             if blocks:
-                if all(block._compiled_call_impl is None for block in blocks):
+                if not any(is_compiled(block) for block in blocks):
                     model.compile_repeated_blocks(fullgraph=True)
-            elif model._compiled_call_impl is None:
+            elif not is_compiled(model):
                 model.compile()
 
     def _sample(

@@ -6,7 +6,7 @@ import torch
 
 import tiny
 from pnp_kernels import PnPConfig
-from pnp_kernels.wan import AUTO_PRIORITY, WanPnPPipeline, choose_attention_backend
+from pnp_kernels.wan import ATTENTION_BACKEND_PRIORITY, WanPnPPipeline, choose_attention_backend
 from pnp_kernels.wan.attention import AttentionInputs
 
 CPU_FP32 = AttentionInputs(torch.device("cpu"), torch.float32, 128)
@@ -16,7 +16,7 @@ CPU_BF16 = AttentionInputs(torch.device("cpu"), torch.bfloat16, 128)
 def test_auto_on_cpu_picks_native_and_says_why_not_the_others():
     choice = choose_attention_backend("auto", CPU_BF16)
     assert choice.backend == "native"
-    assert list(choice.refused) == list(AUTO_PRIORITY[:-1])
+    assert list(choice.refused) == list(ATTENTION_BACKEND_PRIORITY[:-1])
     for name, reasons in choice.refused.items():
         assert any("CUDA" in r for r in reasons), (name, reasons)
     assert "native" in choice.describe() and "refused" in choice.describe()
@@ -29,7 +29,7 @@ def test_fp32_is_a_reason_for_the_half_precision_kernels():
 
 
 def test_sage_is_never_chosen_by_auto():
-    assert "sage" not in AUTO_PRIORITY
+    assert "sage" not in ATTENTION_BACKEND_PRIORITY
     assert "sage" not in choose_attention_backend("auto", CPU_BF16).refused
 
 
@@ -69,7 +69,7 @@ def run(pipe, **kwargs):
 def test_pipeline_reports_the_backend(pipe):
     out = run(pipe)
     assert out.attention_backend == "native"
-    assert set(out.attention_refused) == set(AUTO_PRIORITY[:-1])
+    assert set(out.attention_refused) == set(ATTENTION_BACKEND_PRIORITY[:-1])
     math = run(pipe, attention="_native_math")
     assert math.attention_backend == "_native_math"
     assert (math.frames - out.frames).abs().max() < 1e-5  # both exact
@@ -85,7 +85,7 @@ def test_pipeline_flash_request_raises(pipe):
 def test_auto_on_cuda_bf16_picks_an_exact_kernel():
     inputs = AttentionInputs(torch.device("cuda"), torch.bfloat16, 128)
     choice = choose_attention_backend("auto", inputs)
-    assert choice.backend in AUTO_PRIORITY
+    assert choice.backend in ATTENTION_BACKEND_PRIORITY
     print("\n" + choice.describe())
 
 

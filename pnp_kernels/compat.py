@@ -1,0 +1,82 @@
+"""Every private piece of diffusers that pnp_kernels relies on, in one place.
+
+diffusers does not promise these names across releases. Keeping them here (and nowhere else)
+means an upgrade that moves one breaks one clear test in ``tests/diffusers/test_compat.py``
+instead of silently changing what the library does. Each function says what it assumes.
+"""
+from __future__ import annotations
+
+import torch
+
+# Version floors that diffusers' attention dispatcher requires before it uses a kernel
+# (``_REQUIRED_*_VERSION`` in ``diffusers.models.attention_dispatch``); our "auto" choice must not pick
+# a kernel that diffusers would then refuse.
+ATTENTION_VERSION_FLOORS = {"flash": "2.6.3", "xformers": "0.0.29", "sage": "2.1.1"}
+
+
+# ---- attention processors -------------------------------------------------------------------------
+
+def processors_with_backend(models) -> list:
+    """Attention processors that carry a per-model backend: ``ModelMixin.set_attention_backend`` stores
+    it in the processor's private ``_attention_backend`` attribute."""
+    return [
+        module.processor
+        for model in models
+        for module in model.modules()
+        if hasattr(getattr(module, "processor", None), "_attention_backend")
+    ]
+
+
+def processor_backend(processor):
+    """The backend a processor was set to (an ``AttentionBackendName`` or None)."""
+    return processor._attention_backend
+
+
+def set_processor_backend(processor, backend) -> None:
+    processor._attention_backend = backend
+
+
+# ---- compilation ----------------------------------------------------------------------------------
+
+def is_compiled(module: torch.nn.Module) -> bool:
+    """Whether ``module.compile()`` (which ``compile_repeated_blocks`` calls per block) has run: torch
+    keeps the compiled callable in the private ``_compiled_call_impl``."""
+    return module._compiled_call_impl is not None
+
+
+# ---- pipelines ------------------------------------------------------------------------------------
+
+def is_from_pipe_dtype_cast(args: tuple, kwargs: dict) -> bool:
+    """Whether a ``DiffusionPipeline.to`` call is the one ``from_pipe`` ends with: ``to(dtype=...)``,
+    dtype only (it casts every shared module, the source pipeline's included)."""
+    return not args and set(kwargs) == {"dtype"}
+
+
+def set_component_keeping_config(pipe, name: str, value) -> None:
+    """Replace a pipeline component without touching the pipeline's config.
+
+    ``DiffusionPipeline.__setattr__`` rewrites ``config[name]`` to the new object's (library, class);
+    a P&P stand-in must not leak into ``save_pretrained`` or ``from_pipe``, so the attribute is set
+    directly."""
+    object.__setattr__(pipe, name, value)
+
+
+# ---- hooks and caches -----------------------------------------------------------------------------
+
+def hook_registry(module: torch.nn.Module):
+    """diffusers' hook registry of a module (created on first use), as the caching methods use it."""
+    from diffusers.hooks import HookRegistry
+
+    return HookRegistry.check_if_exists_or_initialize(module)
+
+
+def call_original_forward(hook, *args, **kwargs):
+    """From a ``ModelHook.new_forward``: run the module's forward as it was below this hook
+    (``fn_ref.original_forward``, as diffusers' own cache hooks do)."""
+    return hook.fn_ref.original_forward(*args, **kwargs)
+
+
+def cache_config(model):
+    """The config passed to ``model.enable_cache`` (First Block Cache, MagCache, TaylorSeer, ...), or None.
+    Models without diffusers' CacheMixin have none."""
+    return getattr(model, "_cache_config", None)
