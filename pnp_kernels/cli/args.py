@@ -96,7 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     refine = parser.add_argument_group("P&P refinement")
     refine.add_argument("--plan", help="refined steps and their P&P iterations K, e.g. '2-5:3,6-14:1' (steps are "
-                        "0-based: step 0 is the first, at pure noise; 'none': no refinement)")
+                        "0-based: step 0 is the first, at pure noise; 'none': no refinement). Forms that fit any "
+                        "step count: 'f0.04-0.12:3' (fractions of the run), 's0.9-0.7:2' (sigma from 0.9 down to "
+                        "0.7), 'all:1', each optionally '@high' or '@low' (one expert of an A14B model), and the "
+                        "presets 'published', 'published-wan22', 'distilled' (docs/ALGORITHM.md)")
     refine.add_argument("--tau", type=_real, help="uncertainty threshold below which a region is certain")
     refine.add_argument("--p-norm", type=_integer, default=1, help="channel norm of the uncertainty: 1 or 2")
     refine.add_argument("--certain-stop", type=_real, default=0.999,

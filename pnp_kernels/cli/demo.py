@@ -43,7 +43,7 @@ def _check_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     if args.plan is not None:
         try:
             plan = RefinePlan.parse(args.plan)
-            if args.steps is not None:
+            if args.steps is not None and plan.is_resolved:  # the demo resolves the other forms
                 plan.validate(args.steps)
         except ValueError as error:
             raise UsageError(f"--plan {args.plan!r}: {error}") from None

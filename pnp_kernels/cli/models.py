@@ -78,6 +78,8 @@ class ModelInfo:
     temporal_factor: int  # frames must be temporal_factor * k + 1
     head_dim: int  # attention head size: some attention kernels have limits
     latent_channels: int = 16  # 16 for Wan 2.1 and A14B, 48 for TI2V-5B
+    scheduler_class: str = "UniPCMultistepScheduler"  # the diffusers class named in model_index.json
+    boundary_ratio: float | None = None  # two experts: the high-noise one runs while sigma >= this
 
 
 # Components that are networks: a folder of theirs without a weight file is an incomplete download.
@@ -203,4 +205,5 @@ def detect_model(folder: str | Path) -> ModelInfo:
         channels = int(transformer.get("out_channels") or 16)
     except (TypeError, ValueError, IndexError):
         raise UsageError(f"{what}: vae or transformer config.json holds unexpected scale factors or patch size") from None
-    return ModelInfo(folder, MODEL_KINDS[name], multiple, temporal, head_dim, channels)
+    return ModelInfo(folder, MODEL_KINDS[name], multiple, temporal, head_dim, channels, index["scheduler"][1],
+                     index.get("boundary_ratio") if two_experts else None)

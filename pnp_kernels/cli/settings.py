@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -69,17 +69,35 @@ def run_files(outputs: dict[str, Path], baseline: bool, save_uncertainty: bool) 
 
 
 def parse_plan(typed: str | None, default: RefinePlan, steps: int, default_steps: int) -> RefinePlan:
-    """The plan the user typed (quoted back in any error), or the model's default plan, checked against
-    the run's step count."""
+    """The plan the user typed (quoted back in any error), or the model's default plan. A plan of step
+    indices is checked against the run's step count here; one that depends on the sigma grid
+    (fractions, sigma ranges, one expert, a preset) is resolved by ``resolve_plan`` later."""
     try:
         plan = default if typed is None else RefinePlan.parse(typed)
-        plan.validate(steps)
+        if plan.is_resolved:
+            plan.validate(steps)
     except (TypeError, ValueError) as error:
         if typed is not None:
             raise UsageError(f"--plan {typed!r}: {error}") from None
         raise UsageError(f"the default plan {str(default)!r} (of a {default_steps}-step run) does not fit "
-                         f"--steps {steps}: {error}; set --plan") from None
+                         f"--steps {steps}: {error}; set --plan (--help lists plans that fit any step count)") from None
     return plan
+
+
+def resolve_plan(plan: RefinePlan, typed: str, info: ModelInfo, steps: int) -> RefinePlan:
+    """The step ranges a sigma-grid plan means for this run: the grid is the one the pipeline will use,
+    from the checkpoint's scheduler configuration (no weights are read)."""
+    import diffusers
+
+    scheduler_class = getattr(diffusers, info.scheduler_class, None)
+    if scheduler_class is None or not hasattr(scheduler_class, "set_timesteps"):
+        raise UsageError(f"--model {info.folder}: unknown scheduler {info.scheduler_class!r} in model_index.json")
+    scheduler = scheduler_class.from_pretrained(info.folder, subfolder="scheduler")
+    scheduler.set_timesteps(steps)
+    try:
+        return plan.resolve(scheduler.sigmas, boundary_sigma=info.boundary_ratio)
+    except ValueError as error:
+        raise UsageError(f"--plan {typed!r}: {error}") from None
 
 
 def _check_modules(names: Sequence[str], extra: str) -> None:
@@ -119,13 +137,13 @@ def _resolve_device(requested: str | None, offload: bool) -> str:
 
 def _check_attention(requested: str, device: str, dtype: str, head_dim: int) -> str:
     """A backend asked for by name must exist and be able to run here (checked without loading the model)."""
+    name = requested.strip().lower()
+    if name == "auto":
+        return name
     import torch
 
     from ..wan.attention import AttentionInputs, choose_attention_backend, known_backend_names
 
-    name = requested.strip().lower()
-    if name == "auto":
-        return name
     if name not in known_backend_names():
         raise UsageError(
             f"--attention {requested!r} is not 'auto' or a diffusers attention backend "
@@ -188,8 +206,6 @@ def resolve_settings(args: argparse.Namespace) -> tuple[Settings, object]:
         raise UsageError(f"--frames must be {info.temporal_factor}k + 1 (e.g. 5, 81), got {frames}")
     plan = parse_plan(args.plan, defaults.plan, steps, defaults.steps)
     pnp = PnPConfig(plan=plan, tau=tau, p_norm=p_norm, certain_stop=certain_stop, noise=args.noise, backend=args.backend)
-    if args.save_uncertainty and not pnp.plan:
-        raise UsageError("--save-uncertainty needs refined steps, but the plan is empty")
 
     if kind.image == "required" and args.image is None:
         raise UsageError(f"--image is required: {info.folder} is a {kind.description} model")
@@ -205,6 +221,10 @@ def resolve_settings(args: argparse.Namespace) -> tuple[Settings, object]:
         check_not_overwriting(run_files(outputs, args.baseline, args.save_uncertainty))
 
     _check_modules(["diffusers", "transformers", "accelerate"], "wan")
+    if not plan.is_resolved:
+        pnp = replace(pnp, plan=resolve_plan(plan, args.plan or str(plan), info, steps))
+    if args.save_uncertainty and not pnp.plan:
+        raise UsageError("--save-uncertainty needs refined steps, but the plan refines none")
     _check_modules(["imageio", "imageio_ffmpeg"] + (["matplotlib"] if args.save_uncertainty else []), "video")
     device = _resolve_device(args.device, args.offload)
     dtype = DTYPES[args.dtype] if args.dtype else ("bfloat16" if device.startswith("cuda") else "float32")

@@ -2,14 +2,21 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 
 from pnp_kernels import cli
+from pnp_kernels.cli.outputs import StagedFiles, output_paths
 
 TINY = ["--height", "32", "--width", "32", "--frames", "5", "--steps", "3", "--plan", "1:2", "--dtype", "fp32"]
 COMPONENTS = {"tokenizer": "PreTrainedTokenizerFast", "text_encoder": "UMT5EncoderModel",
               "transformer": "WanTransformer3DModel", "vae": "AutoencoderKLWan", "scheduler": "UniPCMultistepScheduler"}
+
+
+EMPTY_SAFETENSORS = len(b"{}").to_bytes(8, "little") + b"{}"  # a whole safetensors file holding no tensor
 
 
 def write_checkpoint_index(folder, class_name="WanPipeline", vae_spatial=8, **entries):
@@ -23,7 +30,7 @@ def write_checkpoint_index(folder, class_name="WanPipeline", vae_spatial=8, **en
     for name, entry in index.items():
         if isinstance(entry, list) and entry[0] is not None:
             (folder / name).mkdir()
-            (folder / name / "model.safetensors").write_bytes(b"")  # only its presence is checked
+            (folder / name / "model.safetensors").write_bytes(EMPTY_SAFETENSORS)
     (folder / "vae" / "config.json").write_text(json.dumps({"scale_factor_spatial": vae_spatial, "scale_factor_temporal": 4}))
     (folder / "transformer" / "config.json").write_text(json.dumps({"patch_size": [1, 2, 2]}))
     return folder
@@ -68,11 +75,27 @@ def test_published_defaults(tiny_t2v, tiny_a14b, tmp_path):
     settings, _ = _parse(["--model", str(tiny_a14b), "--prompt", "a cat", "--out", str(tmp_path / "v.mp4")])
     assert (settings.steps, str(settings.pnp.plan), settings.pnp.tau) == (40, "2-5:3,6-13:1", 0.2)
     assert (settings.guidance, settings.guidance_2) == (4.0, 3.0)
+    assert settings.negative_prompt == "low quality"
     assert list(tmp_path.iterdir()) == []  # checking writes nothing
 
 
+def test_published_image_to_video_defaults(tiny_i2v, image_file, tmp_path):
+    argv = ["--prompt", "a cat", "--image", str(image_file), "--out", str(tmp_path / "out" / "v.mp4")]
+    settings, image = _parse(["--model", str(tiny_i2v), *argv])
+    assert image.size == (40, 24)
+    assert (settings.steps, str(settings.pnp.plan), settings.pnp.tau, settings.guidance) == (50, "2-5:3,6-14:1", 0.0, 5.0)
+    assert settings.negative_prompt == "low quality"
+    a14b = write_checkpoint_index(tmp_path / "i2v-a14b", "WanImageToVideoPipeline", boundary_ratio=0.9,
+                                  transformer_2=["diffusers", "WanTransformer3DModel"], image_encoder=[None, None])
+    settings, _ = _parse(["--model", str(a14b), *argv])
+    assert (settings.steps, str(settings.pnp.plan), settings.pnp.tau) == (40, "1-5:3,6-13:1", 0.0)
+    assert (settings.guidance, settings.guidance_2, settings.negative_prompt) == (3.5, 3.5, "low quality")
+    settings, _ = _parse(["--model", str(a14b), *argv, "--negative-prompt", "", "--guidance-2", "2"])
+    assert (settings.negative_prompt, settings.guidance_2) == ("", 2.0)
+
+
 def test_output_names_follow_out(tmp_path):
-    paths = cli.output_paths(tmp_path / "runs" / "cat.mp4")
+    paths = output_paths(tmp_path / "runs" / "cat.mp4")
     assert {k: p.name for k, p in paths.items()} == {
         "video": "cat.mp4", "sidecar": "cat.json", "baseline": "cat_baseline.mp4",
         "side_by_side": "cat_side_by_side.mp4", "uncertainty_video": "cat_uncertainty.mp4",
@@ -105,32 +128,65 @@ BAD_NUMBERS = [
     (["--frames", "6"], "--frames"),
     (["--fps", "0"], "--fps"),
     (["--seed", "-3"], "--seed"),
-    (["--tau", "-0.1"], "tau"),
+    (["--tau", "-0.1"], "--tau must be >= 0"),
     (["--tau", "nan"], "--tau"),
-    (["--p-norm", "3"], "p_norm"),
-    (["--certain-stop", "0"], "certain_stop"),
-    (["--certain-stop", "1.5"], "certain_stop"),
-    (["--plan", "2-1:3"], "last_step"),
-    (["--plan", "1:2,1:3"], "overlap"),
-    (["--plan", "x"], "plan entry"),
-    (["--plan", "7:1"], "step 7"),  # beyond the 3 steps of TINY
+    (["--p-norm", "3"], "--p-norm must be one of (1, 2), got 3"),
+    (["--certain-stop", "0"], "--certain-stop must be > 0"),
+    (["--certain-stop", "1.5"], "--certain-stop must be <= 1"),
+    (["--plan", "2-1:3"], ("--plan '2-1:3': ", "2-1")),
+    (["--plan", "1:2,1:3"], ("--plan '1:2,1:3': ", "overlap")),
+    (["--plan", "x"], ("--plan 'x': ", "'x'")),
+    (["--plan", "7:1"], ("--plan '7:1': ", "step 7")),  # beyond the 3 steps of TINY
+    (["--plan", "f0.5-0.2:1"], ("--plan 'f0.5-0.2:1': ",)),  # a fraction range must go up
     (["--noise", "uniform"], "--noise"),
     (["--dtype", "int8"], "--dtype"),
     (["--guidance-2", "3"], "--guidance-2"),  # T2V has one expert
     (["--attention", "warp"], "--attention"),
     (["--device", "gpu0"], "--device"),
     (["--offload", "--device", "cpu"], "--offload"),
+    (["--offload"], "--offload moves models between the CPU and a CUDA device; no CUDA device"),
+    (["--device", "meta"], "--device meta: pnp-sample runs on cpu or cuda, not meta"),
+    (["--device", "mps"], "--device mps: pnp-sample runs on cpu or cuda"),
+    (["--backend", "cuda", "--device", "cpu"], "--backend cuda cannot run here"),
     (["--image", "IMAGE"], "--image"),  # T2V takes no image
 ]
 
 
-@pytest.mark.parametrize("extra, needle", BAD_NUMBERS, ids=[" ".join(a) for a, _ in BAD_NUMBERS])
-def test_bad_arguments_fail_in_one_line_before_loading(tiny_t2v, image_file, tmp_path, capsys, extra, needle):
+@pytest.mark.parametrize("extra, needles", BAD_NUMBERS, ids=[" ".join(a) for a, _ in BAD_NUMBERS])
+def test_bad_arguments_fail_in_one_line_before_loading(tiny_t2v, image_file, tmp_path, capsys, extra, needles):
     out = tmp_path / "out" / "v.mp4"
     extra = [str(image_file) if a == "IMAGE" else a for a in extra]
     status, err = _run_main(["--model", str(tiny_t2v), "--prompt", "a cat", *TINY, *extra, "--out", str(out)], capsys)
-    _assert_one_line_error(status, err, needle)
+    _assert_one_line_error(status, err, *([needles] if isinstance(needles, str) else needles))
+    assert "default plan" not in err  # the hint about the default plan belongs to plan errors only
     assert list(tmp_path.iterdir()) == []
+
+
+def test_default_plan_that_does_not_fit_the_steps(tiny_t2v, tmp_path, capsys):
+    status, err = _run_main(["--model", str(tiny_t2v), "--prompt", "a cat", "--steps", "10",
+                             "--out", str(tmp_path / "v.mp4")], capsys)
+    _assert_one_line_error(status, err, "the default plan '2-5:3,6-14:1' (of a 50-step run)", "--steps 10",
+                           "step 14", "set --plan")
+
+
+def test_triton_backend_that_cannot_run_here(tiny_t2v, tmp_path, capsys, monkeypatch):
+    from pnp_kernels.ops import backends
+
+    monkeypatch.setitem(backends.BACKENDS, "triton", backends.UnavailableBackend("triton", "no triton here"))
+    status, err = _run_main(["--model", str(tiny_t2v), "--prompt", "a cat", *TINY, "--backend", "triton",
+                             "--out", str(tmp_path / "v.mp4")], capsys)
+    _assert_one_line_error(status, err, "--backend triton cannot run here: no triton here")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_outputs_are_kept_unless_overwrite(tiny_t2v, tmp_path, capsys):
+    (tmp_path / "v.json").write_text("an earlier run")
+    argv = ["--model", str(tiny_t2v), "--prompt", "a cat", *TINY, "--out", str(tmp_path / "v.mp4")]
+    _assert_one_line_error(*_run_main(argv, capsys), str(tmp_path / "v.json"), "--overwrite")
+    settings, _ = _parse(argv + ["--overwrite"])
+    assert settings.outputs["sidecar"] == tmp_path / "v.json"
+    _parse(argv[:-2] + ["--out", str(tmp_path / "w.mp4")])  # other names are free
+    assert (tmp_path / "v.json").read_text() == "an earlier run"
 
 
 def test_attention_backend_that_cannot_run_here(tiny_t2v, tmp_path, capsys):
@@ -235,7 +291,7 @@ def test_unwritable_pseudo_filesystem(tiny_t2v, capsys):
 
 
 def test_staged_files_commit_and_discard(tmp_path):
-    staged = cli.StagedFiles()
+    staged = StagedFiles()
     first = staged.path_for(tmp_path / "new" / "deeper" / "a.mp4")
     first.write_text("a")
     assert first.suffix == ".mp4" and first.parent == tmp_path / "new" / "deeper"
@@ -250,3 +306,111 @@ def test_staged_files_commit_and_discard(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o666 & ~umask  # not private like a mkstemp file
+
+
+def test_plans_that_fit_any_step_count_are_resolved_on_the_schedulers_grid(tiny_t2v, tiny_a14b, tmp_path):
+    out = ["--out", str(tmp_path / "v.mp4")]
+    settings, _ = _parse(["--model", str(tiny_t2v), "--prompt", "a cat", "--steps", "25", "--plan", "f0.2-0.4:2", *out])
+    assert settings.pnp.plan.ranges == ((5, 9, 2),)  # 0.2 <= i / 25 < 0.4
+    # The tiny A14B switches experts at boundary_ratio 0.875: '@high' refines only the steps above it.
+    from diffusers import UniPCMultistepScheduler
+
+    scheduler = UniPCMultistepScheduler.from_pretrained(tiny_a14b, subfolder="scheduler")
+    scheduler.set_timesteps(12)
+    high = [i for i, sigma in enumerate(scheduler.sigmas[:-1].tolist()) if sigma >= 0.875]
+    settings, _ = _parse(["--model", str(tiny_a14b), "--prompt", "a cat", "--steps", "12", "--plan", "all:1@high", *out])
+    assert settings.pnp.plan.ranges == ((high[0], high[-1], 1),) and 0 < len(high) < 12
+    assert settings.to_dict()["plan"] == f"{high[0]}-{high[-1]}:1"
+
+
+def test_expert_plan_on_a_one_expert_model(tiny_t2v, tmp_path, capsys):
+    status, err = _run_main(["--model", str(tiny_t2v), "--prompt", "a cat", *TINY[:-4], "--plan", "all:1@low",
+                             "--out", str(tmp_path / "v.mp4")], capsys)
+    _assert_one_line_error(status, err, "--plan 'all:1@low': ", "boundary")
+
+
+def _truncate(path, keep_bytes):
+    path.write_bytes(path.read_bytes()[:keep_bytes])
+
+
+@pytest.mark.parametrize("keep", [-1, -5000, 100, 4], ids=["last byte", "tail", "inside header", "length only"])
+def test_truncated_safetensors_are_found_before_loading(tiny_t2v, tmp_path, capsys, keep):
+    folder = shutil.copytree(tiny_t2v, tmp_path / "ckpt")
+    (weights,) = (folder / "transformer").glob("*.safetensors")
+    _truncate(weights, keep)
+    status, err = _run_main(["--model", str(folder), "--prompt", "a cat", *TINY, "--out", str(tmp_path / "o" / "v.mp4")],
+                            capsys)
+    _assert_one_line_error(status, err, str(weights), "cut short", "incomplete download")
+    assert not (tmp_path / "o").exists()
+
+
+def test_safetensors_problem_reads_only_the_header(tmp_path):
+    from safetensors.numpy import save_file
+
+    from pnp_kernels.cli.models import safetensors_problem
+
+    rng = np.random.default_rng()
+    path = tmp_path / "w.safetensors"
+    save_file({"a": rng.random((3, 5), dtype=np.float32), "b": rng.random(7).astype(np.float16)}, path)
+    assert safetensors_problem(path) is None
+    size = path.stat().st_size
+    _truncate(path, size - 1)
+    assert f"need {size} bytes but the file has {size - 1}" in safetensors_problem(path)
+    path.write_bytes((10**12).to_bytes(8, "little") + b"{}")
+    assert "header claims" in safetensors_problem(path)
+    path.write_bytes((5).to_bytes(8, "little") + b"[1,2]")
+    assert "not a safetensors tensor table" in safetensors_problem(path)
+
+
+def test_missing_shard_of_a_sharded_component(tiny_t2v, tmp_path, capsys):
+    folder = shutil.copytree(tiny_t2v, tmp_path / "ckpt")
+    index = {"metadata": {}, "weight_map": {"a": "diffusion_pytorch_model-00001-of-00002.safetensors",
+                                            "b": "diffusion_pytorch_model-00002-of-00002.safetensors"}}
+    (folder / "transformer" / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps(index))
+    status, err = _run_main(["--model", str(folder), "--prompt", "a cat", *TINY, "--out", str(tmp_path / "v.mp4")], capsys)
+    _assert_one_line_error(status, err, "00002-of-00002", "incomplete download")
+
+
+@pytest.mark.parametrize("how", ["library", "auto_map"])
+def test_custom_code_is_refused_before_loading(tiny_t2v, tmp_path, capsys, how):
+    folder = shutil.copytree(tiny_t2v, tmp_path / "ckpt")
+    if how == "library":
+        index = json.loads((folder / "model_index.json").read_text())
+        index["transformer"] = ["my_transformer", "MyTransformer"]
+        (folder / "model_index.json").write_text(json.dumps(index))
+        (folder / "transformer" / "my_transformer.py").write_text("raise SystemExit('custom code ran')\n")
+    else:
+        config = folder / "text_encoder" / "config.json"
+        config.write_text(json.dumps({**json.loads(config.read_text()), "auto_map": {"AutoModel": "x.Y"}}))
+    status, err = _run_main(["--model", str(folder), "--prompt", "a cat", *TINY, "--out", str(tmp_path / "v.mp4")], capsys)
+    _assert_one_line_error(status, err, "is custom code", "trust_remote_code")
+
+
+def test_command_line_answers_without_importing_torch(tiny_t2v, tmp_path):
+    code = (
+        "import sys, pnp_kernels, pnp_kernels.cli as cli\n"
+        "cli.build_parser()\n"
+        "assert cli.main(['--steps', 'x']) == 2\n"
+        f"assert cli.main(['--model', {str(tmp_path / 'none')!r}, '--prompt', 'a']) == 2\n"
+        f"assert cli.main(['--model', {str(tiny_t2v)!r}, '--prompt', 'a', '--frames', '6']) == 2\n"
+        "heavy = sorted(m for m in ('torch', 'numpy', 'diffusers', 'PIL') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+        "assert callable(cli.detect_model) and callable(cli.resolve_settings) and cli.Settings\n"
+        "assert 'torch' not in sys.modules\n"
+        "assert callable(cli.load_pipeline) and callable(cli.generate)\n"
+        "assert 'torch' not in sys.modules\n"
+        "assert pnp_kernels.PnPConfig().tau == 0.25 and 'torch' not in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("pnp-sample: error:") == 3
+
+
+def test_package_names_load_on_first_use():
+    import pnp_kernels
+    from pnp_kernels import config, sampler
+
+    assert set(pnp_kernels.__all__) <= set(dir(pnp_kernels))
+    assert pnp_kernels.DEFAULT_PLAN is config.DEFAULT_PLAN and pnp_kernels.pnp_sample is sampler.pnp_sample
+    with pytest.raises(AttributeError, match="no_such_name"):
+        pnp_kernels.no_such_name
