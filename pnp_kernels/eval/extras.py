@@ -51,10 +51,10 @@ class ClipScore:
         model, tokenizer, images = self._parts
         frames = clip[np.unique(np.linspace(0, len(clip) - 1, CLIP_FRAMES).round().astype(int))]
         with torch.no_grad():
-            text = model.get_text_features(**tokenizer([prompt], padding=True, return_tensors="pt"))
-            pixels = images(images=list(frames), return_tensors="pt")["pixel_values"]
-            image = model.get_image_features(pixel_values=pixels)
-        similarity = torch.nn.functional.cosine_similarity(image, text, dim=-1)
+            outputs = model(**tokenizer([prompt], padding=True, return_tensors="pt"),
+                            pixel_values=images(images=list(frames), return_tensors="pt")["pixel_values"])
+        # The forward pass returns both embeddings normalised to unit length: their products are the cosines.
+        similarity = outputs.image_embeds @ outputs.text_embeds[0]
         return {CLIP_METRIC.name: float(similarity.mean())}
 
 
