@@ -1,4 +1,4 @@
-"""The embedded demo behind ``pnp-sample --demo``: P&P on the shipped toy models, no weights to fetch.
+"""The 2-D toy demo behind ``pnp-sample --demo toy``: P&P on the shipped toy models, no weights to fetch.
 
 Euler with N steps, Euler with 2N steps, and P&P at the same N placed late (low sigma, the paper's
 t near 1) and early (high sigma), on every shipped dataset; prints the table and writes one PNG.
