@@ -2,8 +2,9 @@
 
 Loss: E || v(z, s) - (eps - x) ||^2 with z = (1 - s) x + s eps, s ~ U(0, 1), fresh clips every step.
 The clips, noise and sigmas of step i depend only on (seed, i), so a run resumed from a checkpoint
-draws what an uninterrupted run would. An exponential moving average (EMA) of the weights is what
-gets exported. ``python -m pnp_kernels.physics.train --out DIR`` logs DIR/loss.csv and DIR/loss.png,
+draws what an uninterrupted run would. What gets exported is the exponential moving average (EMA) of
+the weights, bias-corrected as Adam corrects its moments: the average starts at the initial weights,
+whose share d^n after n steps (d = EMA_DECAY) is taken out again. ``python -m pnp_kernels.physics.train --out DIR`` logs DIR/loss.csv and DIR/loss.png,
 checkpoints to DIR/checkpoint.pt (``--resume`` continues from it) and writes DIR/weights.safetensors;
 ``--export`` also copies those weights to the shipped file.
 """
@@ -61,6 +62,7 @@ class Trainer:
             torch.manual_seed(self.seed)
             self.model = PhysicsVelocityNet()
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.initial = copy.deepcopy(self.model.state_dict())
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=LEARNING_RATE, weight_decay=0.0)
         self.step = 0
 
@@ -80,6 +82,17 @@ class Trainer:
                 average.lerp_(current, 1.0 - EMA_DECAY)
         self.step += 1
         return loss.item()
+
+    def averaged_model(self) -> PhysicsVelocityNet:
+        """The bias-corrected EMA of the weights: (ema - d^n w0) / (1 - d^n)."""
+        share = EMA_DECAY ** self.step
+        model = copy.deepcopy(self.ema)
+        if self.step == 0:
+            return model
+        corrected = {name: (value - share * self.initial[name]) / (1.0 - share)
+                     for name, value in self.ema.state_dict().items()}
+        model.load_state_dict(corrected)
+        return model
 
     def save(self, path: Path) -> None:
         state = {"step": self.step, "seed": self.seed, "batch": self.batch, "model": self.model.state_dict(),
@@ -150,8 +163,10 @@ def train(out_dir: Path, steps: int = TRAIN_STEPS, *, seed: int = 0, batch: int 
             window = []
         if trainer.step % checkpoint_every == 0 or trainer.step == steps:
             trainer.save(checkpoint)
-            save_weights(trainer.ema, out_dir / "weights.safetensors")
+            save_weights(trainer.averaged_model(), out_dir / "weights.safetensors")
             plot_loss(log_path, out_dir / "loss.png")
+    save_weights(trainer.averaged_model(), out_dir / "weights.safetensors")  # also when resumed at the end
+    plot_loss(log_path, out_dir / "loss.png")
     return trainer
 
 
