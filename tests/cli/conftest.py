@@ -15,6 +15,8 @@ from tiny_checkpoint import build_tiny_wan  # noqa: E402
 def _tiny_checkpoint(kind: str):
     @pytest.fixture(scope="session")
     def checkpoint(tmp_path_factory):
+        # Without diffusers (a GPU machine without the carried wheel) the tests that load a checkpoint skip.
+        pytest.importorskip("diffusers", reason="the tiny Wan checkpoints are diffusers models")
         return build_tiny_wan(tmp_path_factory.mktemp("wan") / kind, kind)
 
     return checkpoint
