@@ -263,8 +263,9 @@ class PnPEngine:
     capture_uncertainty: keep every refined iteration's uncertainty and certain maps in the stats.
     callback(IterationEvent): runs after every model call.
 
-    Tensors the engine hands out (model inputs, ``z``) are its own buffers: they stay valid until the
-    next ``update``; copy them to keep them longer.
+    ``z`` is the state after the last finished step (the initial latents before the first). Tensors the
+    engine hands out (model inputs, ``z``) are its own buffers, rewritten by later updates: copy them to
+    keep them.
     """
 
     def __init__(
@@ -281,14 +282,18 @@ class PnPEngine:
     ):
         if not isinstance(config, PnPConfig):
             raise TypeError(f"config must be a PnPConfig, got {type(config).__name__}")
-        if not isinstance(latents, torch.Tensor) or latents.dim() != 5 or not latents.is_floating_point():
+        if not isinstance(latents, torch.Tensor):
+            raise TypeError(f"latents must be a torch.Tensor, got {type(latents).__name__}")
+        if latents.dim() != 5 or not latents.is_floating_point():
             raise ValueError(
-                f"latents must be a floating-point (B, C, F, H, W) tensor, got "
-                f"{tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__}"
-                f"{'' if not isinstance(latents, torch.Tensor) else f' {latents.dtype}'}"
+                f"latents must be a floating-point (B, C, F, H, W) tensor, got {latents.dtype} {tuple(latents.shape)}"
             )
-        if 0 in latents.shape:
-            raise ValueError(f"latents must not be empty, got shape {tuple(latents.shape)} (B, C, F, H, W)")
+        empty = [f"{axis} = 0" for axis, size in zip("BCFHW", latents.shape) if size == 0]
+        if empty:
+            raise ValueError(
+                f"latents have {'no frames' if latents.shape[2] == 0 else 'an empty axis'} "
+                f"({', '.join(empty)} in (B, C, F, H, W) = {tuple(latents.shape)})"
+            )
         self.sigmas = check_sigmas(sigmas)
         self.num_steps = len(self.sigmas) - 1
         self.plan = config.plan.resolve(self.sigmas)
@@ -313,14 +318,16 @@ class PnPEngine:
         max_nfe = self.num_steps + self.plan.extra_nfe(self.num_steps)
         # One int32 per model call, filled on the device, read with the host reads already made.
         self._nonfinite_log = torch.zeros(max_nfe, dtype=torch.int32, device=latents.device) if config.nan_check else None
-        self._call_where: list[tuple[int, int]] = []  # (step, iteration) of every model call
-        self._log_read = 0  # model calls whose NaN log entry has been read
+        self._computed: list[tuple[int, int]] = []  # (step, iteration) of each model output used: one log entry each
+        self._log_read = 0  # log entries read back so far
         backend = select_backend(config.backend, self._state, self._state, None).name
         self.stats = PnPStats(num_steps=self.num_steps, backend=backend, nfe_per_sample=[0] * self.batch)
         self._timer = _ModelTimer(latents.device)
         self._started = time.perf_counter()
         self._step: StepStats | None = None  # the step in progress
         self._awaiting_velocity = False  # an input was handed out and its velocity not yet fed
+        self._iteration = 0
+        self._wants_more = False
         self.active: list[bool] = [True] * self.batch  # samples the next model call must compute
 
     # ----------------------------------------------------------------------------------------- steps
@@ -329,6 +336,11 @@ class PnPEngine:
     def iteration(self) -> int:
         """P&P iteration of the next velocity ``update`` expects (0 = the step's first prediction)."""
         return self._iteration
+
+    @property
+    def wants_more(self) -> bool:
+        """After ``update``: whether this engine would run another iteration at this step."""
+        return self._wants_more
 
     @property
     def step_stats(self) -> StepStats | None:
@@ -384,23 +396,24 @@ class PnPEngine:
         step = self._require_step("update")
         if not self._awaiting_velocity:
             raise RuntimeError(f"update twice at step {step.step}, iteration {self._iteration}: call advance between")
-        self._timer.stop()
-        self._awaiting_velocity = False
         k = self._iteration
         where = f"step {step.step}, iteration {k}"
         self._check_velocity(f"velocity at {where}", v)
         if v_uncond is not None:
             self._check_velocity(f"unconditional velocity at {where}", v_uncond)
         scale = check_real(f"guidance scale at {where}", scale)
-        self._call_where.append((step.step, k))
+        self._timer.stop()
+        self._awaiting_velocity = False
+        self.stats.nfe += 1
         step.nfe += 1
         fractions = None
         if not any(self.active):  # frozen by a joint decision: this call's output is not used
             self._wants_more = False
         else:
             result = self._run_update(v, v_uncond, scale)
+            self._computed.append((step.step, k))
             if self._nonfinite_log is not None:
-                self._nonfinite_log[len(self._call_where) - 1] = result.nonfinite.sum()
+                self._nonfinite_log[len(self._computed) - 1] = result.nonfinite.sum()
             for b, on in enumerate(self.active):
                 self.stats.nfe_per_sample[b] += on
             if self._prev is None:
@@ -412,7 +425,7 @@ class PnPEngine:
             self._prev = result
             self._wants_more = k < step.planned and any(self._still)
         if self.callback is not None:
-            self.callback(IterationEvent(step.step, k, self.num_steps, step.planned, len(self._call_where), fractions))
+            self.callback(IterationEvent(step.step, k, self.num_steps, step.planned, self.stats.nfe, fractions))
         return self._wants_more
 
     def advance(self, keep_going: bool | None = None) -> torch.Tensor | None:
@@ -455,8 +468,7 @@ class PnPEngine:
         """Check the NaN log of the calls not yet read, fill in counts and timings, return the stats."""
         if self._step is not None:
             raise RuntimeError(f"finish() while step {self._step.step} is still running")
-        self._read_nonfinite(len(self._call_where))
-        self.stats.nfe = len(self._call_where)
+        self._read_nonfinite()
         self.stats.time_model = self._timer.seconds()
         self.stats.time_total = time.perf_counter() - self._started
         return self.stats
@@ -512,16 +524,16 @@ class PnPEngine:
         active = self._active_device if self._active_device is not None else torch.ones(batch, dtype=torch.bool, device=result.certain_fraction.device)
         still = active & ~(result.certain_fraction > self.config.certain_stop)
         parts = [result.certain_fraction, still.float()]
-        calls = len(self._call_where)
+        logged = len(self._computed)
         if self._nonfinite_log is not None:
-            parts.append(self._nonfinite_log[self._log_read : calls].float())
+            parts.append(self._nonfinite_log[self._log_read : logged].float())
         host = torch.cat(parts).tolist()
         fractions = host[:batch]
         self._still = [bool(x) for x in host[batch : 2 * batch]]
         self._still_device = still
         if self._nonfinite_log is not None:
             self._raise_if_nonfinite(host[2 * batch :], self._log_read)
-            self._log_read = calls
+            self._log_read = logged
         self._step.certain_fractions.append(fractions)
         if self.capture_uncertainty:
             self.stats.uncertainty_maps.append(
@@ -533,18 +545,19 @@ class PnPEngine:
         return fractions
 
     def _read_nonfinite_if_due(self) -> None:
-        if len(self._call_where) - self._log_read >= NAN_READ_INTERVAL:
-            self._read_nonfinite(len(self._call_where))
+        if len(self._computed) - self._log_read >= NAN_READ_INTERVAL:
+            self._read_nonfinite()
 
-    def _read_nonfinite(self, calls: int) -> None:
-        if self._nonfinite_log is not None and calls > self._log_read:
-            self._raise_if_nonfinite(self._nonfinite_log[self._log_read : calls].tolist(), self._log_read)
-            self._log_read = calls
+    def _read_nonfinite(self) -> None:
+        logged = len(self._computed)
+        if self._nonfinite_log is not None and logged > self._log_read:
+            self._raise_if_nonfinite(self._nonfinite_log[self._log_read : logged].tolist(), self._log_read)
+            self._log_read = logged
 
-    def _raise_if_nonfinite(self, counts: list[float], first_call: int) -> None:
+    def _raise_if_nonfinite(self, counts: list[float], first_entry: int) -> None:
         bad = [i for i, n in enumerate(counts) if n]
         if bad:
-            step, iteration = self._call_where[first_call + bad[0]]
+            step, iteration = self._computed[first_entry + bad[0]]
             raise NonFiniteError(
                 f"the model returned NaN/Inf at step {step}, iteration {iteration} "
                 "(PnPConfig(nan_check=False) turns this check off)"
@@ -555,6 +568,6 @@ def advance_together(engines: Sequence[PnPEngine]) -> list[torch.Tensor | None]:
     """Advance engines that share one model call (after ``update`` on each): the step goes on while
     any of them wants to. Engines are advanced in reverse order so that generators they share are
     rewound in the reverse order of their draws."""
-    keep_going = any(e._wants_more for e in engines)
+    keep_going = any(e.wants_more for e in engines)
     inputs = [e.advance(keep_going) for e in reversed(engines)]
     return inputs[::-1]

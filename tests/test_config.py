@@ -1,7 +1,10 @@
 """RefinePlan and PnPConfig: accepted forms, and a clear error for every bad value."""
+import numpy as np
 import pytest
+import torch
 
 from pnp_kernels import DEFAULT_PLAN, PnPConfig, RefinePlan
+from pnp_kernels.config import MAX_ITERATIONS
 
 
 def test_plan_forms_agree():
@@ -60,9 +63,8 @@ def test_plan_beyond_num_steps():
 
 def test_config_defaults_and_plan_forms():
     cfg = PnPConfig()
-    assert (cfg.plan, cfg.tau, cfg.p_norm, cfg.certain_stop, cfg.noise, cfg.backend, cfg.nan_check) == (
-        DEFAULT_PLAN, 0.25, 1, 0.999, "generator", "auto", True,
-    )
+    assert (cfg.plan, cfg.tau, cfg.p_norm, cfg.certain_stop, cfg.noise, cfg.backend, cfg.nan_check,
+            cfg.published_rounding) == (DEFAULT_PLAN, 0.25, 1, 0.999, "generator", "auto", True, False)
     assert PnPConfig(plan="2-5:3").plan == RefinePlan([(2, 5, 3)])
     assert PnPConfig(plan=[(1, 1, 2)]).plan == RefinePlan([(1, 1, 2)])
     assert PnPConfig(plan=None).plan == RefinePlan([])
@@ -89,3 +91,36 @@ def test_config_defaults_and_plan_forms():
 def test_config_rejects(kwargs, error, name):
     with pytest.raises(error, match=name):
         PnPConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, name",
+    [
+        ({"p_norm": np.True_}, ValueError, "p_norm"),
+        ({"p_norm": torch.tensor([1, 2])}, ValueError, "p_norm"),
+        ({"p_norm": 1.0}, ValueError, "p_norm"),
+        ({"tau": 10**400}, ValueError, "tau must be a finite number"),
+        ({"tau": float("inf")}, ValueError, "tau must be finite"),
+        ({"certain_stop": 10**400}, ValueError, "certain_stop must be a finite number"),
+        ({"certain_stop": np.float32(0.5) * 3}, ValueError, "certain_stop must be <= 1"),
+        ({"published_rounding": 1}, TypeError, "published_rounding"),
+        ({"nan_check": np.True_}, TypeError, "nan_check"),
+        ({"plan": [(0, 1, MAX_ITERATIONS + 1)]}, ValueError, r"ranges\[0\] K must be <= 16"),
+        ({"plan": [(0, 10**12, 1)]}, ValueError, r"ranges\[0\] last_step must be <= 9999"),
+    ],
+)
+def test_config_rejects_odd_values(kwargs, error, name):
+    with pytest.raises(error, match=name):
+        PnPConfig(**kwargs)
+
+
+@pytest.mark.parametrize("ranges", [{}, {"start": 1, "end": 2, "steps": 1}, torch.tensor(3), torch.tensor([[1, 2, 1]])])
+def test_plan_rejects_non_sequences(ranges):
+    with pytest.raises(TypeError, match="ranges must be a sequence"):
+        RefinePlan(ranges)
+
+
+def test_config_accepts_numpy_numbers_and_published_rounding():
+    cfg = PnPConfig(tau=np.float32(0.5), certain_stop=np.float64(0.9), published_rounding=True)
+    assert (cfg.tau, cfg.certain_stop, cfg.published_rounding) == (0.5, 0.9, True)
+    assert PnPConfig(plan=[(np.int64(1), 2, 1)]).plan == RefinePlan([(1, 2, 1)])

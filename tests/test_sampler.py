@@ -248,3 +248,82 @@ def test_at_most_one_host_read_per_refined_iteration(monkeypatch):
     assert refined_iterations == 3 * 3 + 2
     # + reading the sigma grid and checking the input latents before the loop, + the final NaN check
     assert len(reads) <= refined_iterations + 3, reads
+
+
+def channels_last(t):
+    return t.to(memory_format=torch.channels_last_3d)
+
+
+def permuted_view(t):
+    return t.permute(0, 2, 1, 3, 4).contiguous().permute(0, 2, 1, 3, 4)
+
+
+@pytest.mark.parametrize("layout", [channels_last, permuted_view])
+def test_generator_noise_does_not_depend_on_memory_layout(layout):
+    latents, targets, gains = problem(2, 47)
+    strided = layout(latents)
+    assert torch.equal(strided, latents) and strided.stride() != latents.stride()
+    cfg = PnPConfig(plan=[(1, 3, 2)], tau=0.05, certain_stop=0.95)
+    runs = [pnp_sample(ToyDenoiser(targets, gains, SHAPE[0]), z, SIGMAS, cfg, generator=torch.Generator().manual_seed(4))
+            for z in (latents, strided)]
+    assert torch.equal(runs[0].latents, runs[1].latents)
+
+
+@pytest.mark.parametrize(
+    "overrides, error, words",
+    [
+        ({"capture_uncertainty": "no"}, TypeError, "capture_uncertainty must be True or False"),
+        ({"capture_uncertainty": None}, TypeError, "capture_uncertainty must be True or False"),
+        ({"callback": 3}, TypeError, "callback must be callable"),
+        ({"step_end": 3}, TypeError, "step_end must be callable"),
+        ({"sigmas": [1.0, 10**400, 0.0]}, ValueError, r"sigmas\[1\]"),
+        ({"latents": torch.zeros(2, 4, 0, 5, 7)}, ValueError, r"latents have no frames \(F = 0"),
+        ({"latents": torch.full((2, 4, 3, 5, 7), float("nan"))}, ValueError, "latents contain NaN/Inf"),
+        ({"latents": [[0.0]]}, TypeError, "latents must be a torch.Tensor"),
+    ],
+)
+def test_bad_input_is_refused_before_any_model_call(overrides, error, words):
+    latents, targets, gains = problem(2, 53)
+    toy = ToyDenoiser(targets, gains, SHAPE[0])
+    args = dict(denoise=toy, latents=latents, sigmas=SIGMAS, config=PnPConfig(plan=[(1, 2, 1)]),
+                generator=torch.Generator())
+    args.update(overrides)
+    with pytest.raises(error, match=words):
+        pnp_sample(**args)
+    assert toy.calls == 0
+
+
+def test_bad_values_returned_by_the_caller_name_what_returned_them():
+    with pytest.raises(ValueError, match="guidance scale at step 0, iteration 0 must be a finite number"):
+        bad_call(denoise=lambda z, i, s: Guided(z, z, 10**400))
+    with pytest.raises(ValueError, match="step_end returned after step 0 must be a floating-point tensor"):
+        bad_call(step_end=lambda step, z: z.to(torch.int32))
+
+
+def test_nan_at_a_plain_step_is_reported_within_a_few_calls():
+    # A 40-step plain run: the NaN of step 3 stops the run after at most NAN_READ_INTERVAL more calls,
+    # not at the end of the run, and the message names step 3.
+    from pnp_kernels.engine import NAN_READ_INTERVAL
+
+    latents, targets, gains = problem(1, 59)
+    toy = ToyDenoiser(targets, gains, SHAPE[0])
+
+    def denoise(z, i, s):
+        v = toy(z, i, s)
+        return v * float("nan") if i == 3 else v
+
+    with pytest.raises(NonFiniteError, match="step 3, iteration 0"):
+        pnp_sample(denoise, latents, torch.linspace(1, 0, 41), PnPConfig(plan=[]))
+    assert toy.calls <= 4 + NAN_READ_INTERVAL
+
+
+def test_host_reads_of_a_plain_run(monkeypatch):
+    from pnp_kernels.engine import NAN_READ_INTERVAL
+
+    latents, targets, gains = problem(1, 61)
+    reads = []
+    original = torch.Tensor.tolist
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda self: reads.append(1) or original(self))
+    pnp_sample(ToyDenoiser(targets, gains, SHAPE[0]), latents, torch.linspace(1, 0, 41), PnPConfig(plan=[]))
+    monkeypatch.undo()
+    assert len(reads) <= 40 // NAN_READ_INTERVAL + 2  # + the sigma grid, + the final check
