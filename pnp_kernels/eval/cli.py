@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ..cli.args import DTYPES  # pnp-sample's dtype names (the parser module imports no torch)
-from ..validators import check_int, check_real
+from ..config import BACKENDS, NOISE_MODES, P_NORMS
+from ..validators import check_int
 
 PROG = "pnp-eval"
 DEMO = "demo"
@@ -62,11 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     refine = parser.add_argument_group("P&P settings compared with the baseline")
     refine.add_argument("--plan", action="append", help="refinement plan, e.g. 2-5:3,6-14:1 (repeat for several)")
     refine.add_argument("--tau", action="append", type=float, help="uncertainty threshold (repeat for several)")
-    refine.add_argument("--p-norm", type=int, default=1, help="channel norm of the uncertainty: 1 or 2")
-    refine.add_argument("--certain-stop", type=float, default=0.999, help="leave a step once this fraction is certain")
-    refine.add_argument("--noise", choices=("generator", "philox"), default="generator", help="perturbation noise")
-    refine.add_argument("--backend", choices=("auto", "triton", "cuda", "torch"), default="auto",
-                        help="implementation of the fused P&P update")
+    refine.add_argument("--p-norm", type=int, choices=P_NORMS, help="channel norm of the uncertainty")
+    refine.add_argument("--certain-stop", type=float, help="leave a step once this fraction is certain")
+    refine.add_argument("--noise", choices=NOISE_MODES, help="perturbation noise (the demo model: philox)")
+    refine.add_argument("--backend", choices=BACKENDS, help="implementation of the fused P&P update")
 
     sampling = parser.add_argument_group("sampling (Wan checkpoints; unset: the model's pnp-sample defaults)")
     sampling.add_argument("--steps", type=int, help="denoising steps (also for the demo)")
@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+REFINE_OPTIONS = ("p_norm", "certain_stop", "noise", "backend")
 WAN_ONLY = ("guidance", "guidance_2", "height", "width", "frames", "image", "dtype", "device")
 
 
@@ -106,7 +107,7 @@ class Plan:
     baseline: object  # runner.Setting
     out: Path
     notices: list[str]
-    extras: list
+    extras: list  # extras.MetricGroup: the model's own metrics and the optional ones found
 
 
 def _seeds(args) -> list[int]:
@@ -155,9 +156,6 @@ def _prompts(args) -> list[str]:
 
 def _grid(args) -> list[tuple[str | None, float | None]]:
     taus = args.tau or [None]
-    for tau in taus:
-        if tau is not None:
-            _checked("--tau", check_real, tau, low=0.0)
     grid = list(itertools.product(args.plan or [None], taus))
     if len(grid) > MAX_SETTINGS:
         raise UsageError(f"{len(grid)} settings ({len(args.plan)} plans x {len(taus)} taus); at most {MAX_SETTINGS}")
@@ -180,26 +178,32 @@ def _label(pnp) -> str:
     return f"plan {pnp.plan} tau {pnp.tau:g}"
 
 
+def _refine_options(args) -> dict:
+    """The P&P options given on the command line (the model's defaults fill in the others)."""
+    given = {name: getattr(args, name) for name in REFINE_OPTIONS}
+    return {name: value for name, value in given.items() if value is not None}
+
+
 def _demo_plan(args, grid):
-    from .models import DemoSampler, demo_defaults
     from ..config import PnPConfig
+    from .models import DemoSampler, demo_defaults, physics_metrics
 
     for name in WAN_ONLY + ("negative_prompt",):
         if getattr(args, name) not in (None, "", False):
             raise UsageError(f"--{name.replace('_', '-')} does not apply to --model {DEMO}")
-    steps, default = demo_defaults()
-    steps = steps if args.steps is None else _checked("--steps", check_int, args.steps, low=1)
+    steps = None if args.steps is None else _checked("--steps", check_int, args.steps, low=1)
     configs = []
-    for plan, tau in grid:
-        try:
-            config = PnPConfig(plan=default.plan if plan is None else plan, tau=default.tau if tau is None else tau,
-                               p_norm=args.p_norm, certain_stop=args.certain_stop, noise=args.noise,
-                               backend=args.backend)
+    try:
+        steps, defaults = demo_defaults(steps)
+        for plan, tau in grid:
+            given = {**_refine_options(args), **({} if plan is None else {"plan": plan}),
+                     **({} if tau is None else {"tau": tau})}
+            config = PnPConfig(**{**defaults, **given})
             config.plan.validate(steps)
-        except (TypeError, ValueError) as error:
-            raise UsageError(f"invalid P&P setting: {error}") from None
-        configs.append(config)
-    return DemoSampler(steps), configs
+            configs.append(config)
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"invalid P&P setting: {error}") from None
+    return DemoSampler(steps), configs, [physics_metrics()]
 
 
 def _wan_namespace(args, prompt: str, plan: str | None, tau: float | None) -> argparse.Namespace:
@@ -208,9 +212,10 @@ def _wan_namespace(args, prompt: str, plan: str | None, tau: float | None) -> ar
     from pnp_kernels.cli import build_parser as sample_parser
 
     namespace = sample_parser().parse_args(["--model", str(args.model), "--prompt", prompt])
-    for name in WAN_ONLY + ("steps", "negative_prompt", "p_norm", "certain_stop", "noise", "backend", "attention",
-                            "compile", "no_cfg_batch", "offload"):
+    for name in WAN_ONLY + ("steps", "negative_prompt", "attention", "compile", "no_cfg_batch", "offload"):
         setattr(namespace, name, getattr(args, name))
+    for name, value in _refine_options(args).items():
+        setattr(namespace, name, value)
     namespace.model, namespace.plan, namespace.tau = Path(args.model), plan, tau
     namespace.out = args.out / "unused.mp4"
     return namespace
@@ -231,7 +236,7 @@ def _wan_plan(args, grid, prompts):
         except SampleUsageError as error:
             raise UsageError(str(error)) from None
     settings, image = resolved[0]
-    return WanSampler(settings, image), [each.pnp for each, _ in resolved]
+    return WanSampler(settings, image), [each.pnp for each, _ in resolved], []
 
 
 def prepare(args) -> Plan:
@@ -239,16 +244,15 @@ def prepare(args) -> Plan:
     from .runner import Setting
 
     seeds, prompts, grid = _seeds(args), _prompts(args), _grid(args)
-    _checked("--certain-stop", check_real, args.certain_stop, low=0.0, high=1.0, low_open=True)
     _check_out(args.out)
     notices = []
     if args.model == DEMO:
-        sampler, configs = _demo_plan(args, grid)
+        sampler, configs, model_metrics = _demo_plan(args, grid)
         if prompts:
             notices.append(f"the {DEMO} model is unconditional: the prompts are ignored")
         prompts = [""]
     else:
-        sampler, configs = _wan_plan(args, grid, prompts)
+        sampler, configs, model_metrics = _wan_plan(args, grid, prompts)
     labels = [_label(config) for config in configs]
     if len(set(labels)) != len(labels):
         raise UsageError(f"the settings repeat one another: {', '.join(labels)}")
@@ -259,7 +263,11 @@ def prepare(args) -> Plan:
 
     extras, skipped = load_optional(args.extra, uses_prompts=sampler.uses_prompts)
     return Plan(sampler, prompts, seeds, [Setting(label, config) for label, config in zip(labels, configs)],
-                baseline, args.out, notices + skipped, extras)
+                baseline, args.out, notices + skipped, model_metrics + extras)
+
+
+def _extra_metrics(plan: Plan) -> list:
+    return [metric for group in plan.extras for metric in group.metrics]
 
 
 def run_fingerprint(plan: Plan) -> dict:
@@ -269,7 +277,7 @@ def run_fingerprint(plan: Plan) -> dict:
 
     settings = {s.label: {**vars(s.pnp), "plan": str(s.pnp.plan)} for s in (plan.baseline, *plan.settings)}
     fingerprint = {"model": plan.sampler.fingerprint(), "settings": settings,
-                   "extras": [extra.metric.name for extra in plan.extras]}
+                   "extras": [metric.name for metric in _extra_metrics(plan)]}
     return json.loads(json.dumps(fingerprint))
 
 
@@ -294,7 +302,7 @@ def run(plan: Plan, store, fingerprint: dict, progress: bool = True) -> int:
         print(f"{PROG}: resuming: {resumed} of {len(samples)} samples are already in {plan.out}", file=sys.stderr)
     try:
         records = evaluate(plan.sampler, samples, plan.baseline, plan.settings, store,
-                           [extra.compute for extra in plan.extras], progress=progress)
+                           [group.compute for group in plan.extras], progress=progress)
     except KeyboardInterrupt:
         done = sum(store.done(sample) for sample in samples)
         print(f"{PROG}: interrupted; {done} of {len(samples)} samples are saved in {plan.out}; "
@@ -302,7 +310,7 @@ def run(plan: Plan, store, fingerprint: dict, progress: bool = True) -> int:
         return 130
     header = {"model": plan.sampler.description, "fingerprint": fingerprint, "num_prompts": len(plan.prompts),
               "num_seeds": len(plan.seeds), "steps": fingerprint["model"].get("steps"), "notice": " ".join(plan.notices)}
-    metrics = list(REPORTED_METRICS) + [extra.metric for extra in plan.extras]
+    metrics = list(REPORTED_METRICS) + _extra_metrics(plan)
     summary = summarize(records, plan.baseline.label, [s.label for s in plan.settings], metrics, header)
     paths = write_report(summary, samples, [store.thumbnails(sample) for sample in samples], plan.out)
     print(markdown(summary))

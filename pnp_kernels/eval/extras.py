@@ -23,9 +23,11 @@ CLIP_METRIC = Metric("clip_score", "higher", "cosine", "CLIP similarity between 
 
 
 @dataclass(frozen=True)
-class OptionalMetric:
-    metric: Metric
-    compute: Callable[[np.ndarray, str], dict]  # (clip, prompt) -> {metric name: value}
+class MetricGroup:
+    """Metrics computed together by one function of (clip, prompt) that returns {metric name: value}."""
+
+    metrics: tuple[Metric, ...]
+    compute: Callable[[np.ndarray, str], dict]
 
 
 class ClipScore:
@@ -58,20 +60,20 @@ class ClipScore:
         return {CLIP_METRIC.name: float(similarity.mean())}
 
 
-def _clip(uses_prompts: bool) -> tuple[OptionalMetric | None, str | None]:
+def _clip(uses_prompts: bool) -> tuple[MetricGroup | None, str | None]:
     if not uses_prompts:
         return None, "skipping the clip metric: this model takes no prompt"
     folder = os.environ.get(CLIP_ENV)
     if not folder or not (Path(folder) / "config.json").is_file():
         return None, (f"skipping the clip metric: no local CLIP weights (set {CLIP_ENV} to a folder holding a CLIP "
                       "model saved with transformers; nothing is downloaded)")
-    return OptionalMetric(CLIP_METRIC, ClipScore(Path(folder))), None
+    return MetricGroup((CLIP_METRIC,), ClipScore(Path(folder))), None
 
 
 LOADERS = {"clip": _clip}
 
 
-def load_optional(names: Sequence[str], uses_prompts: bool) -> tuple[list[OptionalMetric], list[str]]:
+def load_optional(names: Sequence[str], uses_prompts: bool) -> tuple[list[MetricGroup], list[str]]:
     """The requested optional metrics whose weights are present, and a message for each one skipped."""
     found, skipped = [], []
     for name in dict.fromkeys(names):

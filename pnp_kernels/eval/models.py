@@ -5,11 +5,13 @@ Both load lazily, on the first sample: a resumed evaluation with nothing left to
 """
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import numpy as np
 
-from .metrics import to_uint8
+from .extras import MetricGroup
+from .metrics import Metric, to_uint8
 from .runner import Clip
 
 
@@ -48,6 +50,25 @@ class WanSampler:
         return Clip(to_uint8(np.asarray(output.frames[0])), stats.nfe, seconds, _certain_fractions(stats))
 
 
+# Directions of the demo's physics metrics (pnp_kernels/physics/metrics.py): real clips score 1 on
+# "tracked" and about 0 on every other one.
+PHYSICS_DIRECTIONS = {"tracked": "higher", "permanence": "lower", "ballistic": "lower", "shape": "lower",
+                      "size": "lower", "flicker": "lower", "background": "lower"}
+
+
+def physics_metrics() -> MetricGroup:
+    """The demo model's bouncing-ball metrics, named ``physics_*``, as per-clip metrics of the report."""
+    from pnp_kernels.physics.metrics import METRIC_NAMES, clip_metrics
+
+    def compute(clip: np.ndarray, prompt: str) -> dict:
+        values = clip_metrics(clip)
+        return {f"physics_{name}": float(getattr(values, name)) for name in METRIC_NAMES}
+
+    metrics = tuple(Metric(f"physics_{name}", PHYSICS_DIRECTIONS[name], "", f"bouncing-ball {name} "
+                           "(pnp_kernels/physics/metrics.py)") for name in METRIC_NAMES)
+    return MetricGroup(metrics, compute)
+
+
 class DemoSampler:
     """The embedded physics-video model (unconditional: prompts are ignored)."""
 
@@ -61,8 +82,6 @@ class DemoSampler:
         return {"model": "demo", "steps": self.num_steps}
 
     def sample(self, prompt: str, seed: int, pnp) -> Clip:
-        import time
-
         from pnp_kernels.physics.generate import generate
 
         started = time.perf_counter()
@@ -71,10 +90,10 @@ class DemoSampler:
         return Clip(clips.frames[0], clips.stats.nfe, seconds, _certain_fractions(clips.stats))
 
 
-def demo_defaults():
-    """(steps, PnPConfig) of the demo model when --steps, --plan or --tau are not given."""
-    import inspect
+def demo_defaults(num_steps: int | None) -> tuple[int, dict]:
+    """The demo model's steps and P&P settings (those of ``pnp-sample --demo``) when not given."""
+    from pnp_kernels.physics.demo import DEMO_TAU, default_plan
+    from pnp_kernels.physics.generate import DEFAULT_STEPS
 
-    from pnp_kernels.physics.generate import DEFAULT_CONFIG, generate
-
-    return inspect.signature(generate).parameters["num_steps"].default, DEFAULT_CONFIG
+    num_steps = DEFAULT_STEPS if num_steps is None else num_steps
+    return num_steps, {"plan": default_plan(num_steps), "tau": DEMO_TAU, "noise": "philox"}

@@ -103,7 +103,7 @@ def markdown(summary: dict) -> str:
 def _figure(width: float, height: float):
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+    return Figure(figsize=(width, height), dpi=100)  # margins set by hand: automatic layouts are slow
 
 
 def _save(figure, path: Path) -> None:
@@ -119,7 +119,11 @@ def plot_differences(summary: dict, path: Path) -> None:
     metrics, labels = summary["metrics"], list(summary["comparisons"])
     columns = 4
     rows = -(-len(metrics) // columns)
-    figure = _figure(3.2 * columns, 0.6 + (0.35 * len(labels) + 0.9) * rows)
+    width, height = 3.2 * columns, 0.6 + (0.35 * len(labels) + 0.9) * rows
+    figure = _figure(width, height)
+    label_width = 0.06 * max(len(label) for label in labels)  # inches, at font size 7
+    figure.subplots_adjust(left=(label_width + 0.15) / width, right=0.98, bottom=0.3 / height,
+                           top=1 - 0.55 / height, wspace=0.12, hspace=0.55 * 2 / (0.35 * len(labels) + 0.9))
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
     for ax, metric in zip(axes, metrics):
         for y, label in enumerate(labels):
@@ -161,7 +165,10 @@ def contact_sheet(summary: dict, samples: Sequence[Sample], thumbnails: Sequence
                      + f" (frame change {change[i]:.3f})   baseline | setting")
             panels.append((image, title))
     height, width = panels[0][0].shape[:2]
-    figure = _figure(10, len(panels) * (10 * height / width + 0.35))
+    row = 10 * height / width + 0.35  # inches: the image and its title
+    figure = _figure(10, len(panels) * row)
+    figure.subplots_adjust(left=0.01, right=0.99, bottom=0.02 / len(panels), top=1 - 0.3 / (len(panels) * row),
+                           hspace=0.35 / (row - 0.35))
     for ax, (image, title) in zip(figure.subplots(len(panels), 1, squeeze=False).ravel(), panels):
         ax.imshow(image, interpolation="nearest")
         ax.set_title(title, fontsize=8)

@@ -1,5 +1,5 @@
-"""pnp-eval on the demo interface (a stand-in generate): the report, resuming, and argument errors."""
-import functools
+"""pnp-eval on the embedded demo model (its generate wrapped to count calls): the report, resuming,
+argument errors."""
 import json
 import subprocess
 import sys
@@ -9,6 +9,7 @@ import pytest
 
 from pnp_kernels.eval import cli, runner
 from pnp_kernels.eval.stats import bootstrap_mean
+from pnp_kernels.physics import generate as demo
 
 FAST = ["--no-progress", "--steps", "6"]
 
@@ -17,63 +18,63 @@ def evaluate(out, *args):
     return cli.main(["--model", "demo", "--out", str(out), *FAST, *args])
 
 
-def test_report_pairs_every_setting_with_the_baseline_from_the_same_noise(fake_demo, tmp_path, capsys):
+def test_report_pairs_every_setting_with_the_baseline_from_the_same_noise(demo_calls, tmp_path, capsys):
     out = tmp_path / "eval"
     assert evaluate(out, "--seed-list", "4,1,9", "--plan", "1-2:2", "--plan", "2-4:1", "--tau", "0") == 0
     assert {p.name for p in out.iterdir()} == {"eval.json", "samples", "report.json", "report.md",
                                               "differences.png", "contact_sheet.png"}
-    assert sorted(fake_demo.calls, key=str) == sorted(
-        (((seed,), plan) for seed in (4, 1, 9) for plan in (None, "1-2:2", "2-4:1")), key=str)
+    assert demo_calls == [((seed,), plan) for seed in (4, 1, 9) for plan in (None, "1-2:2", "2-4:1")]
 
     report = json.loads((out / "report.json").read_text())
     labels = ["plan 1-2:2 tau 0", "plan 2-4:1 tau 0"]
     assert list(report["comparisons"]) == labels and report["num_samples"] == 3
+    names = [metric["name"] for metric in report["metrics"]]
+    assert {"motion", "warp_error", "flicker", "saturation", "sharpness", "physics_ballistic"} <= set(names)
     for label in labels:
         for name, row in report["comparisons"][label]["metrics"].items():
             differences = [s["runs"][label]["metrics"][name] - s["runs"]["baseline"]["metrics"][name]
                            for s in report["samples"]]
-            assert [s["differences"][label][name] for s in report["samples"]] == pytest.approx(differences)
+            assert [s["differences"][label][name] for s in report["samples"]] == pytest.approx(differences, nan_ok=True)
             assert row["difference"] == pytest.approx(bootstrap_mean(differences).to_dict(), nan_ok=True)
         assert report["comparisons"][label]["nfe_mean"] > report["baseline"]["nfe_mean"] == 6
-    sample = report["samples"][0]
-    assert sample["runs"]["baseline"]["metrics"]["refined_share"] == 0.0
-    assert sample["runs"]["baseline"]["metrics"]["frame_change"] == 0.0
-    assert 0.0 < sample["runs"][labels[0]]["metrics"]["refined_share"] <= 1.0  # tau 0 keeps nothing certain
+    runs = report["samples"][0]["runs"]
+    assert runs["baseline"]["metrics"]["refined_share"] == runs["baseline"]["metrics"]["frame_change"] == 0.0
+    assert runs[labels[0]]["metrics"]["refined_share"] == 1.0  # tau 0: nothing is ever certain
+    assert runs[labels[0]]["metrics"]["frame_change"] > 0.0
 
-    # The stored baseline frames are the plain run of that seed (same noise for every setting).
+    # The stored baseline frames are the plain run of that seed (the same noise for every setting).
     stored = runner.ResultStore(out).thumbnails(runner.Sample("", 4))
-    expected = runner.thumbnails(fake_demo.generate([4], None).frames[0])
+    expected = runner.thumbnails(demo.generate([4], None, num_steps=6).frames[0])
     assert np.array_equal(stored[0], expected) and stored.shape[0] == 3
     markdown = (out / "report.md").read_text()
     assert "## plan 1-2:2 tau 0" in markdown and "| warp_error | lower |" in markdown
     assert markdown in capsys.readouterr().out
 
 
-def test_interrupted_run_resumes_without_recomputing_finished_samples(fake_demo, tmp_path, monkeypatch, capsys):
+def test_interrupted_run_resumes_without_recomputing_finished_samples(demo_calls, tmp_path, monkeypatch, capsys):
     out = tmp_path / "eval"
-    real_generate = fake_demo.generate
+    counted = demo.generate
 
-    @functools.wraps(real_generate)
     def interrupted_on_fourth_call(*args, **kwargs):
-        if len(fake_demo.calls) == 3:  # sample 0 (2 runs) is done, sample 1 has its baseline
+        if len(demo_calls) == 3:  # sample 0 (2 runs) is done, sample 1 has its baseline
             raise KeyboardInterrupt
-        return real_generate(*args, **kwargs)
+        return counted(*args, **kwargs)
 
-    monkeypatch.setattr(sys.modules["pnp_kernels.physics.generate"], "generate", interrupted_on_fourth_call)
+    monkeypatch.setattr(demo, "generate", interrupted_on_fourth_call)
     assert evaluate(out, "--seeds", "3", "--plan", "1:2") == 130
     assert "1 of 3 samples are saved" in capsys.readouterr().err
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["seed0-da39a3ee5e.json", "seed0-da39a3ee5e.npz"]
 
-    monkeypatch.setattr(sys.modules["pnp_kernels.physics.generate"], "generate", real_generate)
-    fake_demo.calls.clear()
+    monkeypatch.setattr(demo, "generate", counted)
+    demo_calls.clear()
     assert evaluate(out, "--seeds", "3", "--plan", "1:2") == 0
-    assert fake_demo.calls == [((1,), None), ((1,), "1:2"), ((2,), None), ((2,), "1:2")]
+    assert demo_calls == [((1,), None), ((1,), "1:2"), ((2,), None), ((2,), "1:2")]
     assert "resuming: 1 of 3" in capsys.readouterr().err
     assert json.loads((out / "report.json").read_text())["num_samples"] == 3
 
-    fake_demo.calls.clear()  # more seeds later: only the new ones run
+    demo_calls.clear()  # more seeds later: only the new ones run
     assert evaluate(out, "--seeds", "4", "--plan", "1:2") == 0
-    assert fake_demo.calls == [((3,), None), ((3,), "1:2")]
+    assert demo_calls == [((3,), None), ((3,), "1:2")]
 
     assert evaluate(out, "--seeds", "4", "--plan", "1:3") == 2
     assert "holds an evaluation with other settings" in capsys.readouterr().err
@@ -84,23 +85,23 @@ def test_interrupted_run_resumes_without_recomputing_finished_samples(fake_demo,
     (["--seed-list", "1,x"], "--seed-list '1,x': give comma-separated integers"),
     (["--seed-list", "1,1"], "repeats a seed"),
     (["--seeds", "2", "--seed-list", "1"], "not allowed with argument"),
-    (["--tau", "-1"], "--tau must be >= 0.0, got -1.0"),
-    (["--tau", "nan"], "--tau must be finite"),
+    (["--tau", "-1"], "invalid P&P setting: tau must be >= 0.0, got -1.0"),
+    (["--tau", "nan"], "invalid P&P setting: tau must be finite"),
     (["--plan", "5-9:1"], "invalid P&P setting: plan 5-9:1 refers to step 9 but the run has 6 steps"),
     (["--plan", "1:1", "--plan", "1:1"], "the settings repeat one another"),
     (["--height", "64"], "--height does not apply to --model demo"),
-    (["--certain-stop", "0"], "--certain-stop must be > 0.0"),
+    (["--certain-stop", "0"], "certain_stop must be in (0, 1]"),
     (["--extra", "vbench"], "argument --extra: invalid choice"),
 ])
-def test_bad_arguments_give_one_line_and_status_2_before_any_model_runs(fake_demo, tmp_path, capsys, args, message):
+def test_bad_arguments_give_one_line_and_status_2_before_any_model_runs(demo_calls, tmp_path, capsys, args, message):
     assert evaluate(tmp_path / "eval", *args) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and len(captured.err.splitlines()) == 1
     assert captured.err.startswith("pnp-eval: error: ") and message in captured.err
-    assert fake_demo.calls == [] and list(tmp_path.iterdir()) == []
+    assert demo_calls == [] and list(tmp_path.iterdir()) == []
 
 
-def test_bad_prompts_and_output(fake_demo, tmp_path, capsys):
+def test_bad_prompts_and_output(demo_calls, tmp_path, capsys):
     empty = tmp_path / "prompts.txt"
     empty.write_text("\n  \n")
     (tmp_path / "file").write_text("")
@@ -110,16 +111,16 @@ def test_bad_prompts_and_output(fake_demo, tmp_path, capsys):
                           (["--out", str(tmp_path / "file")], "not a folder")]:
         assert cli.main(["--model", "demo", "--out", str(tmp_path / "eval"), *args]) == 2
         assert message in capsys.readouterr().err
-    assert fake_demo.calls == []
+    assert demo_calls == []
 
 
-def test_demo_ignores_prompts_and_says_so(fake_demo, tmp_path, capsys):
+def test_demo_ignores_prompts_and_says_so(demo_calls, tmp_path, capsys):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a ball\na bouncing ball\n")
     assert evaluate(tmp_path / "eval", "--prompts", str(prompts), "--seeds", "1", "--extra", "clip") == 0
     err = capsys.readouterr().err
     assert "unconditional: the prompts are ignored" in err and "skipping the clip metric" in err
-    assert len(fake_demo.calls) == 2  # one sample per seed, not per prompt
+    assert demo_calls == [((0,), None), ((0,), "1:3")]  # one sample per seed; the demo's default plan
     assert "prompts are ignored" in (tmp_path / "eval" / "report.md").read_text()
 
 

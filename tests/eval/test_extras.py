@@ -46,10 +46,10 @@ def test_clip_score_is_the_mean_frame_prompt_cosine(monkeypatch, tiny_clip):
     from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
     monkeypatch.setenv(extras.CLIP_ENV, str(tiny_clip))
-    (metric,), skipped = extras.load_optional(["clip", "clip"], uses_prompts=True)
-    assert skipped == [] and metric.metric.name == "clip_score" and metric.metric.direction == "higher"
+    (group,), skipped = extras.load_optional(["clip", "clip"], uses_prompts=True)
+    assert skipped == [] and [(m.name, m.direction) for m in group.metrics] == [("clip_score", "higher")]
     clip = np.random.default_rng().integers(0, 256, (11, 36, 44, 3), dtype=np.uint8)
-    score = metric.compute(clip, "a ball bounces")["clip_score"]
+    score = group.compute(clip, "a ball bounces")["clip_score"]
 
     # Reference: CLIP's own forward pass, whose image-text logits are the cosines times exp(logit_scale).
     model = CLIPModel.from_pretrained(tiny_clip).eval()
