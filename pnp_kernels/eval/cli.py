@@ -308,7 +308,7 @@ def run(plan: Plan, store, fingerprint: dict, progress: bool = True) -> int:
         print(f"{PROG}: interrupted; {done} of {len(samples)} samples are saved in {plan.out}; "
               "run the same command again to resume", file=sys.stderr)
         return 130
-    header = {"model": plan.sampler.description, "fingerprint": fingerprint, "num_prompts": len(plan.prompts),
+    header = {"model": plan.sampler.description, "fingerprint": fingerprint, "num_prompts": len(plan.prompts) if plan.sampler.uses_prompts else 0,
               "num_seeds": len(plan.seeds), "steps": fingerprint["model"].get("steps"), "notice": " ".join(plan.notices)}
     metrics = list(REPORTED_METRICS) + _extra_metrics(plan)
     summary = summarize(records, plan.baseline.label, [s.label for s in plan.settings], metrics, header)

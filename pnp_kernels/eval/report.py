@@ -39,8 +39,10 @@ def summarize(records: Sequence[dict], baseline: str, labels: Sequence[str], met
     for label in labels:
         rows = {}
         for metric in metrics:
-            before, after = _values(records, baseline, metric.name), _values(records, label, metric.name)
-            rows[metric.name] = {"baseline_mean": _mean(before), "setting_mean": _mean(after),
+            before = np.array(_values(records, baseline, metric.name), dtype=np.float64)
+            after = np.array(_values(records, label, metric.name), dtype=np.float64)
+            paired = np.isfinite(before) & np.isfinite(after)  # both means over the same samples
+            rows[metric.name] = {"baseline_mean": _mean(before[paired]), "setting_mean": _mean(after[paired]),
                                  "difference": bootstrap_mean(paired_differences(after, before)).to_dict()}
         comparisons[label] = {**cost(label), "metrics": rows}
     samples = []
@@ -66,11 +68,13 @@ def markdown(summary: dict) -> str:
     """The report as markdown: one table per setting."""
     n = summary["num_samples"]
     base = summary["baseline"]
+    samples = (f"{summary['num_prompts']} prompt(s) x {summary['num_seeds']} seed(s)" if summary["num_prompts"]
+               else f"one per seed, {summary['num_seeds']} seed(s)")
     lines = [
         f"# P&P evaluation: {summary['model']}",
         "",
-        f"{n} samples ({summary['num_prompts']} prompt(s) x {summary['num_seeds']} seed(s)); each setting is compared "
-        f"with the baseline (no refinement, {summary['steps']} steps) from the same initial noise.",
+        f"{n} samples ({samples}); each setting is compared with the baseline (no refinement, {summary['steps']} "
+        "steps) from the same initial noise.",
     ]
     if summary.get("notice"):
         lines.append(f"{summary['notice']}")
@@ -176,12 +180,23 @@ def contact_sheet(summary: dict, samples: Sequence[Sample], thumbnails: Sequence
     _save(figure, path)
 
 
+def _strict_json(value):
+    """NaN and infinities (undefined metrics) as null: JSON has no NaN."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(item) for item in value]
+    return value
+
+
 def write_report(summary: dict, samples: Sequence[Sample], thumbnails: Sequence[np.ndarray], folder: Path) -> dict:
     """Write report.json, report.md, differences.png and contact_sheet.png; returns their paths by name."""
     folder = Path(folder)
     paths = {"json": folder / "report.json", "markdown": folder / "report.md",
              "plot": folder / "differences.png", "contact_sheet": folder / "contact_sheet.png"}
-    write_atomically(paths["json"], (json.dumps(summary, indent=2) + "\n").encode())
+    write_atomically(paths["json"], (json.dumps(_strict_json(summary), indent=2, allow_nan=False) + "\n").encode())
     write_atomically(paths["markdown"], markdown(summary).encode())
     plot_differences(summary, paths["plot"])
     contact_sheet(summary, samples, thumbnails, paths["contact_sheet"])

@@ -25,16 +25,17 @@ def test_report_pairs_every_setting_with_the_baseline_from_the_same_noise(demo_c
                                               "differences.png", "contact_sheet.png"}
     assert demo_calls == [((seed,), plan) for seed in (4, 1, 9) for plan in (None, "1-2:2", "2-4:1")]
 
-    report = json.loads((out / "report.json").read_text())
+    report = json.loads((out / "report.json").read_text(), parse_constant=pytest.fail)  # strict JSON: no NaN
     labels = ["plan 1-2:2 tau 0", "plan 2-4:1 tau 0"]
     assert list(report["comparisons"]) == labels and report["num_samples"] == 3
     names = [metric["name"] for metric in report["metrics"]]
     assert {"motion", "warp_error", "flicker", "saturation", "sharpness", "physics_ballistic"} <= set(names)
     for label in labels:
         for name, row in report["comparisons"][label]["metrics"].items():
-            differences = [s["runs"][label]["metrics"][name] - s["runs"]["baseline"]["metrics"][name]
-                           for s in report["samples"]]
-            assert [s["differences"][label][name] for s in report["samples"]] == pytest.approx(differences, nan_ok=True)
+            pairs = [(s["runs"][label]["metrics"][name], s["runs"]["baseline"]["metrics"][name], s["differences"][label][name])
+                     for s in report["samples"]]
+            differences = [np.nan if None in pair[:2] else pair[0] - pair[1] for pair in pairs]
+            assert [np.nan if d is None else d for _, _, d in pairs] == pytest.approx(differences, nan_ok=True)
             assert row["difference"] == pytest.approx(bootstrap_mean(differences).to_dict(), nan_ok=True)
         assert report["comparisons"][label]["nfe_mean"] > report["baseline"]["nfe_mean"] == 6
     runs = report["samples"][0]["runs"]
