@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 
 from . import __version__
-from .ops.backends import AUTO_PRIORITY, BACKENDS, auto_reasons
+from .ops.backends import AUTO_PRIORITY, auto_reasons, explicit_reasons
 
 PACKAGES = ("triton", "diffusers", "transformers", "accelerate")
 
@@ -89,8 +89,8 @@ def backend_reasons(device: str, velocity_dtype: str | torch.dtype = torch.bfloa
     dtype = getattr(torch, velocity_dtype) if isinstance(velocity_dtype, str) else velocity_dtype
     z = torch.zeros((1, channels, 1, 2, 2), dtype=torch.float32, device=device)
     v = torch.zeros_like(z, dtype=dtype)
-    reasons = {name: BACKENDS[name].not_supported_reasons(z, v, None) for name in AUTO_PRIORITY}
-    chosen = next((name for name in AUTO_PRIORITY if not auto_reasons(name, z, v, None)), None)
+    reasons = {name: explicit_reasons(name, z, v) for name in AUTO_PRIORITY}
+    chosen = next((name for name in AUTO_PRIORITY if not auto_reasons(name, z, v)), None)
     return BackendReport(reasons, chosen)
 
 

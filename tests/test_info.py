@@ -4,6 +4,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from pnp_kernels import info
@@ -37,3 +38,28 @@ def test_module_entry_point_runs():
     done = subprocess.run([sys.executable, "-m", "pnp_kernels.info"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "backends for cpu tensors" in done.stdout and "triton" in done.stdout
+
+
+def test_environment_is_one_json_record_for_every_consumer(monkeypatch):
+    import json
+    import platform
+
+    monkeypatch.setenv("PNP_KERNELS_NO_JIT", "1")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    found = info.environment()
+    assert json.loads(json.dumps(found)) == found  # written as-is into sidecars and benchmark files
+    # What the benchmark report reads, and what a bug report needs.
+    assert {"device", "gpu", "driver", "cuda", "torch", "triton", "diffusers", "date", "triton_interpret"} <= set(found)
+    assert found["python"] == platform.python_version() and found["cpu_count"] >= 1
+    assert found["gpu"] == torch.cuda.is_available() and found["cuda"] == torch.version.cuda
+    assert found["triton_interpret"] is True and found["settings"]["PNP_KERNELS_NO_JIT"] == "1"
+    if not found["gpu"]:
+        assert found["device"].startswith("CPU") and found["gpus"] == [] and found["driver"] is None
+
+
+@pytest.mark.parametrize("dtype, channels", [("float32", 80), (torch.float16, 65)])
+def test_backend_reasons_follow_dtype_and_channels(dtype, channels):
+    report = info.backend_reasons("cpu", dtype, channels=channels)
+    assert report.reasons["torch"] == [] and report.chosen == "torch"
+    assert any(f"C={channels}" in reason for reason in report.reasons["triton"])
+    assert not any("C=" in reason for reason in info.backend_reasons("cpu", dtype, channels=48).reasons["triton"])
