@@ -1,4 +1,4 @@
-"""A deliberately naive SPEC §3 P&P loop and toy denoisers, shared by the tests.
+"""A deliberately naive P&P loop (docs/ALGORITHM.md, "The loop") and toy denoisers, shared by the tests.
 
 Plain Python loops over samples and channels, one sample's state at a time, no fused op, no
 buffer reuse: slow and obvious, so that the library can be checked against it.
@@ -12,7 +12,7 @@ from pnp_kernels import Guided
 
 
 def naive_pnp(denoise, latents, sigmas, ranges, tau, p_norm, certain_stop, generator, num_pinned_frames=0):
-    """SPEC §3 with per-sample state and per-sample early exit; ``generator`` is one or a list."""
+    """The loop of docs/ALGORITHM.md with per-sample state and per-sample early exit; ``generator`` is one or a list."""
     sigmas = [float(s) for s in sigmas]
     z = latents.clone().float()
     batch, channels = z.shape[:2]
