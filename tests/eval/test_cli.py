@@ -7,7 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from pnp_kernels.eval import cli, runner
+from pnp_kernels import PnPConfig
+from pnp_kernels.eval import cli, metrics, runner
 from pnp_kernels.eval.stats import bootstrap_mean
 from pnp_kernels.physics import generate as demo
 
@@ -29,6 +30,7 @@ def test_report_pairs_every_setting_with_the_baseline_from_the_same_noise(demo_c
     labels = ["plan 1-2:2 tau 0", "plan 2-4:1 tau 0"]
     assert list(report["comparisons"]) == labels and report["num_samples"] == 3
     names = [metric["name"] for metric in report["metrics"]]
+    assert [s["seed"] for s in report["samples"]] == [4, 1, 9]
     assert {"motion", "warp_error", "flicker", "saturation", "sharpness", "physics_ballistic"} <= set(names)
     for label in labels:
         for name, row in report["comparisons"][label]["metrics"].items():
@@ -43,10 +45,14 @@ def test_report_pairs_every_setting_with_the_baseline_from_the_same_noise(demo_c
     assert runs[labels[0]]["metrics"]["refined_share"] == 1.0  # tau 0: nothing is ever certain
     assert runs[labels[0]]["metrics"]["frame_change"] > 0.0
 
-    # The stored baseline frames are the plain run of that seed (the same noise for every setting).
+    # The stored baseline frames are the plain run of that seed (the same noise for every setting), and
+    # each setting's frame change is measured against them.
     stored = runner.ResultStore(out).thumbnails(runner.Sample("", 4))
-    expected = runner.thumbnails(demo.generate([4], None, num_steps=6).frames[0])
-    assert np.array_equal(stored[0], expected) and stored.shape[0] == 3
+    baseline = demo.generate([4], None, num_steps=6).frames[0]
+    assert np.array_equal(stored[0], runner.thumbnails(baseline)) and stored.shape[0] == 3
+    refined = demo.generate([4], PnPConfig(plan="2-4:1", tau=0.0, noise="philox"), num_steps=6).frames[0]
+    seed_4 = report["samples"][0]["runs"][labels[1]]["metrics"]
+    assert seed_4["frame_change"] == pytest.approx(metrics.frame_change(refined, baseline))
     markdown = (out / "report.md").read_text()
     assert "## plan 1-2:2 tau 0" in markdown and "| warp_error | lower |" in markdown
     assert markdown in capsys.readouterr().out

@@ -81,6 +81,15 @@ def test_sharp_clip_is_sharper_than_its_blurred_copy(rng):
     more_blurred = np.stack([cv2.GaussianBlur(frame, (0, 0), 3.0) for frame in clip])
     assert metrics.sharpness(clip) > metrics.sharpness(blurred) > metrics.sharpness(more_blurred)
 
+    def naive(frames):  # 4-neighbour Laplacian of the brightness, mirrored borders (OpenCV's default)
+        grey = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]).astype(np.float64)
+        padded = np.pad(grey, ((0, 0), (1, 1), (1, 1)), mode="reflect")
+        laplacian = (padded[:, :-2, 1:-1] + padded[:, 2:, 1:-1] + padded[:, 1:-1, :-2] + padded[:, 1:-1, 2:]
+                     - 4 * grey)
+        return laplacian.reshape(len(frames), -1).var(axis=1).mean()
+
+    assert metrics.sharpness(blurred) == pytest.approx(naive(blurred), rel=1e-9)
+
 
 def test_frame_change_and_refined_share():
     a = np.zeros((2, 4, 5, 3), dtype=np.uint8)
