@@ -97,20 +97,23 @@ def run_demo(out_dir: Path, *, seed: int = 0, steps: int | None = None, plan: st
         "noise": "philox (clip seeds); initial noise torch.Generator().manual_seed(clip seed)",
         "grid": [GRID_ROWS, GRID_COLUMNS], "upscale": UPSCALE, "fps": FPS,
         "euler": summarise(baseline), "pnp": summarise(refined), "files": list(FILES),
+        "sampling_seconds": time.perf_counter() - started,
     }
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; it may become out_dir itself
     try:
-        _write_files(staging, baseline, refined, config, record, started)
+        _write_files(staging, baseline, refined, config, record)
         _move_into(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     print(format_summary(record))
+    print(f"wrote {', '.join(FILES)} to {out_dir} ({time.perf_counter() - started:.1f}s)")
     return record
 
 
 def _write_files(folder: Path, baseline: GeneratedClips, refined: GeneratedClips, config: PnPConfig,
-                 record: dict, started: float) -> None:
+                 record: dict) -> None:
     euler_frames = tile(baseline.frames).astype(np.float32) / 255.0
     pnp_frames = tile(refined.frames).astype(np.float32) / 255.0
     export_video(pnp_frames, folder / "demo.mp4", FPS)
@@ -120,7 +123,6 @@ def _write_files(folder: Path, baseline: GeneratedClips, refined: GeneratedClips
     maps = tiled_maps(refined.stats.uncertainty_maps)
     stream_video(uncertainty_segments(pnp_frames, maps, config.tau), folder / "demo_uncertainty.mp4", FPS)
     uncertainty_grid(pnp_frames, maps, config.tau, folder / "demo_uncertainty.png")
-    record["seconds"] = time.perf_counter() - started
     (folder / "demo.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
@@ -141,8 +143,7 @@ def format_summary(record: dict) -> str:
     for name in METRIC_NAMES:
         a, b = record["euler"]["metrics_mean"][name], record["pnp"]["metrics_mean"][name]
         lines.append(f"{name:26s} {_num(a):>8s} {_num(b):>8s}")
-    lines.append("tracked: higher is better; the others: lower is better (docs/PHYSICS_STUDY.md). "
-                 f"{record['seconds']:.1f}s")
+    lines.append("tracked: higher is better; the others: lower is better (docs/PHYSICS_STUDY.md)")
     return "\n".join(lines)
 
 

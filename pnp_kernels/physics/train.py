@@ -143,9 +143,16 @@ def train(out_dir: Path, steps: int = TRAIN_STEPS, *, seed: int = 0, batch: int 
     checkpoint_every = check_int("checkpoint_every", checkpoint_every, low=1)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint, log_path = out_dir / "checkpoint.pt", out_dir / "loss.csv"
+    previous_threads = torch.get_num_threads()
     torch.set_num_threads(check_int("threads", threads, low=1))
-    trainer = Trainer(seed, batch)
+    try:
+        return _train(out_dir, steps, Trainer(seed, batch), resume, log_every, checkpoint_every)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(out_dir: Path, steps: int, trainer: Trainer, resume: bool, log_every: int, checkpoint_every: int) -> Trainer:
+    checkpoint, log_path = out_dir / "checkpoint.pt", out_dir / "loss.csv"  # log: seconds since this process began
     if resume and checkpoint.is_file():
         trainer.load(checkpoint)
         print(f"resumed from {checkpoint} at step {trainer.step}", flush=True)
@@ -161,13 +168,17 @@ def train(out_dir: Path, steps: int = TRAIN_STEPS, *, seed: int = 0, batch: int 
                 handle.write(f"{trainer.step},{np.mean(window):.6f},{time.perf_counter() - started:.1f}\n")
             print(f"step {trainer.step:6d} loss {np.mean(window):.4f} ({time.perf_counter() - started:.0f}s)", flush=True)
             window = []
-        if trainer.step % checkpoint_every == 0 or trainer.step == steps:
-            trainer.save(checkpoint)
-            save_weights(trainer.averaged_model(), out_dir / "weights.safetensors")
-            plot_loss(log_path, out_dir / "loss.png")
-    save_weights(trainer.averaged_model(), out_dir / "weights.safetensors")  # also when resumed at the end
-    plot_loss(log_path, out_dir / "loss.png")
+        if trainer.step % checkpoint_every == 0 and trainer.step < steps:
+            _write_outputs(trainer, out_dir)
+    _write_outputs(trainer, out_dir)  # also when resumed at the end: re-exports the weights
     return trainer
+
+
+def _write_outputs(trainer: Trainer, out_dir: Path) -> None:
+    """Checkpoint, averaged weights and the loss plot."""
+    trainer.save(out_dir / "checkpoint.pt")
+    save_weights(trainer.averaged_model(), out_dir / "weights.safetensors")
+    plot_loss(out_dir / "loss.csv", out_dir / "loss.png")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,68 @@
+"""run_demo(): the six files, all or none, the record, and argument checks."""
+import json
+
+import pytest
+
+from pnp_kernels.physics import demo
+
+
+def test_demo_writes_every_file_and_returns_the_record(tmp_path, capsys):
+    record = demo.run_demo(tmp_path / "out", seed=1, steps=4, plan="1-2:1", progress=False)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(demo.FILES)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging folder left behind
+    assert record["euler"]["nfe"] == 4 and record["pnp"]["nfe"] == 6
+    assert record["seeds"] == list(range(8, 16))
+    assert json.loads((tmp_path / "out" / "demo.json").read_text()) == json.loads(json.dumps(record))
+    assert "tracked" in capsys.readouterr().out
+
+
+def test_nothing_is_written_when_a_writer_fails(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(demo, "uncertainty_grid", broken)  # the last picture: the others are written
+    with pytest.raises(OSError, match="disk full"):
+        demo.run_demo(tmp_path / "out", steps=4, plan="1:1", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_folder_keeps_its_other_files(tmp_path, monkeypatch):
+    def quick_files(folder, *args):  # the moving is under test here, not the writers
+        for name in demo.FILES:
+            (folder / name).write_text("new")
+
+    monkeypatch.setattr(demo, "_write_files", quick_files)
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "demo.mp4").write_text("old")
+    demo.run_demo(tmp_path, steps=4, plan="2:1", progress=False)
+    assert (tmp_path / "notes.txt").read_text() == "mine" and (tmp_path / "demo.mp4").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*demo.FILES, "notes.txt"])
+
+
+def test_tile_places_clips_in_rows_and_upscales():
+    import numpy as np
+
+    clips = np.arange(demo.GRID_ROWS * demo.GRID_COLUMNS * 2 * 3).reshape(-1, 1, 2, 3).astype(float)
+    grid = demo.tile(clips, upscale=2)
+    assert grid.shape == (1, demo.GRID_ROWS * 4, demo.GRID_COLUMNS * 6)
+    # clip 5 sits in row 1, column 1; each pixel becomes a 2x2 block
+    np.testing.assert_array_equal(grid[0, 4:8:2, 6:12:2], clips[demo.GRID_COLUMNS + 1, 0])
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"seed": -1}, ValueError, "seed"),
+    ({"steps": 2}, ValueError, "steps"),
+    ({"plan": 5}, TypeError, "plan"),
+    ({"plan": "none"}, ValueError, "refines no step"),
+    ({"plan": "1-20:1"}, ValueError, "step"),
+    ({"progress": "yes"}, TypeError, "progress"),
+])
+def test_bad_arguments_are_refused(tmp_path, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        demo.run_demo(tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()
+
+
+def test_out_dir_must_be_a_path():
+    with pytest.raises(TypeError, match="out_dir"):
+        demo.run_demo(3)

@@ -1,0 +1,53 @@
+"""Training: batches fixed by (seed, step), resume equals an uninterrupted run, bias-corrected EMA."""
+import csv
+
+import pytest
+import torch
+
+from pnp_kernels.physics import train as physics_train
+
+
+def test_batches_depend_only_on_seed_and_step():
+    a = physics_train.training_batch(3, 17, 4)
+    b = physics_train.training_batch(3, 17, 4)
+    c = physics_train.training_batch(3, 18, 4)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(a[0], c[0]) and not torch.equal(a[1], c[1])
+    x, eps, sigma = a
+    assert x.shape == (4, 1, 12, 16, 16) and x.min() >= -1 and x.max() <= 1 and (sigma >= 0).all() and (sigma < 1).all()
+
+
+def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
+    straight = physics_train.train(tmp_path / "a", 3, batch=2, log_every=1, checkpoint_every=2)
+    physics_train.train(tmp_path / "b", 2, batch=2, log_every=1, checkpoint_every=2)
+    resumed = physics_train.train(tmp_path / "b", 3, batch=2, resume=True, log_every=1, checkpoint_every=2)
+    assert resumed.step == straight.step == 3
+    for name, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+    with open(tmp_path / "b" / "loss.csv") as handle:
+        assert [int(r["step"]) for r in csv.DictReader(handle)] == [1, 2, 3]
+    assert (tmp_path / "b" / "loss.png").is_file() and (tmp_path / "b" / "weights.safetensors").is_file()
+
+
+def test_checkpoint_of_another_run_is_refused(tmp_path):
+    physics_train.train(tmp_path, 1, batch=2, checkpoint_every=1)
+    with pytest.raises(ValueError, match="batch"):
+        physics_train.train(tmp_path, 2, batch=3, resume=True)
+
+
+def test_averaged_model_removes_the_initial_weights_share():
+    trainer = physics_train.Trainer(seed=1, batch=2)
+    target = {name: torch.randn_like(value) for name, value in trainer.initial.items()}
+    trainer.step = 7
+    share = physics_train.EMA_DECAY ** 7
+    trainer.ema.load_state_dict({n: share * trainer.initial[n] + (1 - share) * target[n] for n in target})
+    for name, value in trainer.averaged_model().state_dict().items():
+        torch.testing.assert_close(value, target[name], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_brief_retraining_lowers_the_loss(tmp_path):
+    physics_train.train(tmp_path, 150, batch=16, log_every=25)
+    with open(tmp_path / "loss.csv") as handle:
+        losses = [float(r["loss"]) for r in csv.DictReader(handle)]
+    assert losses[-1] < 0.5 * losses[0]
