@@ -134,11 +134,19 @@ class StagedFiles:
         self.staged.append((written, final))
 
     def commit(self) -> list[Path]:
-        """Rename every staged file into place and return the final paths. SIGINT and SIGTERM wait
-        until the last rename is done, then raise ``Interrupted`` naming the files in place."""
+        """Rename every staged file into place and return the final paths, all or none: a rename that
+        fails takes back the ones done before it, and SIGINT / SIGTERM wait until the last rename is
+        done, then raise ``Interrupted`` naming the files in place."""
+        placed = []
         with TERMINATION.held() as arrived:
-            for temporary, final in self.staged:
-                os.replace(temporary, final)
+            try:
+                for temporary, final in self.staged:
+                    os.replace(temporary, final)
+                    placed.append((temporary, final))
+            except OSError:
+                for temporary, final in reversed(placed):
+                    os.replace(final, temporary)  # discard() removes it with the others
+                raise
         written = [final for _, final in self.staged]
         self.staged.clear()
         self.created_folders.clear()

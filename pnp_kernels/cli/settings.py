@@ -92,7 +92,10 @@ def resolve_plan(plan: RefinePlan, typed: str, info: ModelInfo, steps: int) -> R
     scheduler_class = getattr(diffusers, info.scheduler_class, None)
     if scheduler_class is None or not hasattr(scheduler_class, "set_timesteps"):
         raise UsageError(f"--model {info.folder}: unknown scheduler {info.scheduler_class!r} in model_index.json")
-    scheduler = scheduler_class.from_pretrained(info.folder, subfolder="scheduler")
+    try:
+        scheduler = scheduler_class.from_pretrained(info.folder, subfolder="scheduler")
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--model {info.folder}: cannot read the scheduler configuration ({error})") from None
     scheduler.set_timesteps(steps)
     try:
         return plan.resolve(scheduler.sigmas, boundary_sigma=info.boundary_ratio)

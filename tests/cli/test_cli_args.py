@@ -414,3 +414,11 @@ def test_package_names_load_on_first_use():
     assert pnp_kernels.DEFAULT_PLAN is config.DEFAULT_PLAN and pnp_kernels.pnp_sample is sampler.pnp_sample
     with pytest.raises(AttributeError, match="no_such_name"):
         pnp_kernels.no_such_name
+
+
+def test_sigma_grid_plan_needs_a_readable_scheduler(tiny_t2v, tmp_path, capsys):
+    folder = shutil.copytree(tiny_t2v, tmp_path / "ckpt")
+    (folder / "scheduler" / "scheduler_config.json").unlink()
+    status, err = _run_main(["--model", str(folder), "--prompt", "a cat", *TINY[:-4], "--plan", "all:1",
+                             "--out", str(tmp_path / "v.mp4")], capsys)
+    _assert_one_line_error(status, err, "--model", "cannot read the scheduler configuration")

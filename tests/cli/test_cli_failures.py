@@ -92,6 +92,21 @@ def test_interrupted_commit_puts_all_files_in_place(tiny_t2v, tmp_path, capsys, 
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored after main
 
 
+def test_failed_rename_takes_back_the_files_already_in_place(tiny_t2v, tmp_path, capsys, monkeypatch, fake_pipeline):
+    renames, real_replace = [], os.replace
+
+    def third_rename_fails(source, target):
+        renames.append(target)
+        if len(renames) == 3:
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+        real_replace(source, target)
+
+    monkeypatch.setattr(outputs.os, "replace", third_rename_fails)
+    status, printed = _main(tiny_t2v, tmp_path / "new" / "cat.mp4", capsys, *ALL_FILES)
+    assert status == 1 and "nothing was written" in _error_line(printed.err)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_interrupt_while_sampling_writes_nothing(tiny_t2v, tmp_path, capsys, monkeypatch, fake_pipeline):
     # In-process tests send SIGINT only: a SIGTERM that the command failed to handle would end pytest.
     def interrupted(*args):
