@@ -136,3 +136,12 @@ def test_command_line_error_as_a_process(tmp_path):
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr.splitlines() == ["pnp-eval: error: --seeds must be >= 1, got -3"]
+
+
+def test_argument_errors_come_before_importing_torch(tmp_path):
+    code = ("import sys\nfrom pnp_kernels.eval.cli import main\nstatus = main(sys.argv[1:])\n"
+            "print('torch' in sys.modules)\nsys.exit(status)")
+    result = subprocess.run([sys.executable, "-c", code, "--model", "demo", "--seed-list", "3,x"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stdout) == (2, "False\n")
+    assert "--seed-list '3,x'" in result.stderr
