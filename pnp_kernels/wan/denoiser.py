@@ -103,13 +103,13 @@ class WanDenoiser:
     def expert(self, step: int) -> Expert:
         return self.step_experts[step]
 
-    def _model_input(self, z: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    def _model_input(self, z: torch.Tensor, dtype: torch.dtype, rows: torch.Tensor | None) -> torch.Tensor:
         hidden = z.to(dtype)
         if self.conditioning.condition is None:
             return hidden
         if self._condition is None or self._condition.dtype != dtype:  # cast once, not per call
             self._condition = self.conditioning.condition.to(dtype)
-        return torch.cat([hidden, self._condition], dim=1)
+        return torch.cat([hidden, _select(self._condition, rows)], dim=1)
 
     def _timestep(self, t: torch.Tensor, model, latents_shape: torch.Size) -> torch.Tensor:
         batch = latents_shape[0]
@@ -123,12 +123,25 @@ class WanDenoiser:
             self._token_scale = scale.flatten()
         return (self._token_scale * t).unsqueeze(0).expand(batch, -1)
 
-    def __call__(self, z: torch.Tensor, step: int, sigma: float):
+    def __call__(self, z: torch.Tensor, step: int, sigma: float, active: list[bool] | None = None):
+        """Guided(cond, uncond, scale) or the conditional velocity at (z, step). active: the samples the
+        engine still iterates; the others are not computed (their rows are zero, and the engine ignores
+        them), so an early exit costs no compute while the batch equals its samples run one by one."""
+        if active is None or all(active):
+            return self._evaluate(z, step, sigma, None)
+        rows = torch.tensor([b for b, on in enumerate(active) if on], device=z.device)
+        part = self._evaluate(z.index_select(0, rows), step, sigma, rows)
+        if isinstance(part, Guided):
+            return Guided(_scatter(part.cond, rows, z.shape[0]), _scatter(part.uncond, rows, z.shape[0]), part.scale)
+        return _scatter(part, rows, z.shape[0])
+
+    def _evaluate(self, z: torch.Tensor, step: int, sigma: float, rows: torch.Tensor | None):
         expert = self.expert(step)
         model, c = expert.model, self.conditioning
         t = self.timesteps[step]
-        hidden = self._model_input(z, model.dtype)
+        hidden = self._model_input(z, model.dtype, rows)
         timestep = self._timestep(t, model, z.shape)
+        text, negative, image_embeds = (_select(x, rows) for x in (c.prompt_embeds, c.negative_prompt_embeds, c.image_embeds))
 
         def forward(name, hidden, timestep, text, image):
             with model.cache_context(
@@ -144,14 +157,23 @@ class WanDenoiser:
                 )[0]
 
         if not self.guided:
-            return forward("cond", hidden, timestep, c.prompt_embeds, c.image_embeds)
+            return forward("cond", hidden, timestep, text, image_embeds)
         if self.cfg_batch:
-            image = None if c.image_embeds is None else torch.cat([c.image_embeds, c.image_embeds])
-            both = forward(
-                "cond_uncond", torch.cat([hidden, hidden]), torch.cat([timestep, timestep]), self._text_pair, image
-            )
+            image = None if image_embeds is None else torch.cat([image_embeds, image_embeds])
+            pair = self._text_pair if rows is None else torch.cat([text, negative])
+            both = forward("cond_uncond", torch.cat([hidden, hidden]), torch.cat([timestep, timestep]), pair, image)
             cond, uncond = both.chunk(2)
         else:
-            cond = forward("cond", hidden, timestep, c.prompt_embeds, c.image_embeds)
-            uncond = forward("uncond", hidden, timestep, c.negative_prompt_embeds, c.image_embeds)
+            cond = forward("cond", hidden, timestep, text, image_embeds)
+            uncond = forward("uncond", hidden, timestep, negative, image_embeds)
         return Guided(cond, uncond, expert.guidance_scale)
+
+
+def _select(x: torch.Tensor | None, rows: torch.Tensor | None) -> torch.Tensor | None:
+    """The rows of a per-sample tensor (all of it for rows=None)."""
+    return x if x is None or rows is None else x.index_select(0, rows)
+
+
+def _scatter(part: torch.Tensor, rows: torch.Tensor, batch: int) -> torch.Tensor:
+    full = part.new_zeros((batch, *part.shape[1:]))
+    return full.index_copy_(0, rows, part)

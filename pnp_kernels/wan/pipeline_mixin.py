@@ -1,22 +1,35 @@
-"""What the Wan P&P pipelines share: P&P arguments, the sampling run, decoding, output, from_pipe dtypes.
+"""What the Wan P&P pipelines share: the whole call (``_run``), the sampling run, decoding, output,
+published defaults, from_pipe dtypes.
 
 The pipelines subclass diffusers' own (prompt encoding, latent preparation, VideoProcessor stay
-diffusers'); only the denoising loop is replaced by ``pnp_sample`` on the scheduler's sigma grid
-(SPEC §3: Euler steps, the scheduler's ``step`` is never called).
+diffusers'); only the denoising loop is replaced: the P&P engine (``pnp_kernels.engine``) on the
+scheduler's sigma grid (Euler steps, the scheduler's ``step`` is never called). Each pipeline adds
+its own input checks and conditioning (``_check_call``, ``_prepare``).
+
+Defaults follow the authors' published P&P scripts (the table in ``pnp_kernels.cli.models``): the
+text-to-video plan 2-5:3,6-14:1 with tau 0.25 (Wan 2.2 A14B: 40 steps, 2-5:3,6-13:1, tau 0.2, guidance
+4 / 3); image-to-video tau 0 (Wan 2.2 I2V-A14B: plan 1-5:3,6-13:1, guidance 3.5 for both experts); the
+negative prompt "low quality".
 """
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import numbers
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Callable
 
 import torch
 from diffusers.pipelines.wan.pipeline_output import WanPipelineOutput
 
+from ..cli.models import WAN21_I2V, WAN21_T2V, WAN22_I2V, WAN22_T2V, Defaults
 from ..compat import is_compiled, is_from_pipe_dtype_cast
 from ..config import PnPConfig
-from ..sampler import IterationEvent, PnPResult, PnPStats, pnp_sample
+from ..diffusers.session import philox_seed
+from ..engine import IterationEvent, PnPEngine, PnPStats
+from ..sampler import Guided, PnPResult
+from ..validators import check_real
 from .attention import (
     AttentionChoice,
     AttentionInputs,
@@ -51,16 +64,6 @@ def _check_flag(name: str, value) -> bool:
     return value
 
 
-def _derived_pnp_seed(generator) -> int | list[int]:
-    """Philox seed when none is given: the generator's initial_seed() (one per generator in a list; a
-    single seed s gives sample b the seed s + b), or a draw from torch's global RNG without a generator."""
-    if isinstance(generator, torch.Generator):
-        return generator.initial_seed()
-    if isinstance(generator, (list, tuple)):
-        return [g.initial_seed() for g in generator]
-    return int(torch.randint(0, 2**62, ()).item())
-
-
 class _StepEndCallback:
     """Runs diffusers' ``callback_on_step_end(pipe, step, t, tensors)`` as pnp_sample's step_end hook:
     latents it returns replace the sampler state; prompt embeddings it returns replace the denoiser's."""
@@ -88,7 +91,11 @@ class _StepEndCallback:
 
 
 class PnPPipelineMixin:
-    """Shared part of WanPnPPipeline and WanImageToVideoPnPPipeline (put it before the diffusers base)."""
+    """Shared part of WanPnPPipeline and WanImageToVideoPnPPipeline (put it before the diffusers base).
+    Each pipeline provides ``_check_call`` (diffusers' input checks) and ``_prepare`` (timesteps, latents,
+    conditioning)."""
+
+    _image_to_video = False  # which published defaults apply
 
     @classmethod
     def from_pipe(cls, pipeline, **kwargs):
@@ -109,9 +116,17 @@ class PnPPipelineMixin:
 
     # ---- arguments -------------------------------------------------------------------------------
 
-    @staticmethod
-    def _check_pnp_arguments(pnp, pnp_seed, cfg_batch, compile, capture_uncertainty, pnp_callback) -> PnPConfig:
-        pnp = PnPConfig() if pnp is None else pnp
+    def _published_defaults(self) -> Defaults:
+        """The authors' published settings for this pipeline and model (see the module docstring)."""
+        two_experts = self.config.boundary_ratio is not None
+        if self._image_to_video:
+            return WAN22_I2V if two_experts else WAN21_I2V
+        return WAN22_T2V if two_experts else WAN21_T2V
+
+    def _check_pnp_arguments(self, pnp, pnp_seed, cfg_batch, compile, capture_uncertainty, pnp_callback) -> PnPConfig:
+        if pnp is None:
+            defaults = self._published_defaults()
+            pnp = PnPConfig(plan=defaults.plan, tau=defaults.tau)
         if not isinstance(pnp, PnPConfig):
             raise TypeError(f"pnp must be a PnPConfig or None, got {type(pnp).__name__}")
         _check_flag("cfg_batch", cfg_batch)
@@ -170,15 +185,29 @@ class PnPPipelineMixin:
             negative_prompt_embeds = None
         return prompt_embeds.to(dtype), None if negative_prompt_embeds is None else negative_prompt_embeds.to(dtype)
 
+    def _guidance_scales(self, guidance_scale, guidance_scale_2) -> tuple[float, float | None]:
+        """The scales of the call: the published ones when none is given; guidance_scale_2 (the
+        low-noise expert's) defaults to guidance_scale when only that is given. Non-finite scales are
+        refused (diffusers would silently run without guidance for NaN)."""
+        two_experts = self.config.boundary_ratio is not None
+        if guidance_scale is None:
+            defaults = self._published_defaults()
+            guidance_scale = defaults.guidance
+            if guidance_scale_2 is None and two_experts:
+                guidance_scale_2 = defaults.guidance_2
+        guidance_scale = check_real("guidance_scale", guidance_scale)
+        if guidance_scale_2 is None and two_experts:
+            guidance_scale_2 = guidance_scale
+        if guidance_scale_2 is not None:
+            guidance_scale_2 = check_real("guidance_scale_2", guidance_scale_2)
+        return guidance_scale, guidance_scale_2
+
     def _set_call_state(self, guidance_scale, guidance_scale_2, attention_kwargs):
         """The attributes diffusers' properties (guidance_scale, ...) and callbacks read."""
-        if self.config.boundary_ratio is not None and guidance_scale_2 is None:
-            guidance_scale_2 = guidance_scale
         self._guidance_scale, self._guidance_scale_2 = guidance_scale, guidance_scale_2
         self._attention_kwargs = attention_kwargs
         self._current_timestep = None
         self._interrupt = False
-        return guidance_scale_2
 
     # ---- the run ---------------------------------------------------------------------------------
 
@@ -197,28 +226,37 @@ class PnPPipelineMixin:
             elif not is_compiled(model):
                 model.compile()
 
-    def _sample(
-        self,
-        latents: torch.Tensor,
-        conditioning: WanConditioning,
-        *,
-        pnp: PnPConfig,
-        pnp_seed,
-        generator,
-        guidance_scale: float,
-        guidance_scale_2: float | None,
-        cfg_batch: bool,
-        attention: str,
-        compile: bool,
-        capture_uncertainty: bool,
-        pnp_callback: Callable[[IterationEvent], None] | None,
-        callback_on_step_end,
-        callback_on_step_end_tensor_inputs,
-        attention_kwargs,
-    ) -> tuple[PnPResult, AttentionChoice]:
-        """Runs pnp_sample with the Wan denoiser on the scheduler's grid (set_timesteps already called)."""
-        choice = self._choose_attention(attention)
-        if compile:
+    def _run(self, arguments: dict):
+        """The whole call of either pipeline; ``arguments`` are its call arguments by name."""
+        a = SimpleNamespace(**arguments)
+        tensor_inputs = getattr(a.callback_on_step_end, "tensor_inputs", a.callback_on_step_end_tensor_inputs)
+        a.guidance_scale, a.guidance_scale_2 = self._guidance_scales(a.guidance_scale, a.guidance_scale_2)
+        self._check_call(a, tensor_inputs)
+        pnp = self._check_pnp_arguments(a.pnp, a.pnp_seed, a.cfg_batch, a.compile, a.capture_uncertainty, a.pnp_callback)
+        defaults = self._published_defaults()
+        steps = defaults.steps if a.num_inference_steps is None else a.num_inference_steps
+        negative_prompt = a.negative_prompt
+        if negative_prompt is None and a.negative_prompt_embeds is None and a.prompt is not None:
+            negative_prompt = defaults.negative_prompt
+        a.height, a.width, a.num_frames = self._video_size(a.height, a.width, a.num_frames)
+        self._set_call_state(a.guidance_scale, a.guidance_scale_2, a.attention_kwargs)
+        device = self._execution_device
+        videos_per_prompt = a.num_videos_per_prompt or 1
+        batch = self._prompt_batch(a.prompt, a.prompt_embeds) * videos_per_prompt
+        prompt_embeds, negative_prompt_embeds = self._encode_prompts(
+            a.prompt, negative_prompt, a.prompt_embeds, a.negative_prompt_embeds,
+            videos_per_prompt, a.max_sequence_length, device,
+        )
+        latents, conditioning = self._prepare(a, batch, device, prompt_embeds, negative_prompt_embeds, steps)
+        result, choice = self._sample(latents, conditioning, pnp, a, tensor_inputs)
+        return self._output(result, choice, a.output_type, a.return_dict)
+
+    def _sample(self, latents: torch.Tensor, conditioning: WanConditioning, pnp: PnPConfig, a: SimpleNamespace,
+                tensor_inputs) -> tuple[PnPResult, AttentionChoice]:
+        """The P&P engine with the Wan denoiser on the scheduler's grid (set_timesteps already called):
+        each model call computes only the samples the engine still iterates."""
+        choice = self._choose_attention(a.attention)
+        if a.compile:
             self._compile_transformers()
         timesteps = self.scheduler.timesteps
         num_steps = len(timesteps)
@@ -227,22 +265,23 @@ class PnPPipelineMixin:
         boundary = None
         if self.config.boundary_ratio is not None:
             boundary = self.config.boundary_ratio * self.scheduler.config.num_train_timesteps
-        experts = [Expert(self.transformer, guidance_scale)]
+        # Plans by sigma, fraction or expert mean a step-index plan on this grid (t = sigma * 1000).
+        pnp = dataclasses.replace(pnp, plan=pnp.plan.resolve(sigmas, boundary_sigma=self.config.boundary_ratio))
+        experts = [Expert(self.transformer, a.guidance_scale)]
         if boundary is not None:
-            experts.append(Expert(self.transformer_2, guidance_scale_2))
-        denoiser = WanDenoiser(experts, boundary, timesteps, conditioning, cfg_batch, attention_kwargs)
+            experts.append(Expert(self.transformer_2, a.guidance_scale_2))
+        denoiser = WanDenoiser(experts, boundary, timesteps, conditioning, a.cfg_batch, a.attention_kwargs)
         for step, expert in enumerate(denoiser.step_experts):
             if expert.model is None:
                 raise ValueError(f"step {step} (t={float(timesteps[step]):.1f}) needs a transformer the pipeline lacks")
         step_end = None
-        if callback_on_step_end is not None:
-            step_end = _StepEndCallback(self, callback_on_step_end, callback_on_step_end_tensor_inputs, denoiser, timesteps)
+        if a.callback_on_step_end is not None:
+            step_end = _StepEndCallback(self, a.callback_on_step_end, tensor_inputs, denoiser, timesteps)
         if pnp.noise == "philox":
-            noise = {"seed": _derived_pnp_seed(generator) if pnp_seed is None else pnp_seed}
+            noise = {"seed": philox_seed(a.generator) if a.pnp_seed is None else a.pnp_seed}
         else:
-            noise = {"generator": generator}
+            noise = {"generator": a.generator}
 
-        pnp.plan.validate(num_steps)
         with self.progress_bar(total=num_steps + pnp.plan.extra_nfe(num_steps)) as bar:
 
             def on_model_call(event: IterationEvent) -> None:
@@ -252,15 +291,22 @@ class PnPPipelineMixin:
                 if event.certain_fraction:
                     postfix["certain"] = "/".join(f"{f:.2f}" for f in event.certain_fraction)
                 bar.set_postfix(postfix, refresh=False)
-                if pnp_callback is not None:
-                    pnp_callback(event)
+                if a.pnp_callback is not None:
+                    a.pnp_callback(event)
 
+            engine = PnPEngine(pnp, sigmas, latents, num_pinned_frames=conditioning.num_pinned_frames,
+                               capture_uncertainty=a.capture_uncertainty, callback=on_model_call, **noise)
             with use_attention_backend(choice, self._experts_models()):
-                result = pnp_sample(
-                    denoiser, latents, sigmas, pnp, **noise,
-                    num_pinned_frames=conditioning.num_pinned_frames,
-                    capture_uncertainty=capture_uncertainty, callback=on_model_call, step_end=step_end,
-                )
+                for step in range(num_steps):
+                    z_in = engine.begin_step(step)
+                    while z_in is not None:
+                        out = denoiser(z_in, step, engine.sigmas[step], engine.active)
+                        z_in = engine.feed(out.cond, out.uncond, out.scale) if isinstance(out, Guided) else engine.feed(out)
+                    if step_end is not None:
+                        replaced = step_end(step, engine.z)
+                        if replaced is not None:
+                            engine.set_state(replaced, source=f"the latents callback_on_step_end returned after step {step}")
+            result = PnPResult(engine.z, engine.finish())
             bar.total = bar.n  # early exits spend fewer calls than the upper bound
             bar.refresh()
         self._current_timestep = None
@@ -287,3 +333,4 @@ class PnPPipelineMixin:
         return WanPnPPipelineOutput(
             frames=video, pnp_stats=result.stats, attention_backend=choice.backend, attention_refused=choice.refused
         )
+

@@ -7,18 +7,19 @@ import torch
 from diffusers import WanPipeline
 
 from ..config import PnPConfig
-from ..sampler import IterationEvent
+from ..engine import IterationEvent
 from .denoiser import WanConditioning
 from .pipeline_mixin import PnPPipelineMixin, WanPnPPipelineOutput
 
 
 class WanPnPPipeline(PnPPipelineMixin, WanPipeline):
-    """diffusers' WanPipeline sampling with P&P (arXiv 2601.18577; SPEC §3): Euler steps on the
-    scheduler's sigma grid, refined steps predict-perturb-predict with the fused ``pnp_update``.
+    """diffusers' WanPipeline sampling with P&P (arXiv 2601.18577): Euler steps on the scheduler's sigma
+    grid, refined steps predict-perturb-predict with the fused ``pnp_update``.
 
     Loads like WanPipeline (``from_pretrained``, ``from_pipe``) and takes all its call arguments, plus:
 
-    pnp: PnPConfig (None: the published default ``PnPConfig()``; an empty plan is plain Euler).
+    pnp: PnPConfig (None: the authors' published settings for the model, see below; an empty plan is
+        plain Euler). Plans by step, sigma, fraction or expert (``@high`` / ``@low``) are accepted.
     pnp_seed: philox seed (noise="philox" only); default: the generator's ``initial_seed()`` (sample b
         of one generator gets seed + b; a generator list gives one seed each).
     cfg_batch: conditional and unconditional passes in one batch-2B forward (False: one after the other).
@@ -27,11 +28,19 @@ class WanPnPPipeline(PnPPipelineMixin, WanPipeline):
     capture_uncertainty: keep per-iteration (B, F, H, W) uncertainty and certain maps in pnp_stats.
     pnp_callback: called with an IterationEvent after every model call.
 
-    Guidance is combined in float32 inside the update (stock diffusers rounds it in the model dtype).
-    ``callback_on_step_end`` runs after each outer step; latents it returns replace the state. Setting
-    the pipeline's ``_interrupt`` from a callback has no effect (a refined step is not left half done).
-    Returns WanPnPPipelineOutput (frames, pnp_stats, attention_backend) or ``(frames, pnp_stats)``.
+    Defaults left as None follow the authors' published text-to-video scripts: Wan 2.1 50 steps, plan
+    2-5:3,6-14:1, tau 0.25, guidance 5; Wan 2.2 A14B 40 steps, plan 2-5:3,6-13:1, tau 0.2, guidance 4
+    (high-noise expert) / 3 (low-noise); negative prompt "low quality" for text prompts.
+
+    Guidance is combined in float32 inside the update (stock diffusers rounds it in the model dtype);
+    non-finite guidance scales are an error. In a batch, samples that left a refined step early are not
+    computed again. ``callback_on_step_end`` runs after each outer step; latents it returns replace the
+    state. Setting the pipeline's ``_interrupt`` from a callback has no effect (a refined step is not
+    left half done). Returns WanPnPPipelineOutput (frames, pnp_stats, attention_backend) or
+    ``(frames, pnp_stats)``.
     """
+
+    _image_to_video = False
 
     @torch.no_grad()
     def __call__(
@@ -41,8 +50,8 @@ class WanPnPPipeline(PnPPipelineMixin, WanPipeline):
         height: int = 480,
         width: int = 832,
         num_frames: int = 81,
-        num_inference_steps: int = 50,
-        guidance_scale: float = 5.0,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
         guidance_scale_2: float | None = None,
         num_videos_per_prompt: int | None = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -64,36 +73,23 @@ class WanPnPPipeline(PnPPipelineMixin, WanPipeline):
         capture_uncertainty: bool = False,
         pnp_callback: Callable[[IterationEvent], None] | None = None,
     ) -> WanPnPPipelineOutput | tuple:
-        callback_on_step_end_tensor_inputs = getattr(callback_on_step_end, "tensor_inputs", callback_on_step_end_tensor_inputs)
-        self.check_inputs(
-            prompt, negative_prompt, height, width, prompt_embeds, negative_prompt_embeds,
-            callback_on_step_end_tensor_inputs, guidance_scale_2,
-        )
-        pnp = self._check_pnp_arguments(pnp, pnp_seed, cfg_batch, compile, capture_uncertainty, pnp_callback)
-        height, width, num_frames = self._video_size(height, width, num_frames)
-        guidance_scale_2 = self._set_call_state(guidance_scale, guidance_scale_2, attention_kwargs)
-        device = self._execution_device
-        num_videos_per_prompt = num_videos_per_prompt or 1
-        batch = self._prompt_batch(prompt, prompt_embeds) * num_videos_per_prompt
+        arguments = dict(locals())
+        del arguments["self"]
+        return self._run(arguments)
 
-        prompt_embeds, negative_prompt_embeds = self._encode_prompts(
-            prompt, negative_prompt, prompt_embeds, negative_prompt_embeds,
-            num_videos_per_prompt, max_sequence_length, device,
+    def _check_call(self, a, tensor_inputs) -> None:
+        self.check_inputs(
+            a.prompt, a.negative_prompt, a.height, a.width, a.prompt_embeds, a.negative_prompt_embeds,
+            tensor_inputs, a.guidance_scale_2,
         )
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
+
+    def _prepare(self, a, batch, device, prompt_embeds, negative_prompt_embeds, steps):
+        self.scheduler.set_timesteps(steps, device=device)
         in_channels = self._experts_models()[0].config.in_channels
         latents = self.prepare_latents(
-            batch, in_channels, height, width, num_frames, torch.float32, device, generator, latents
+            batch, in_channels, a.height, a.width, a.num_frames, torch.float32, device, a.generator, a.latents
         )
         conditioning = WanConditioning(
             prompt_embeds, negative_prompt_embeds, expand_timesteps=bool(self.config.expand_timesteps)
         )
-        result, choice = self._sample(
-            latents, conditioning, pnp=pnp, pnp_seed=pnp_seed, generator=generator,
-            guidance_scale=guidance_scale, guidance_scale_2=guidance_scale_2, cfg_batch=cfg_batch,
-            attention=attention, compile=compile, capture_uncertainty=capture_uncertainty,
-            pnp_callback=pnp_callback, callback_on_step_end=callback_on_step_end,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-            attention_kwargs=attention_kwargs,
-        )
-        return self._output(result, choice, output_type, return_dict)
+        return latents, conditioning

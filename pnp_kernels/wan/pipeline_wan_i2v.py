@@ -8,20 +8,26 @@ import torch
 from diffusers import WanImageToVideoPipeline
 
 from ..config import PnPConfig
-from ..sampler import IterationEvent
+from ..engine import IterationEvent
 from .denoiser import WanConditioning
 from .pipeline_mixin import PnPPipelineMixin, WanPnPPipelineOutput
 
 
 class WanImageToVideoPnPPipeline(PnPPipelineMixin, WanImageToVideoPipeline):
-    """diffusers' WanImageToVideoPipeline sampling with P&P (SPEC §3); the extra arguments are those of
+    """diffusers' WanImageToVideoPipeline sampling with P&P; the extra arguments are those of
     ``WanPnPPipeline``.
 
     36-channel models (Wan 2.1 I2V, Wan 2.2 I2V-A14B) see ``cat([z, mask + image latents])``; only the 16
     noisy channels are refined. TI2V-5B (``expand_timesteps``) puts the encoded image into the first
     latent frame, which is pinned there (timestep 0, never perturbed, never counted as uncertain), so
     image-to-video works for it too.
+
+    Defaults left as None follow the authors' published image-to-video pipeline and scripts: tau 0
+    (every region is re-predicted) with the text-to-video plan; Wan 2.2 I2V-A14B 40 steps, plan
+    1-5:3,6-13:1, guidance 3.5 for both experts; negative prompt "low quality" for text prompts.
     """
+
+    _image_to_video = True
 
     @torch.no_grad()
     def __call__(
@@ -32,8 +38,8 @@ class WanImageToVideoPnPPipeline(PnPPipelineMixin, WanImageToVideoPipeline):
         height: int = 480,
         width: int = 832,
         num_frames: int = 81,
-        num_inference_steps: int = 50,
-        guidance_scale: float = 5.0,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
         guidance_scale_2: float | None = None,
         num_videos_per_prompt: int | None = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -57,31 +63,26 @@ class WanImageToVideoPnPPipeline(PnPPipelineMixin, WanImageToVideoPipeline):
         capture_uncertainty: bool = False,
         pnp_callback: Callable[[IterationEvent], None] | None = None,
     ) -> WanPnPPipelineOutput | tuple:
-        callback_on_step_end_tensor_inputs = getattr(callback_on_step_end, "tensor_inputs", callback_on_step_end_tensor_inputs)
+        arguments = dict(locals())
+        del arguments["self"]
+        return self._run(arguments)
+
+    def _check_call(self, a, tensor_inputs) -> None:
         self.check_inputs(
-            prompt, negative_prompt, image, height, width, prompt_embeds, negative_prompt_embeds, image_embeds,
-            callback_on_step_end_tensor_inputs, guidance_scale_2,
+            a.prompt, a.negative_prompt, a.image, a.height, a.width, a.prompt_embeds, a.negative_prompt_embeds,
+            a.image_embeds, tensor_inputs, a.guidance_scale_2,
         )
-        pnp = self._check_pnp_arguments(pnp, pnp_seed, cfg_batch, compile, capture_uncertainty, pnp_callback)
-        height, width, num_frames = self._video_size(height, width, num_frames)
-        guidance_scale_2 = self._set_call_state(guidance_scale, guidance_scale_2, attention_kwargs)
-        device = self._execution_device
-        num_videos_per_prompt = num_videos_per_prompt or 1
-        batch = self._prompt_batch(prompt, prompt_embeds) * num_videos_per_prompt
 
-        prompt_embeds, negative_prompt_embeds = self._encode_prompts(
-            prompt, negative_prompt, prompt_embeds, negative_prompt_embeds,
-            num_videos_per_prompt, max_sequence_length, device,
-        )
-        image_embeds = self._image_embeds(image, last_image, image_embeds, batch, device, prompt_embeds.dtype)
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-
-        image = self.video_processor.preprocess(image, height=height, width=width).to(device, torch.float32)
+    def _prepare(self, a, batch, device, prompt_embeds, negative_prompt_embeds, steps):
+        image_embeds = self._image_embeds(a.image, a.last_image, a.image_embeds, batch, device, prompt_embeds.dtype)
+        self.scheduler.set_timesteps(steps, device=device)
+        image = self.video_processor.preprocess(a.image, height=a.height, width=a.width).to(device, torch.float32)
+        last_image = a.last_image
         if last_image is not None:
-            last_image = self.video_processor.preprocess(last_image, height=height, width=width).to(device, torch.float32)
+            last_image = self.video_processor.preprocess(last_image, height=a.height, width=a.width).to(device, torch.float32)
         prepared = self.prepare_latents(
-            image, batch, self.vae.config.z_dim, height, width, num_frames, torch.float32, device, generator,
-            latents, last_image,
+            image, batch, self.vae.config.z_dim, a.height, a.width, a.num_frames, torch.float32, device, a.generator,
+            a.latents, last_image,
         )
         if self.config.expand_timesteps:
             # TI2V-5B: the encoded image becomes latent frame 0 and stays pinned there.
@@ -94,15 +95,7 @@ class WanImageToVideoPnPPipeline(PnPPipelineMixin, WanImageToVideoPipeline):
         else:
             latents, condition = prepared  # mask (4 channels) + image latents (16 channels)
             conditioning = WanConditioning(prompt_embeds, negative_prompt_embeds, image_embeds, condition=condition)
-        result, choice = self._sample(
-            latents, conditioning, pnp=pnp, pnp_seed=pnp_seed, generator=generator,
-            guidance_scale=guidance_scale, guidance_scale_2=guidance_scale_2, cfg_batch=cfg_batch,
-            attention=attention, compile=compile, capture_uncertainty=capture_uncertainty,
-            pnp_callback=pnp_callback, callback_on_step_end=callback_on_step_end,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-            attention_kwargs=attention_kwargs,
-        )
-        return self._output(result, choice, output_type, return_dict)
+        return latents, conditioning
 
     def _image_embeds(self, image, last_image, image_embeds, batch, device, dtype) -> torch.Tensor | None:
         """CLIP image tokens, for the transformers that take them (Wan 2.1 I2V: ``image_dim`` is set);

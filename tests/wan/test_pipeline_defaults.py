@@ -1,0 +1,64 @@
+"""Published defaults, guidance checks and per-sample compute of the Wan P&P pipelines."""
+import math
+
+import pytest
+import torch
+
+import tiny
+from pnp_kernels import PnPConfig
+from pnp_kernels.wan import WanImageToVideoPnPPipeline, WanPnPPipeline
+from test_pipeline_wan import PLAN, make_pipe, run
+
+
+@pytest.mark.parametrize("name", ["guidance_scale", "guidance_scale_2"])
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_non_finite_guidance_is_an_error(name, value):
+    pipe = make_pipe("a14b")
+    with pytest.raises(ValueError, match=rf"{name} must be finite, got {value}"):
+        run(pipe, pnp=PnPConfig(plan="none"), **{name: value})
+
+
+def i2v_a14b(**kwargs):
+    pipe = WanImageToVideoPnPPipeline(**tiny.components("i2v_a14b"))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(image=tiny.image(48, 32), height=48, width=32, num_frames=5, generator=torch.Generator().manual_seed(0),
+                output_type="latent", **kwargs), pipe
+
+
+def test_i2v_a14b_defaults_follow_the_published_script():
+    embeds = dict(prompt_embeds=tiny.prompt_embeds(1), negative_prompt_embeds=tiny.prompt_embeds(1, 9))
+    out, pipe = i2v_a14b(num_inference_steps=14, **embeds)
+    stats = out.pnp_stats
+    assert [s.planned for s in stats.steps] == [0] + [3] * 5 + [1] * 8  # plan 1-5:3,6-13:1
+    assert all(f == 0.0 for s in stats.steps for fr in s.certain_fractions for f in fr)  # tau 0: nothing certain
+    assert pipe._guidance_scale == pipe._guidance_scale_2 == 3.5
+    assert stats.num_steps == 14
+
+
+def test_text_to_video_defaults_and_the_negative_prompt():
+    pipe = make_pipe("a14b")
+    seen = {}
+
+    def encode_prompt(prompt, negative_prompt, **kwargs):
+        seen["negative_prompt"] = negative_prompt
+        return tiny.prompt_embeds(1), tiny.prompt_embeds(1, 9)
+
+    pipe.encode_prompt = encode_prompt
+    out = pipe(prompt="a cat", height=48, width=32, num_frames=5, num_inference_steps=14,
+               generator=torch.Generator().manual_seed(0), output_type="latent")
+    assert seen["negative_prompt"] == "low quality"
+    assert (pipe._guidance_scale, pipe._guidance_scale_2) == (4.0, 3.0)  # Wan 2.2 A14B T2V script
+    assert [s.planned for s in out.pnp_stats.steps] == [0, 0] + [3] * 4 + [1] * 8  # plan 2-5:3,6-13:1
+    with pytest.raises(ValueError, match="refers to step 13"):  # 40 steps by default: 2-5:3,6-13:1 needs 14
+        pipe(prompt="a cat", height=48, width=32, num_frames=5, num_inference_steps=10, output_type="latent")
+
+
+def test_samples_that_left_a_step_are_not_computed():
+    pipe = make_pipe()
+    rows = []
+    pipe.transformer.register_forward_pre_hook(lambda m, a, kw: rows.append(kw["hidden_states"].shape[0]), with_kwargs=True)
+    # As test_two_prompts_equal_one_at_a_time: at step 2 one sample leaves after iteration 1.
+    out = run(pipe, batch=2, prompt_seed=8, pnp=PnPConfig(plan=PLAN, tau=1.0, certain_stop=0.58),
+              generator=[torch.Generator().manual_seed(s) for s in (21, 22)])
+    assert 2 in rows and set(rows) == {2, 4}  # batch-2B CFG forwards: 4 rows, 2 once a sample has left
+    assert sum(rows) // 2 == sum(out.pnp_stats.nfe_per_sample)
