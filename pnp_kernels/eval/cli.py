@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
+import os
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -45,14 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
         "initial noise. Weight-free video metrics, paired differences with 95% bootstrap intervals, NFEs and\n"
         "wall time go into a markdown and JSON report with a plot and a contact sheet (docs/EVAL.md).\n"
         "An interrupted evaluation resumes when the same command is run again.",
-        epilog="settings: every combination of the given --plan and --tau values is one setting (a small grid).\n"
-        "example:\n  pnp-eval --model demo --seeds 16 --plan 1-3:2 --plan 1-3:2,4-6:1 --tau 0 --tau 0.1 --out eval-demo\n"
+        epilog="settings: every combination of the given --plan and --tau values is one setting (a small grid);\n"
+        "unset P&P and sampling options follow the model's defaults (pnp-sample's, or the demo's).\n"
+        "files in --out: report.md, report.json, differences.png, contact_sheet.png, and samples/ (each\n"
+        "sample's results as it finishes: what a resumed run reads).\n"
+        "examples:\n  pnp-eval --model demo --seeds 16 --plan 1-3:3 --plan 1-3:3,4-6:1 --tau 0 --tau 0.25\n"
         "  pnp-eval --model ./Wan2.1-T2V-1.3B-Diffusers --prompts prompts.txt --seeds 4 --out eval-wan",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     what = parser.add_argument_group("model, prompts and seeds")
     what.add_argument("--model", required=True,
-                      help=f"Wan checkpoint folder in diffusers format, or '{DEMO}' for the embedded physics-video model")
+                      help=f"Wan checkpoint folder in diffusers format, or '{DEMO}' (the embedded physics-video model)")
     prompts = what.add_mutually_exclusive_group()
     prompts.add_argument("--prompt", help="one prompt")
     prompts.add_argument("--prompts", type=Path, help="text file with one prompt per line (blank lines skipped)")
@@ -97,7 +102,7 @@ WAN_ONLY = ("guidance", "guidance_2", "height", "width", "frames", "image", "dty
 
 
 @dataclass
-class Plan:
+class Evaluation:
     """A checked evaluation, ready to run: nothing has been loaded yet."""
 
     sampler: object
@@ -168,8 +173,6 @@ def _check_out(out: Path) -> None:
     ancestor = out.absolute()
     while not ancestor.exists():
         ancestor = ancestor.parent
-    import os
-
     if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
         raise UsageError(f"--out {out}: cannot write in {ancestor}")
 
@@ -184,7 +187,7 @@ def _refine_options(args) -> dict:
     return {name: value for name, value in given.items() if value is not None}
 
 
-def _demo_plan(args, grid):
+def _demo_settings(args, grid):
     from ..config import PnPConfig
     from .models import DemoSampler, demo_defaults, physics_metrics
 
@@ -221,7 +224,7 @@ def _wan_namespace(args, prompt: str, plan: str | None, tau: float | None) -> ar
     return namespace
 
 
-def _wan_plan(args, grid, prompts):
+def _wan_settings(args, grid, prompts):
     from pnp_kernels.cli import UsageError as SampleUsageError
     from pnp_kernels.cli import resolve_settings
 
@@ -239,80 +242,80 @@ def _wan_plan(args, grid, prompts):
     return WanSampler(settings, image), [each.pnp for each, _ in resolved], []
 
 
-def prepare(args) -> Plan:
+def prepare(args) -> Evaluation:
     """Check every argument and build the evaluation; loads no model."""
+    from ..config import RefinePlan
+    from .extras import load_optional
     from .runner import Setting
 
     seeds, prompts, grid = _seeds(args), _prompts(args), _grid(args)
     _check_out(args.out)
     notices = []
     if args.model == DEMO:
-        sampler, configs, model_metrics = _demo_plan(args, grid)
+        sampler, configs, model_metrics = _demo_settings(args, grid)
         if prompts:
             notices.append(f"the {DEMO} model is unconditional: the prompts are ignored")
         prompts = [""]
     else:
-        sampler, configs, model_metrics = _wan_plan(args, grid, prompts)
+        sampler, configs, model_metrics = _wan_settings(args, grid, prompts)
     labels = [_label(config) for config in configs]
     if len(set(labels)) != len(labels):
         raise UsageError(f"the settings repeat one another: {', '.join(labels)}")
-    from ..config import RefinePlan
-
     baseline = Setting("baseline", replace(configs[0], plan=RefinePlan(())))
-    from .extras import load_optional
-
     extras, skipped = load_optional(args.extra, uses_prompts=sampler.uses_prompts)
-    return Plan(sampler, prompts, seeds, [Setting(label, config) for label, config in zip(labels, configs)],
+    return Evaluation(sampler, prompts, seeds, [Setting(label, config) for label, config in zip(labels, configs)],
                 baseline, args.out, notices + skipped, model_metrics + extras)
 
 
-def _extra_metrics(plan: Plan) -> list:
-    return [metric for group in plan.extras for metric in group.metrics]
+def _extra_metrics(evaluation: Evaluation) -> list:
+    return [metric for group in evaluation.extras for metric in group.metrics]
 
 
-def run_fingerprint(plan: Plan) -> dict:
+def run_fingerprint(evaluation: Evaluation) -> dict:
     """What a resumed evaluation must share with the one it continues (not the prompts and seeds), as
     it reads back from JSON."""
-    import json
-
-    settings = {s.label: {**vars(s.pnp), "plan": str(s.pnp.plan)} for s in (plan.baseline, *plan.settings)}
-    fingerprint = {"model": plan.sampler.fingerprint(), "settings": settings,
-                   "extras": [metric.name for metric in _extra_metrics(plan)]}
+    settings = {s.label: {**vars(s.pnp), "plan": str(s.pnp.plan)} for s in (evaluation.baseline, *evaluation.settings)}
+    fingerprint = {"model": evaluation.sampler.fingerprint(), "settings": settings,
+                   "extras": [metric.name for metric in _extra_metrics(evaluation)]}
     return json.loads(json.dumps(fingerprint))
 
 
 def _check_resumable(store, fingerprint: dict) -> None:
-    existing = store.existing_fingerprint()
+    try:
+        existing = store.existing_fingerprint()
+    except (OSError, ValueError, KeyError) as error:
+        raise UsageError(f"--out {store.folder}: cannot read the record of its evaluation ({error})") from None
     if existing is not None and existing != fingerprint:
         changed = sorted(key for key in set(existing) | set(fingerprint) if existing.get(key) != fingerprint.get(key))
         raise UsageError(f"--out {store.folder} holds an evaluation with other {' and '.join(changed)}; "
                          "give another --out to start a new one")
 
 
-def run(plan: Plan, store, fingerprint: dict, progress: bool = True) -> int:
+def run(evaluation: Evaluation, store, fingerprint: dict, progress: bool = True) -> int:
     """Evaluate the samples not done yet and write the report; returns the exit status."""
     from .metrics import REPORTED_METRICS
     from .report import markdown, summarize, write_report
     from .runner import all_samples, evaluate
 
-    samples = all_samples(plan.prompts, plan.seeds)
+    samples = all_samples(evaluation.prompts, evaluation.seeds)
     store.start(fingerprint)
     resumed = sum(store.done(sample) for sample in samples)
     if resumed:
-        print(f"{PROG}: resuming: {resumed} of {len(samples)} samples are already in {plan.out}", file=sys.stderr)
+        print(f"{PROG}: resuming: {resumed} of {len(samples)} samples are already in {evaluation.out}", file=sys.stderr)
     try:
-        records = evaluate(plan.sampler, samples, plan.baseline, plan.settings, store,
-                           [group.compute for group in plan.extras], progress=progress)
+        records = evaluate(evaluation.sampler, samples, evaluation.baseline, evaluation.settings, store,
+                           [group.compute for group in evaluation.extras], progress=progress)
     except KeyboardInterrupt:
         done = sum(store.done(sample) for sample in samples)
-        print(f"{PROG}: interrupted; {done} of {len(samples)} samples are saved in {plan.out}; "
+        print(f"{PROG}: interrupted; {done} of {len(samples)} samples are saved in {evaluation.out}; "
               "run the same command again to resume", file=sys.stderr)
         return 130
-    header = {"model": plan.sampler.description, "fingerprint": fingerprint, "num_prompts": len(plan.prompts) if plan.sampler.uses_prompts else 0,
-              "num_seeds": len(plan.seeds), "steps": fingerprint["model"].get("steps"), "notice": " ".join(plan.notices)}
-    metrics = list(REPORTED_METRICS) + _extra_metrics(plan)
-    summary = summarize(records, plan.baseline.label, [s.label for s in plan.settings], metrics, header)
-    paths = write_report(summary, samples, [store.thumbnails(sample) for sample in samples], plan.out)
+    header = {"model": evaluation.sampler.description, "fingerprint": fingerprint, "num_seeds": len(evaluation.seeds),
+              "num_prompts": len(evaluation.prompts) if evaluation.sampler.uses_prompts else 0,
+              "steps": fingerprint["model"].get("steps"), "notice": " ".join(evaluation.notices)}
+    metrics = list(REPORTED_METRICS) + _extra_metrics(evaluation)
+    summary = summarize(records, evaluation.baseline.label, [s.label for s in evaluation.settings], metrics, header)
+    paths = write_report(summary, samples, [store.thumbnails(sample) for sample in samples], evaluation.out)
     print(markdown(summary))
     print("\n".join(f"wrote {name}: {path}" for name, path in paths.items()))
     return 0
@@ -325,12 +328,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
-        plan = prepare(args)
-        store, fingerprint = ResultStore(plan.out), run_fingerprint(plan)
+        evaluation = prepare(args)
+        store, fingerprint = ResultStore(evaluation.out), run_fingerprint(evaluation)
         _check_resumable(store, fingerprint)
     except UsageError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
-    for notice in plan.notices:
+    for notice in evaluation.notices:
         print(f"{PROG}: {notice}", file=sys.stderr)
-    return run(plan, store, fingerprint, progress=not args.no_progress)
+    return run(evaluation, store, fingerprint, progress=not args.no_progress)

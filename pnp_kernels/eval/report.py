@@ -98,7 +98,8 @@ def markdown(summary: dict) -> str:
             row = comparison["metrics"][metric["name"]]
             d = row["difference"]
             excludes_zero = d["n"] > 0 and (d["low"] > 0 or d["high"] < 0)
-            interval = f"{_number(d['mean'])} [{_number(d['low'])}, {_number(d['high'])}]{' *' if excludes_zero else ''}"
+            marker = " *" if excludes_zero else ""
+            interval = f"{_number(d['mean'])} [{_number(d['low'])}, {_number(d['high'])}]{marker}"
             lines.append(f"| {metric['name']} | {BETTER[metric['direction']]} | {_number(row['baseline_mean'])} | "
                          f"{_number(row['setting_mean'])} | {interval} | {d['n']} |")
     return "\n".join(lines) + "\n"
@@ -142,7 +143,8 @@ def plot_differences(summary: dict, path: Path) -> None:
         ax.tick_params(axis="x", labelsize=7)
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
-    figure.suptitle(f"setting - baseline, mean and 95% bootstrap interval ({summary['num_samples']} samples)", fontsize=9)
+    figure.suptitle(f"setting - baseline, mean and 95% bootstrap interval ({summary['num_samples']} samples)",
+                    fontsize=9)
     _save(figure, path)
 
 

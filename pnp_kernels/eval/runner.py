@@ -105,6 +105,8 @@ class ResultStore:
 
     def start(self, fingerprint: dict) -> None:
         self.samples.mkdir(parents=True, exist_ok=True)
+        for leftover in self.samples.glob(".*.partial"):  # a write cut short by a kill signal
+            leftover.unlink()
         data = json.dumps({"fingerprint": fingerprint}, indent=2) + "\n"
         write_atomically(self.folder / MANIFEST, data.encode())
 

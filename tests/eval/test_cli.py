@@ -34,8 +34,8 @@ def test_report_pairs_every_setting_with_the_baseline_from_the_same_noise(demo_c
     assert {"motion", "warp_error", "flicker", "saturation", "sharpness", "physics_ballistic"} <= set(names)
     for label in labels:
         for name, row in report["comparisons"][label]["metrics"].items():
-            pairs = [(s["runs"][label]["metrics"][name], s["runs"]["baseline"]["metrics"][name], s["differences"][label][name])
-                     for s in report["samples"]]
+            pairs = [(s["runs"][label]["metrics"][name], s["runs"]["baseline"]["metrics"][name],
+                      s["differences"][label][name]) for s in report["samples"]]
             differences = [np.nan if None in pair[:2] else pair[0] - pair[1] for pair in pairs]
             assert [np.nan if d is None else d for _, _, d in pairs] == pytest.approx(differences, nan_ok=True)
             assert row["difference"] == pytest.approx(bootstrap_mean(differences).to_dict(), nan_ok=True)
