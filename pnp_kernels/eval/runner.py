@@ -147,7 +147,8 @@ def evaluate_sample(sampler: Sampler, sample: Sample, baseline: Setting, setting
             record["metrics"].update(extra(clip.frames, sample.prompt))
         runs[setting.label] = record
         thumbs.append(thumbnails(clip.frames))
-        reference = clip if reference is None else reference
+        if reference is None:
+            reference = clip  # the baseline: every setting's frame change is measured against it
     return {"prompt": sample.prompt, "seed": sample.seed, "runs": runs}, np.stack(thumbs)
 
 
