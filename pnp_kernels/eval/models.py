@@ -79,7 +79,13 @@ class DemoSampler:
         self.num_steps = num_steps
 
     def fingerprint(self) -> dict:
-        return {"model": "demo", "steps": self.num_steps}
+        import hashlib
+
+        from pnp_kernels.physics.model import SHIPPED_WEIGHTS
+
+        # The shipped weights can be retrained: a resumed evaluation must not mix two versions.
+        digest = hashlib.sha256(SHIPPED_WEIGHTS.read_bytes()).hexdigest()
+        return {"model": "demo", "weights_sha256": digest, "steps": self.num_steps}
 
     def sample(self, prompt: str, seed: int, pnp) -> Clip:
         from pnp_kernels.physics.generate import generate
