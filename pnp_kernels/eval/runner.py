@@ -58,7 +58,7 @@ class Clip:
 
 
 class Sampler(Protocol):
-    """A model behind the evaluation (a Wan checkpoint, the embedded demo, or a test double)."""
+    """A model behind the evaluation (a Wan checkpoint or the embedded demo model)."""
 
     description: str
     uses_prompts: bool
