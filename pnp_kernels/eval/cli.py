@@ -302,20 +302,20 @@ def run(evaluation: Evaluation, store, fingerprint: dict, progress: bool = True)
     resumed = sum(store.done(sample) for sample in samples)
     if resumed:
         print(f"{PROG}: resuming: {resumed} of {len(samples)} samples are already in {evaluation.out}", file=sys.stderr)
-    try:
-        records = evaluate(evaluation.sampler, samples, evaluation.baseline, evaluation.settings, store,
-                           [group.compute for group in evaluation.extras], progress=progress)
-    except KeyboardInterrupt:
-        done = sum(store.done(sample) for sample in samples)
-        print(f"{PROG}: interrupted; {done} of {len(samples)} samples are saved in {evaluation.out}; "
-              "run the same command again to resume", file=sys.stderr)
-        return 130
     header = {"model": evaluation.sampler.description, "fingerprint": fingerprint, "num_seeds": len(evaluation.seeds),
               "num_prompts": len(evaluation.prompts) if evaluation.sampler.uses_prompts else 0,
               "steps": fingerprint["model"].get("steps"), "notice": " ".join(evaluation.notices)}
     metrics = list(REPORTED_METRICS) + _extra_metrics(evaluation)
-    summary = summarize(records, evaluation.baseline.label, [s.label for s in evaluation.settings], metrics, header)
-    paths = write_report(summary, samples, [store.thumbnails(sample) for sample in samples], evaluation.out)
+    try:
+        records = evaluate(evaluation.sampler, samples, evaluation.baseline, evaluation.settings, store,
+                           [group.compute for group in evaluation.extras], progress=progress)
+        summary = summarize(records, evaluation.baseline.label, [s.label for s in evaluation.settings], metrics, header)
+        paths = write_report(summary, samples, [store.thumbnails(sample) for sample in samples], evaluation.out)
+    except KeyboardInterrupt:  # every finished sample is on disk already; the report is written on resuming
+        done = sum(store.done(sample) for sample in samples)
+        print(f"{PROG}: interrupted; {done} of {len(samples)} samples are saved in {evaluation.out}; "
+              "run the same command again to resume", file=sys.stderr)
+        return 130
     print(markdown(summary))
     print("\n".join(f"wrote {name}: {path}" for name, path in paths.items()))
     return 0

@@ -87,10 +87,13 @@ def markdown(summary: dict) -> str:
         f"flicker flagged in {base['flicker_flagged']} of {n} clips.",
     ]
     for label, comparison in summary["comparisons"].items():
+        options = summary.get("fingerprint", {}).get("settings", {}).get(label, {})
+        other = ", ".join(f"{name} {value}" for name, value in options.items() if name not in ("plan", "tau"))
         lines += [
             "", f"## {label}", "",
             f"{_number(comparison['nfe_mean'])} NFE, {comparison['time_s_mean']:.2f} s per sample; flicker flagged "
-            f"in {comparison['flicker_flagged']} of {n} clips.", "",
+            f"in {comparison['flicker_flagged']} of {n} clips." + (f" Other P&P options: {other}." if other else ""),
+            "",
             "| metric | better | baseline | setting | difference [95% CI] | n |",
             "|---|---|---|---|---|---|",
         ]
