@@ -16,6 +16,7 @@ samples (they are fed their last input again and their results stay as they were
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple, Sequence
@@ -27,7 +28,7 @@ from .ops.backends import select_backend
 from .ops.philox import PhiloxNoise, sample_seeds
 from .ops.pnp_update import pnp_update
 from .ops.reference import PnPUpdateOutput
-from .validators import check_bool, check_callable, check_int, check_real
+from .validators import check_bool, check_callable, check_choice, check_int, check_real
 
 # Model calls that may pass without reading the NaN log back from the device. Refined iterations read it
 # with their one host read anyway; plain steps read it every this many calls, so a NaN is reported at
@@ -141,7 +142,7 @@ def check_sigmas(sigmas) -> list[float]:
     return values
 
 
-def _check_noise_source(config: PnPConfig, generator, seed, batch: int):
+def _check_noise_source(config: PnPConfig, generator, seed, batch: int, device: torch.device):
     """The generator (or list of them) in generator mode, the per-sample seeds in philox mode."""
     if config.noise == "philox":
         if generator is not None:
@@ -151,7 +152,9 @@ def _check_noise_source(config: PnPConfig, generator, seed, batch: int):
         return sample_seeds(seed, batch)
     if seed is not None:
         raise ValueError("seed= is for noise='philox'; with noise='generator' pass generator=")
-    if generator is None or isinstance(generator, torch.Generator):
+    if generator is None:  # the global RNG of the latents' device, as torch.randn would use
+        return torch.cuda.default_generators[device.index or 0] if device.type == "cuda" else torch.default_generator
+    if isinstance(generator, torch.Generator):
         return generator
     if isinstance(generator, (list, tuple)):
         if len(generator) != batch:
@@ -169,9 +172,7 @@ class _GeneratorNoise:
     With a list, each sample draws from its own generator only while it iterates. A draw made for an
     iteration that then does not run is undone by restoring the generator state (``undo``)."""
 
-    def __init__(self, generator, like: torch.Tensor):
-        if generator is None:  # the global RNG of the latents' device, as torch.randn would use
-            generator = torch.cuda.default_generators[like.device.index or 0] if like.is_cuda else torch.default_generator
+    def __init__(self, generator: torch.Generator | list[torch.Generator], like: torch.Tensor):
         self.generator = generator
         self.buffer = torch.empty(like.shape, dtype=torch.float32, device=like.device)  # contiguous
         self.saved: list = []
@@ -240,6 +241,68 @@ class _ModelTimer:
         return self.host_seconds
 
 
+class _RankAgreement:
+    """Makes the ranks of a process group decide alike. In a sequence- or context-parallel run every rank
+    holds the whole latents and calls the model together; if rounding made one rank stop a step early,
+    the ranks would make different numbers of model calls and the model's collectives would hang. So the
+    per-sample "still iterating" flags and the NaN counts are combined with MAX at the host reads the run
+    makes anyway: a sample iterates while any rank wants it to, and a NaN on any rank stops every rank."""
+
+    def __init__(self, group, device: torch.device):
+        import torch.distributed as dist
+
+        self.dist, self.group = dist, group
+        self.world_size = dist.get_world_size(group)
+        # Gloo reduces CPU tensors; NCCL and the others reduce tensors on the latents' device.
+        self.device = torch.device("cpu") if dist.get_backend(group) == "gloo" else device
+
+    @classmethod
+    def of(cls, group, device: torch.device) -> "_RankAgreement | None":
+        """For ``group`` ("auto": the default group when torch.distributed runs more than one rank; None:
+        every rank decides alone), or None when there is nobody to agree with."""
+        import torch.distributed as dist
+
+        if isinstance(group, str):
+            check_choice("group", group, ("auto",))
+            if not (dist.is_available() and dist.is_initialized()):
+                return None
+            group = dist.group.WORLD
+        elif group is None:
+            return None
+        elif not (dist.is_available() and isinstance(group, dist.ProcessGroup)):
+            raise TypeError(f"group must be 'auto', None or a torch.distributed ProcessGroup, got {group!r}")
+        agreement = cls(group, device)
+        return agreement if agreement.world_size > 1 else None
+
+    def maximum(self, flags: torch.Tensor) -> torch.Tensor:
+        reduced = flags.to(self.device, copy=True)
+        self.dist.all_reduce(reduced, op=self.dist.ReduceOp.MAX, group=self.group)
+        return reduced.to(flags.device)
+
+    def check_same_noise(self, fingerprint: bytes, what: str) -> None:
+        """Raise on every rank unless all ranks start from the same noise source."""
+        digest = hashlib.sha256(fingerprint).digest()
+        words = torch.tensor([int.from_bytes(digest[i : i + 8], "little", signed=True) for i in (0, 8)],
+                             dtype=torch.int64, device=self.device)
+        gathered = [torch.empty_like(words) for _ in range(self.world_size)]
+        self.dist.all_gather(gathered, words, group=self.group)
+        differing = [rank for rank, other in enumerate(gathered) if not torch.equal(other, gathered[0])]
+        if differing:
+            raise ValueError(
+                f"the ranks of the process group start from different {what} (ranks {differing} differ from rank "
+                "0): in a sequence- or context-parallel run every rank must seed the same noise. For ranks that "
+                "sample different videos (data parallel), pass group=None"
+            )
+
+
+def _noise_fingerprint(source) -> tuple[bytes, str]:
+    """Bytes that identify the noise a run will draw, and what they are, for the cross-rank check."""
+    if isinstance(source, tuple):  # philox seeds
+        return repr(source).encode(), "philox seeds"
+    generators = source if isinstance(source, list) else [source]
+    return b"".join(bytes(g.get_state().tolist()) for g in generators), "generator states"
+
+
 def _empty_slot(z: torch.Tensor) -> PnPUpdateOutput:
     mask_shape = (z.shape[0], *z.shape[2:])
     return PnPUpdateOutput(
@@ -262,6 +325,10 @@ class PnPEngine:
     num_pinned_frames: leading latent frames held fixed (a conditioning frame).
     capture_uncertainty: keep every refined iteration's uncertainty and certain maps in the stats.
     callback(IterationEvent): runs after every model call.
+    group: the torch.distributed ranks that run this sampling together (sequence / context parallel:
+    every rank holds the whole latents): they agree on every early exit and NaN stop, and must start
+    from the same noise (checked). "auto" = the default group when torch.distributed is initialised
+    with more than one rank; None = this rank decides alone (data parallel).
 
     ``z`` is the state after the last finished step (the initial latents before the first). Tensors the
     engine hands out (model inputs, ``z``) are its own buffers, rewritten by later updates: copy them to
@@ -279,6 +346,7 @@ class PnPEngine:
         num_pinned_frames: int = 0,
         capture_uncertainty: bool = False,
         callback: Callable[[IterationEvent], None] | None = None,
+        group="auto",
     ):
         if not isinstance(config, PnPConfig):
             raise TypeError(f"config must be a PnPConfig, got {type(config).__name__}")
@@ -299,12 +367,15 @@ class PnPEngine:
         self.plan = config.plan.resolve(self.sigmas)
         self.config = config
         self.batch = latents.shape[0]
-        self._noise_source = _check_noise_source(config, generator, seed, self.batch)
+        self._noise_source = _check_noise_source(config, generator, seed, self.batch, latents.device)
         self.num_pinned_frames = check_int("num_pinned_frames", num_pinned_frames, 0, latents.shape[2] - 1)
         self.capture_uncertainty = check_bool("capture_uncertainty", capture_uncertainty)
         self.callback = check_callable("callback", callback)
         if config.nan_check and not bool(torch.isfinite(latents).all()):  # one host read, before any work
             raise ValueError("latents contain NaN/Inf: the initial noise must be finite")
+        self._ranks = _RankAgreement.of(group, latents.device)
+        if self._ranks is not None:
+            self._ranks.check_same_noise(*_noise_fingerprint(self._noise_source))
 
         # The state, its two output slots (used alternately so that an update never writes what it reads),
         # and the noise buffer: O(1) latent-sized buffers whatever the plan, all contiguous.
@@ -316,8 +387,10 @@ class PnPEngine:
         has_noise = config.noise == "generator" and bool(self.plan)
         self._generator_noise = _GeneratorNoise(self._noise_source, self._state) if has_noise else None
         max_nfe = self.num_steps + self.plan.extra_nfe(self.num_steps)
-        # One int32 per model call, filled on the device, read with the host reads already made.
-        self._nonfinite_log = torch.zeros(max_nfe, dtype=torch.int32, device=latents.device) if config.nan_check else None
+        # One int32 per model call, filled on the device, read with the host reads already made (empty
+        # without nan_check).
+        log_size = max_nfe if config.nan_check else 0
+        self._nonfinite_log = torch.zeros(log_size, dtype=torch.int32, device=latents.device)
         self._computed: list[tuple[int, int]] = []  # (step, iteration) of each model output used: one log entry each
         self._log_read = 0  # log entries read back so far
         backend = select_backend(config.backend, self._state, self._state, None).name
@@ -412,7 +485,7 @@ class PnPEngine:
         else:
             result = self._run_update(v, v_uncond, scale)
             self._computed.append((step.step, k))
-            if self._nonfinite_log is not None:
+            if self.config.nan_check:
                 self._nonfinite_log[len(self._computed) - 1] = result.nonfinite.sum()
             for b, on in enumerate(self.active):
                 self.stats.nfe_per_sample[b] += on
@@ -521,19 +594,17 @@ class PnPEngine:
     def _read_after_refined_iteration(self, result: PnPUpdateOutput) -> list[float]:
         """The one device-to-host read of a refined iteration: certain fractions, who goes on, NaN log."""
         batch, k = self.batch, self._iteration
-        active = self._active_device if self._active_device is not None else torch.ones(batch, dtype=torch.bool, device=result.certain_fraction.device)
-        still = active & ~(result.certain_fraction > self.config.certain_stop)
-        parts = [result.certain_fraction, still.float()]
+        still = ~(result.certain_fraction > self.config.certain_stop)
+        if self._active_device is not None:
+            still &= self._active_device
         logged = len(self._computed)
-        if self._nonfinite_log is not None:
-            parts.append(self._nonfinite_log[self._log_read : logged].float())
-        host = torch.cat(parts).tolist()
+        flags = self._agree(torch.cat([still.to(torch.int32), self._unread_log(logged)]))
+        host = torch.cat([result.certain_fraction, flags.float()]).tolist()
         fractions = host[:batch]
         self._still = [bool(x) for x in host[batch : 2 * batch]]
-        self._still_device = still
-        if self._nonfinite_log is not None:
-            self._raise_if_nonfinite(host[2 * batch :], self._log_read)
-            self._log_read = logged
+        self._still_device = flags[:batch].bool()
+        self._raise_if_nonfinite(host[2 * batch :], self._log_read)
+        self._log_read = logged
         self._step.certain_fractions.append(fractions)
         if self.capture_uncertainty:
             self.stats.uncertainty_maps.append(
@@ -550,9 +621,17 @@ class PnPEngine:
 
     def _read_nonfinite(self) -> None:
         logged = len(self._computed)
-        if self._nonfinite_log is not None and logged > self._log_read:
-            self._raise_if_nonfinite(self._nonfinite_log[self._log_read : logged].tolist(), self._log_read)
+        if self.config.nan_check and logged > self._log_read:
+            self._raise_if_nonfinite(self._agree(self._unread_log(logged)).tolist(), self._log_read)
             self._log_read = logged
+
+    def _unread_log(self, logged: int) -> torch.Tensor:
+        """NaN/Inf counts of the model calls not yet read (empty without nan_check)."""
+        return self._nonfinite_log[self._log_read : logged]
+
+    def _agree(self, flags: torch.Tensor) -> torch.Tensor:
+        """The elementwise maximum of ``flags`` over the ranks that must decide alike (itself alone)."""
+        return flags if self._ranks is None else self._ranks.maximum(flags)
 
     def _raise_if_nonfinite(self, counts: list[float], first_entry: int) -> None:
         bad = [i for i, n in enumerate(counts) if n]

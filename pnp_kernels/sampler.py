@@ -54,6 +54,7 @@ def pnp_sample(
     capture_uncertainty: bool = False,
     callback: Callable[[IterationEvent], None] | None = None,
     step_end: Callable[[int, torch.Tensor], torch.Tensor | None] | None = None,
+    group="auto",
 ) -> PnPResult:
     """Euler sampling with Predict-and-Perturb refinement (arXiv 2601.18577, Algorithm 2).
 
@@ -63,7 +64,9 @@ def pnp_sample(
     noise for noise="generator" (one per sample for batch invariance); seed: for noise="philox".
     num_pinned_frames: leading latent frames held fixed (conditioning). callback(IterationEvent) runs
     after every model call; step_end(step, z) after each outer step, and a tensor it returns replaces
-    the state (diffusers' callback_on_step_end).
+    the state (diffusers' callback_on_step_end). group: torch.distributed ranks that sample together
+    and must agree on every early exit ("auto": all ranks when torch.distributed is initialised; None:
+    decide alone; see ``PnPEngine``).
     Returns ``PnPResult(latents, stats)``; the input latents are not modified.
     """
     check_callable("denoise", denoise, optional=False)
@@ -71,6 +74,7 @@ def pnp_sample(
     engine = PnPEngine(
         PnPConfig() if config is None else config, sigmas, latents, generator=generator, seed=seed,
         num_pinned_frames=num_pinned_frames, capture_uncertainty=capture_uncertainty, callback=callback,
+        group=group,
     )
     for step in range(engine.num_steps):
         sigma = engine.sigmas[step]

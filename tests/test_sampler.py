@@ -280,6 +280,8 @@ def test_generator_noise_does_not_depend_on_memory_layout(layout):
         ({"latents": torch.zeros(2, 4, 0, 5, 7)}, ValueError, r"latents have no frames \(F = 0"),
         ({"latents": torch.full((2, 4, 3, 5, 7), float("nan"))}, ValueError, "latents contain NaN/Inf"),
         ({"latents": [[0.0]]}, TypeError, "latents must be a torch.Tensor"),
+        ({"group": 3}, TypeError, "group must be 'auto', None or a torch.distributed ProcessGroup"),
+        ({"group": "world"}, ValueError, "group must be one of"),
     ],
 )
 def test_bad_input_is_refused_before_any_model_call(overrides, error, words):
