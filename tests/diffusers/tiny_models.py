@@ -59,3 +59,43 @@ def ltx2_text(batch, seed=0, length=6):
     g = torch.Generator().manual_seed(seed)
     embeds = torch.randn(batch, length, LTX2_CAPTION * LTX2_LAYERS, generator=g)
     return embeds, torch.ones(batch, length, dtype=torch.long)
+
+
+def hunyuan15_components(guidance_scale=1.0):
+    from diffusers import AutoencoderKLHunyuanVideo15, FlowMatchEulerDiscreteScheduler, HunyuanVideo15Transformer3DModel
+    from diffusers.guiders import ClassifierFreeGuidance
+
+    torch.manual_seed(0)
+    transformer = _perturbed(HunyuanVideo15Transformer3DModel(
+        in_channels=9, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=1,
+        num_refiner_layers=1, mlp_ratio=2.0, patch_size=1, patch_size_t=1, text_embed_dim=16, text_embed_2_dim=32,
+        image_embed_dim=12, rope_axes_dim=(2, 2, 4), target_size=16, task_type="t2v",
+    ))
+    torch.manual_seed(1)
+    vae = AutoencoderKLHunyuanVideo15(
+        latent_channels=4, block_out_channels=(16, 16), layers_per_block=1, spatial_compression_ratio=4,
+        temporal_compression_ratio=2, downsample_match_channel=False, upsample_match_channel=False,
+    ).eval()
+    return dict(transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
+                text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None,
+                guider=ClassifierFreeGuidance(guidance_scale=guidance_scale))
+
+
+def hunyuan15_text(batch, seed=0):
+    """Keyword arguments with both text encoders' embeddings and masks (prompt or, with prefix, negative)."""
+    g = torch.Generator().manual_seed(seed)
+    return dict(embeds=torch.randn(batch, 5, 16, generator=g), embeds_mask=torch.ones(batch, 5, dtype=torch.long),
+                embeds_2=torch.randn(batch, 3, 32, generator=g), embeds_mask_2=torch.ones(batch, 3, dtype=torch.long))
+
+
+def mochi_components():
+    from diffusers import FlowMatchEulerDiscreteScheduler, MochiTransformer3DModel
+
+    torch.manual_seed(0)
+    transformer = _perturbed(MochiTransformer3DModel(
+        patch_size=2, num_attention_heads=2, attention_head_dim=8, num_layers=2, pooled_projection_dim=16,
+        in_channels=12, out_channels=None, qk_norm="rms_norm", text_embed_dim=32, time_embed_dim=4,
+        activation_fn="swiglu", max_sequence_length=16,
+    ))
+    return dict(transformer=transformer, vae=None, text_encoder=None, tokenizer=None,
+                scheduler=FlowMatchEulerDiscreteScheduler(invert_sigmas=True))
