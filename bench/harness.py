@@ -1,19 +1,22 @@
-"""What every benchmark file shares: device and problem size, GPU timing, backend checks, environment.
+"""What every benchmark file shares: device and problem size, GPU timing, the suite's deadline, backend
+checks, the environment saved with every result.
 
-GPU figures are device time from CUDA events (median and quantiles over many launches, L2 flushed
-before each launch); pytest-benchmark's own host timing is kept next to them. CPU figures are
-pytest-benchmark's host timing and are labelled CPU-only by the report.
+GPU figures are device time: CUDA-graph replays for the fused update (no host work in the figure),
+CUDA events around each call for the transformer; median and quantiles. pytest-benchmark's own host
+timing is kept next to them. CPU figures are pytest-benchmark's host timing, labelled CPU-only.
 """
 from __future__ import annotations
 
 import datetime
 import importlib.metadata
+import math
 import os
 import platform
 import shutil
 import statistics
 import subprocess
-from typing import Callable
+import time
+from typing import Callable, Sequence
 
 import pytest
 import torch
@@ -21,8 +24,11 @@ import torch
 ON_GPU = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if ON_GPU else "cpu")
 SIZES = ("tiny", "full")
-_L2_FLUSH_BYTES = 256 * 2**20  # larger than any current GPU's L2 (H100 50 MB, H200 60 MB)
-_flush_buffer: torch.Tensor | None = None
+DEADLINE_ENV = "PNP_SUITE_DEADLINE"  # set by bench/suite.py: Unix time at which the current stage is stopped
+# Input sets a timed graph cycles through hold this many times the L2 cache, so that every call reads
+# its inputs from device memory (a sampling loop never finds them in the cache).
+ROTATION_L2_MULTIPLE = 4
+MAX_ROTATION_SETS = 8
 
 
 def bench_size() -> str:
@@ -47,6 +53,12 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
+def compile_backend() -> str:
+    """torch.compile backend of the compiled cases: Inductor on a GPU; on CPU only Dynamo's tracing
+    ("eager"), so that CPU runs go through the same code in seconds instead of minutes of codegen."""
+    return "inductor" if ON_GPU else "eager"
+
+
 def flow_sigmas(num_steps: int, shift: float = 3.0) -> list[float]:
     """Wan's shifted flow-matching sigma grid (shift 3 at 480p), last value 0; values do not affect cost."""
     grid = torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64)
@@ -58,65 +70,99 @@ def synchronize() -> None:
         torch.cuda.synchronize()
 
 
-def device_time(fn: Callable[[], object], *, rep_ms: float = 200.0, min_reps: int = 5, max_reps: int = 500) -> dict:
-    """Device time of ``fn`` in milliseconds (CUDA events around each call; median and quantiles).
+def time_left() -> float | None:
+    """Seconds before the suite stops the current stage, or None outside the suite."""
+    deadline = os.environ.get(DEADLINE_ENV)
+    return None if deadline is None else float(deadline) - time.time()
 
-    Before each call the L2 cache is flushed, so inputs come from device memory as they would in a
-    sampling loop. A spin kernel first lets the host queue several calls ahead, so host-side Python
-    time is hidden wherever the device is the bottleneck (as in real use) and counted where it is not.
+
+def skip_unless_time_for(seconds: float, what: str) -> None:
+    """Skip, saying why, when ``what`` (estimated from this run's own measurements) would outlast the stage."""
+    left = time_left()
+    if left is not None and seconds > left:
+        pytest.skip(f"{what} needs about {seconds:.0f} s by this run's measurements; the stage has {left:.0f} s left")
+
+
+def _summary(times_ms: Sequence[float]) -> dict:
+    times = sorted(times_ms)
+    deciles = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
+    return {"median_ms": statistics.median(times), "q20_ms": deciles[1], "q80_ms": deciles[7],
+            "min_ms": times[0], "max_ms": times[-1], "reps": len(times)}
+
+
+def rotation_sets(bytes_per_call: int) -> int:
+    """How many input sets a timed graph cycles through (see ROTATION_L2_MULTIPLE)."""
+    l2_bytes = torch.cuda.get_device_properties(DEVICE).L2_cache_size
+    return max(2, min(MAX_ROTATION_SETS, math.ceil(ROTATION_L2_MULTIPLE * l2_bytes / bytes_per_call)))
+
+
+def graph_replay_time(call: Callable[[object], object], input_sets: Sequence[object], *, rep_ms: float = 150.0,
+                      min_replays: int = 10, max_replays: int = 200) -> dict:
+    """Device time in ms of ``call(inputs)`` per call, from CUDA-graph replays; median and quantiles over replays.
+
+    One graph calls ``call`` once per input set, in turn; each replay is timed with CUDA events and
+    divided by the number of sets. In a replay the host launches nothing, so host-side Python (argument
+    checks, dispatch, launch overhead) is out of the figure for every provider alike. Every call's
+    outputs are kept, so every call writes memory of its own.
     """
-    global _flush_buffer
-    if _flush_buffer is None:
-        _flush_buffer = torch.empty(_L2_FLUSH_BYTES, dtype=torch.int8, device=DEVICE)
-    fn()  # compile, autotune, allocate, load modules: none of it belongs in the figure
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up: compile, autotune, load modules, fill host-side caches
+        for inputs in input_sets:
+            call(inputs)
+    torch.cuda.current_stream().wait_stream(side)
     torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        outputs = [call(inputs) for inputs in input_sets]
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    graph.replay()
     start.record()
-    fn()
+    graph.replay()
     end.record()
     torch.cuda.synchronize()
-    estimate_ms = max(start.elapsed_time(end), 1e-3)
-    reps = int(min(max(rep_ms / estimate_ms, min_reps), max_reps))
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
-    torch.cuda._sleep(2_000_000)  # about a millisecond of device time for the host to run ahead
-    for begin, finish in zip(starts, ends):
-        _flush_buffer.zero_()
+    replays = int(min(max(rep_ms / max(start.elapsed_time(end), 1e-3), min_replays), max_replays))
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(replays)]
+    for begin, finish in events:
+        begin.record()
+        graph.replay()
+        finish.record()
+    torch.cuda.synchronize()
+    del outputs, graph
+    stats = _summary([b.elapsed_time(f) / len(input_sets) for b, f in events])
+    stats["calls_per_replay"] = len(input_sets)
+    return stats
+
+
+def event_time(fn: Callable[[], object], reps: int) -> dict:
+    """Device time in ms of ``fn`` (long calls such as a transformer forward): CUDA events around each of
+    ``reps`` calls after one warm-up call; median and quantiles."""
+    fn()
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
+    for begin, finish in events:
         begin.record()
         fn()
         finish.record()
     torch.cuda.synchronize()
-    times = sorted(b.elapsed_time(f) for b, f in zip(starts, ends))
-    deciles = statistics.quantiles(times, n=10) if reps >= 2 else [times[0]] * 9
-    return {
-        "median_ms": statistics.median(times), "q20_ms": deciles[1], "q80_ms": deciles[7],
-        "min_ms": times[0], "reps": reps,
-    }
+    return _summary([b.elapsed_time(f) for b, f in events])
 
 
-def measure(benchmark, fn: Callable[[], object], *, rounds: int | None = None, **device_kwargs) -> None:
-    """Time ``fn`` with pytest-benchmark and, on a GPU, with CUDA events into ``extra_info["device_time"]``.
-
-    rounds=None lets pytest-benchmark calibrate (cheap calls); an integer fixes the rounds (long calls).
-    With --benchmark-disable, ``fn`` runs once and nothing is timed.
-    """
+def host_rounds(benchmark, fn: Callable[[], object], rounds: int | None = None) -> None:
+    """pytest-benchmark's host timing of ``fn`` with a sync after each call: the figure on CPU, context on a
+    GPU. rounds=None lets pytest-benchmark calibrate (cheap calls); with --benchmark-disable fn runs once."""
     def synced():
         fn()
         synchronize()
 
-    if ON_GPU and not benchmark.disabled:
-        benchmark.extra_info["device_time"] = device_time(fn, **device_kwargs)
-        # Host wall time with a sync per call: context for the event figure, not the figure itself.
-        benchmark.pedantic(synced, rounds=rounds or 3, warmup_rounds=0)
-    elif rounds is None:
+    if rounds is None:
         benchmark(synced)
     else:
-        benchmark.pedantic(synced, rounds=rounds, warmup_rounds=1 if rounds > 1 else 0)
-    benchmark.extra_info["timing"] = "cuda-events" if ON_GPU else "host (CPU-only)"
+        benchmark.pedantic(synced, rounds=rounds, warmup_rounds=1 if rounds > 1 and not ON_GPU else 0)
+    benchmark.extra_info["timing"] = "device time" if ON_GPU else "host (CPU-only)"
 
 
 def median_seconds(benchmark) -> float | None:
-    """The figure a benchmark stands for: device-event median on a GPU, host median otherwise."""
+    """The figure a benchmark stands for: the device median on a GPU, the host median otherwise."""
     if "device_time" in benchmark.extra_info:
         return benchmark.extra_info["device_time"]["median_ms"] / 1e3
     stats = getattr(benchmark, "stats", None)
@@ -176,4 +222,6 @@ def environment() -> dict:
         props = torch.cuda.get_device_properties(0)
         info["multiprocessors"] = props.multi_processor_count
         info["memory_gib"] = round(props.total_memory / 2**30, 1)
+        info["l2_mib"] = round(props.L2_cache_size / 2**20, 1)
+        info["capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
     return info

@@ -1,10 +1,11 @@
-"""Build docs/PERFORMANCE.md (tables and plots) from saved pytest-benchmark JSON.
+"""Build docs/PERFORMANCE.md (tables and plots) from saved benchmark results.
 
     python -m bench.report [--results DIR_OR_FILE ...] [--output docs/PERFORMANCE.md] [--plots-dir DIR | --no-plots]
 
-Every JSON file under the results folders is read; the files of one folder are one run (one device,
-one date). Every figure is shown with its run's device and date; runs without a GPU are labelled
-CPU-only, and targets that need a GPU say "pending" until a GPU run is present.
+Reads, under each results folder, pytest-benchmark JSON files (``pytest bench/ --benchmark-json=...``)
+and the GPU suite's results.jsonl (one case per line, with environment.json beside it). The files of
+one folder are one run (one device, one date). Every figure is shown with its run's device and date;
+runs without a GPU are labelled CPU-only, and targets say "pending" until a GPU run is present.
 """
 from __future__ import annotations
 
@@ -16,13 +17,18 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.suite import LIMIT_S, MARGIN_S, STAGES
+from bench.accounting import SAMPLING_VARIANTS, SHAPES, bytes_moved
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS = REPO / "bench" / "results"
 DEFAULT_OUTPUT = REPO / "docs" / "PERFORMANCE.md"
 DEFAULT_PLOTS = REPO / "bench" / "results" / "plots"
 PROVIDERS = ("eager", "compiled", "triton", "cuda")
 FAST_PROVIDERS = ("triton", "cuda")
-TARGET_SHAPES = ("wan480p", "wan720p", "ti2v")
+TARGET_SHAPES = tuple(SHAPES["full"])
+PENDING = "pending: no GPU run yet"
+RUN_COMMAND = ('run(command="bash bench/gpu_suite.sh", carry=["bench/wheels"], timeout_s=' + str(LIMIT_S) + ")")
 
 
 @dataclass
@@ -48,7 +54,7 @@ class Run:
 
 
 def figure_seconds(bench: dict) -> float | None:
-    """Device-event median on a GPU, pytest-benchmark's host median otherwise."""
+    """Device median on a GPU, pytest-benchmark's host median otherwise."""
     device = bench.get("extra_info", {}).get("device_time")
     if device:
         return device["median_ms"] / 1e3
@@ -56,27 +62,40 @@ def figure_seconds(bench: dict) -> float | None:
     return stats.get("median")
 
 
+def _benchmark_json(file: Path) -> tuple[dict | None, list[dict]]:
+    data = json.loads(file.read_text())
+    environment = data.get("machine_info", {}).get("pnp_kernels_bench") if isinstance(data, dict) else None
+    if environment is None:  # not a file this suite wrote (environment.json, for one)
+        return None, []
+    records = [dict(b.get("extra_info", {}), seconds=figure_seconds(b)) for b in data.get("benchmarks", [])]
+    return environment, records
+
+
+def _results_lines(file: Path) -> tuple[dict | None, list[dict]]:
+    environment_file = file.with_name("environment.json")
+    if not environment_file.exists():
+        return None, []
+    records = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+    return json.loads(environment_file.read_text()), records
+
+
 def load_runs(paths: list[Path]) -> list[Run]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*.json"))
-        elif path.suffix == ".json":
+            files += sorted(p for p in path.rglob("*") if p.suffix in (".json", ".jsonl"))
+        elif path.suffix in (".json", ".jsonl"):
             files.append(path)
         else:
-            raise ValueError(f"--results entry {str(path)!r} is neither a folder nor a .json file")
+            raise ValueError(f"--results entry {str(path)!r} is neither a folder nor a .json / .jsonl file")
     runs: dict[Path, Run] = {}
     for file in files:
-        data = json.loads(file.read_text())
-        environment = data.get("machine_info", {}).get("pnp_kernels_bench")
-        if environment is None:  # not a file this suite wrote
+        environment, records = (_results_lines if file.suffix == ".jsonl" else _benchmark_json)(file)
+        if environment is None:
             continue
         run = runs.setdefault(file.parent, Run(file.parent, environment))
-        run.dates.append(environment.get("date") or data.get("datetime", ""))
-        for bench in data.get("benchmarks", []):
-            record = dict(bench.get("extra_info", {}))
-            record["seconds"] = figure_seconds(bench)
-            run.results.append(record)
+        run.dates.append(environment.get("date", ""))
+        run.results += records
     ordered = sorted(runs.values(), key=lambda r: max(r.dates), reverse=True)
     return sorted(ordered, key=lambda r: not r.gpu)  # GPU runs first, newest first within each kind
 
@@ -104,6 +123,12 @@ def variant_name(r: dict) -> str:
     return f"{'guided' if r['guidance'] else 'unguided'}, {'prev' if r['prev'] else 'first'}, {r['noise']} noise"
 
 
+def _spread(r: dict) -> str:
+    """q20-q80 of the device time, where the run has it."""
+    device = r.get("device_time")
+    return f"{fmt_time(device['q20_ms'] / 1e3)} - {fmt_time(device['q80_ms'] / 1e3)}" if device else "-"
+
+
 def update_rows(run: Run) -> list[list[str]]:
     cases: dict[tuple, dict[str, dict]] = {}
     for r in run.of("pnp_update"):
@@ -119,34 +144,36 @@ def update_rows(run: Run) -> list[list[str]]:
             speedup = eager / r["seconds"] if eager and r["seconds"] else None
             rows.append([
                 shape_name + " " + "x".join(map(str, r["shape"])), variant_name(r),
-                provider + (" (interpreter)" if interpreted else ""), fmt_time(r["seconds"]),
+                provider + (" (interpreter)" if interpreted else ""), fmt_time(r["seconds"]), _spread(r),
                 fmt(r.get("gbps"), ".1f"), fmt(r.get("percent_of_copy"), ".0f", "%"), fmt(speedup, ".1f", "x"),
             ])
     return rows
 
 
-def e2e_pair(run: Run) -> tuple[dict | None, dict | None]:
-    by_plan = {r["plan_name"]: r for r in run.of("end_to_end")}
-    return by_plan.get("baseline"), by_plan.get("default")
+def e2e_pair(run: Run, compiled: bool) -> tuple[dict | None, dict | None]:
+    by_plan = {r["plan_name"]: r for r in run.of("end_to_end") if r["compiled"] == compiled}
+    return by_plan.get("baseline"), by_plan.get("published")
 
 
 TARGETS = {
     "bandwidth": "pnp_update >= 80% of copy bandwidth (Wan 480p/720p, C=16/48)",
     "eager": "pnp_update >= 5x eager reference",
     "compiled": "pnp_update faster than torch.compile of the reference",
-    "overhead": "sampler overhead < 0.5% of a refined run (Wan2.1-1.3B, 480p/81f)",
+    "overhead": "sampler work outside the model < 0.5% of a refined run (Wan2.1-1.3B, 480p/81f)",
     "ratio": "refined wall time <= NFE ratio x 1.02 of baseline",
     "forward": "transformer forward TFLOP/s, best backend vs native",
 }
 
 
-def target_rows(runs: list[Run]) -> list[list[str]]:
-    """SPEC §6 targets against the newest GPU run; pending without one."""
-    gpu = next((r for r in runs if r.gpu), None)
-    if gpu is None:
-        return [[t, "-", "pending: no GPU run yet (CPU-only figures below are not assessed)"] for t in TARGETS.values()]
-    found: dict[str, list[tuple[str, str]]] = {key: [] for key in TARGETS}  # key -> [(figure, status)]
-    updates = [r for r in gpu.of("pnp_update") if r["shape_name"] in TARGET_SHAPES and r["seconds"]]
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def _same_case(a: dict, b: dict) -> bool:
+    return all(a[k] == b[k] for k in ("shape_name", "guidance", "prev", "noise"))
+
+
+def _update_targets(updates: list[dict], found: dict) -> None:
     for provider in FAST_PROVIDERS:
         mine = [r for r in updates if r["provider"] == provider]
         if not mine:
@@ -157,14 +184,29 @@ def target_rows(runs: list[Run]) -> list[list[str]]:
             speedups = [o["seconds"] / r["seconds"] for r in mine for o in updates if o["provider"] == other and _same_case(o, r)]
             if speedups:
                 found[other].append((f"{provider}: lowest {min(speedups):.2f}x over {len(speedups)} cases", _met(met(min(speedups)))))
-    baseline, default = e2e_pair(gpu)
-    if default:
-        share = default["outside_model_share"]
-        found["overhead"].append((f"{share:.3%} ({default['problem']}, {default['num_steps']} steps)", _met(share < 0.005)))
-    if baseline and default:
-        allowed = default["nfe"] / baseline["nfe"] * 1.02
-        ratio = default["seconds"] / baseline["seconds"]
-        found["ratio"].append((f"{ratio:.3f}x wall vs {allowed:.3f}x allowed", _met(ratio <= allowed)))
+
+
+def _end_to_end_targets(run: Run, found: dict) -> None:
+    for compiled in (False, True):
+        mode = "compiled blocks" if compiled else "eager"
+        baseline, published = e2e_pair(run, compiled)
+        if published:
+            share = published["outside_model_share"]
+            found["overhead"].append((f"{mode}: {share:.3%} ({published['problem']}, {published['num_steps']} steps)", _met(share < 0.005)))
+        if baseline and published and baseline["seconds"] and published["seconds"]:
+            allowed = published["nfe"] / baseline["nfe"] * 1.02
+            ratio = published["seconds"] / baseline["seconds"]
+            found["ratio"].append((f"{mode}: {ratio:.3f}x wall vs {allowed:.3f}x allowed ({published['rounds']} rounds)", _met(ratio <= allowed)))
+
+
+def target_rows(runs: list[Run]) -> list[list[str]]:
+    """The targets against the newest GPU run; pending without one."""
+    gpu = next((r for r in runs if r.gpu), None)
+    if gpu is None:
+        return [[t, "-", f"{PENDING} (CPU-only figures below are not assessed)"] for t in TARGETS.values()]
+    found: dict[str, list[tuple[str, str]]] = {key: [] for key in TARGETS}  # key -> [(figure, status)]
+    _update_targets([r for r in gpu.of("pnp_update") if r["shape_name"] in TARGET_SHAPES and r["seconds"]], found)
+    _end_to_end_targets(gpu, found)
     forwards = [r for r in gpu.of("transformer_forward") if r.get("tflops")]
     if forwards:
         best = max(forwards, key=lambda r: r["tflops"])
@@ -180,12 +222,67 @@ def target_rows(runs: list[Run]) -> list[list[str]]:
     return rows
 
 
-def _met(ok: bool) -> str:
-    return "met" if ok else "NOT met"
+def _update_section(run: Run, timing: str) -> list[str]:
+    rows = update_rows(run)
+    if not rows:
+        return []
+    copy = statistics.median(r["copy_gbps"] for r in run.of("pnp_update"))
+    return [f"### pnp_update ({timing})", "",
+            f"Copy ceiling measured in this run: {copy:.1f} GB/s (bytes read + written).", ""] + table(
+        ["shape", "variant", "provider", "median", "q20 - q80", "GB/s", "% of copy", "vs eager"], rows) + [""]
 
 
-def _same_case(a: dict, b: dict) -> bool:
-    return all(a[k] == b[k] for k in ("shape_name", "guidance", "prev", "noise"))
+def _sampler_section(run: Run) -> list[str]:
+    sampler = run.of("sampler_overhead")
+    if not sampler:
+        return []
+    return ["### Sampler overhead (host wall time)", "",
+            f"Published plan {sampler[0]['plan']}, {sampler[0]['num_steps']} steps, latents "
+            f"{'x'.join(map(str, sampler[0]['shape']))}, stub of fixed cost vs the same number of bare stub calls.", ""] + table(
+        ["backend", "noise", "NFE", "stub", "refined", "bare calls", "overhead / NFE", "share of run"],
+        [[r["backend"], r["noise"], r["nfe"], f"{r['stub_ms']} ms", fmt_time(r["refined_s"]), fmt_time(r["bare_s"]),
+          fmt(r["overhead_per_nfe_ms"], ".3f", " ms"), fmt(100 * r["overhead_share"], ".2f", "%")] for r in sampler],
+    ) + [""]
+
+
+def _transformer_section(run: Run, timing: str) -> list[str]:
+    forwards = run.of("transformer_forward")
+    if not forwards:
+        return []
+    native = {r["problem"]: r["seconds"] for r in forwards if r["backend"] == "native" and not r["compiled"]}
+    return [f"### Transformer forward, batch 1 ({timing})", ""] + table(
+        ["problem", "tokens", "attention backend", "compiled blocks", "time / forward", "TFLOP/s", "vs native eager"],
+        [[r["problem"], r["tokens"], r["backend"], "yes" if r["compiled"] else "no", fmt_time(r["seconds"]),
+          fmt(r.get("tflops"), ".1f" if run.gpu else ".2g"),
+          fmt(native[r["problem"]] / r["seconds"] if native.get(r["problem"]) and r["seconds"] else None, ".2f", "x")]
+         for r in forwards],
+    ) + [""]
+
+
+def _end_to_end_section(run: Run) -> list[str]:
+    rows = []
+    for compiled in (False, True):
+        baseline, published = e2e_pair(run, compiled)
+        for r in (x for x in (baseline, published) if x):
+            nfe_ratio = r["nfe"] / baseline["nfe"] if baseline else None
+            wall_ratio = r["seconds"] / baseline["seconds"] if baseline and baseline["seconds"] and r["seconds"] else None
+            walls = r["wall_s"]
+            rows.append([r["plan_name"], r["plan"], "yes" if compiled else "no", r["num_steps"], r["nfe"], len(walls),
+                         fmt_time(r["seconds"]), fmt(100 * (max(walls) - min(walls)) / min(walls), ".1f", "%"),
+                         fmt(nfe_ratio, ".3f"), fmt(wall_ratio, ".3f"),
+                         fmt(wall_ratio / nfe_ratio if wall_ratio else None, ".3f"),
+                         fmt(100 * r["outside_model_share"], ".2f", "%"), r["backend"]])
+    lines = []
+    if rows:
+        lines += ["### End to end, unguided, no VAE decode (host wall time)", ""] + table(
+            ["plan", "ranges", "compiled blocks", "steps", "NFE", "rounds", "median wall", "spread (max/min - 1)",
+             "NFE ratio", "wall ratio", "wall / NFE ratio", "outside model", "update backend"], rows) + [""]
+    guidance = run.of("guidance_mode")
+    if guidance:
+        lines += ["Guidance: cond and uncond as one batch-2 forward vs two sequential forwards "
+                  f"({guidance[0]['num_steps']} plain steps):", ""]
+        lines += table(["guidance", "NFE", "time / NFE"], [[r["guidance"], r["nfe"], fmt_time(r["seconds"] / r["nfe"] if r["seconds"] else None)] for r in guidance]) + [""]
+    return lines
 
 
 def run_sections(run: Run, plot_links: dict[str, str]) -> list[str]:
@@ -197,51 +294,8 @@ def run_sections(run: Run, plot_links: dict[str, str]) -> list[str]:
     lines += [f"Versions: torch {env.get('torch')}, CUDA {env.get('cuda') or '-'}, driver {env.get('driver') or '-'}, "
               f"triton {env.get('triton') or '-'}, diffusers {env.get('diffusers') or '-'}, pnp_kernels "
               f"{env.get('pnp_kernels') or '-'}; results in `{_display_path(run.folder)}`.", ""]
-    timing = "device time (CUDA events, median)" if run.gpu else "host time (median), CPU-only"
-    rows = update_rows(run)
-    if rows:
-        copy = statistics.median(r["copy_gbps"] for r in run.of("pnp_update"))
-        lines += [f"### pnp_update ({timing})", "",
-                  f"Copy ceiling measured in this run: {copy:.1f} GB/s (bytes read + written).", ""]
-        lines += table(["shape", "variant", "provider", "time", "GB/s", "% of copy", "vs eager"], rows) + [""]
-    sampler = run.of("sampler_overhead")
-    if sampler:
-        lines += ["### Sampler overhead (host wall time)", "",
-                  f"Default plan {sampler[0]['plan']}, {sampler[0]['num_steps']} steps, latents "
-                  f"{'x'.join(map(str, sampler[0]['shape']))}, stub of fixed cost vs the same number of bare stub calls.", ""]
-        lines += table(
-            ["backend", "noise", "NFE", "stub", "refined", "bare calls", "overhead / NFE", "share of run"],
-            [[r["backend"], r["noise"], r["nfe"], f"{r['stub_ms']} ms", fmt_time(r["refined_s"]), fmt_time(r["bare_s"]),
-              fmt(r["overhead_per_nfe_ms"], ".3f", " ms"), fmt(100 * r["overhead_share"], ".2f", "%")] for r in sampler],
-        ) + [""]
-    forwards = run.of("transformer_forward")
-    if forwards:
-        native = {(r["problem"], r["compiled"]): r["seconds"] for r in forwards if r["backend"] == "native"}
-        lines += [f"### Transformer forward, batch 1 ({timing})", ""]
-        lines += table(
-            ["problem", "tokens", "attention backend", "compiled", "time / forward", "TFLOP/s", "vs native"],
-            [[r["problem"], r["tokens"], r["backend"], "yes" if r["compiled"] else "no", fmt_time(r["seconds"]),
-              fmt(r.get("tflops"), ".1f" if run.gpu else ".2g"),
-              fmt(native[(r["problem"], False)] / r["seconds"] if native.get((r["problem"], False)) and r["seconds"] else None, ".2f", "x")]
-             for r in forwards],
-        ) + [""]
-    baseline, default = e2e_pair(run)
-    if baseline or default:
-        lines += ["### End to end, no VAE decode (host wall time)", ""]
-        rows = []
-        for r in (x for x in (baseline, default) if x):
-            nfe_ratio = r["nfe"] / baseline["nfe"] if baseline else None
-            wall_ratio = r["seconds"] / baseline["seconds"] if baseline else None
-            rows.append([r["plan_name"], r["plan"], r["num_steps"], r["nfe"], fmt_time(r["seconds"]), fmt(nfe_ratio, ".3f"),
-                         fmt(wall_ratio, ".3f"), fmt(wall_ratio / nfe_ratio if wall_ratio else None, ".3f"),
-                         fmt(100 * r["outside_model_share"], ".2f", "%"), r["backend"]])
-        lines += table(["plan", "ranges", "steps", "NFE", "wall time", "NFE ratio", "wall ratio", "wall / NFE ratio",
-                        "outside model", "update backend"], rows) + [""]
-    guidance = run.of("guidance_mode")
-    if guidance:
-        lines += ["Guidance: cond and uncond as one batch-2 forward vs two sequential forwards "
-                  f"({guidance[0]['num_steps']} plain steps):", ""]
-        lines += table(["guidance", "NFE", "time / NFE"], [[r["guidance"], r["nfe"], fmt_time(r["seconds"] / r["nfe"] if r["seconds"] else None)] for r in guidance]) + [""]
+    timing = "device time: CUDA-graph replays (update), CUDA events (forward); median" if run.gpu else "host time (median), CPU-only"
+    lines += _update_section(run, timing) + _sampler_section(run) + _transformer_section(run, timing) + _end_to_end_section(run)
     for title, link in plot_links.items():
         lines += [f"![{title}]({link})", ""]
     return lines
@@ -298,35 +352,88 @@ def make_plots(run: Run, plots_dir: Path, output: Path) -> dict[str, str]:
         ax.set_xlabel("seconds per forward (batch 1)")
         ax.set_title("Wan2.1-1.3B-shaped transformer forward per attention backend" + title_tail)
         save(fig, "transformer_forward.png", "transformer forward time per attention backend")
-    baseline, default = e2e_pair(run)
-    if baseline and default:
+    baseline, published = e2e_pair(run, compiled=False)
+    if baseline and published and baseline["seconds"] and published["seconds"]:
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.bar(["baseline", "default plan", "baseline x NFE ratio"],
-               [baseline["seconds"], default["seconds"], baseline["seconds"] * default["nfe"] / baseline["nfe"]],
+        ax.bar(["baseline", "published plan", "baseline x NFE ratio"],
+               [baseline["seconds"], published["seconds"], baseline["seconds"] * published["nfe"] / baseline["nfe"]],
                color=["tab:gray", "tab:blue", "tab:orange"])
         ax.set_ylabel("wall time (s)")
-        ax.set_title(f"Refined vs baseline, {default['problem']}" + title_tail)
+        ax.set_title(f"Refined vs baseline, {published['problem']}" + title_tail)
         save(fig, "end_to_end.png", "refined vs baseline wall time")
     return links
+
+
+def suite_section() -> list[str]:
+    """How the GPU figures are taken: the one device call, its stages and budgets."""
+    lines = [
+        "## The GPU run", "",
+        "All GPU figures come from one call of the device tool, at most "
+        f"{LIMIT_S} s (8 of the 15 device minutes a task may get):", "",
+        "```text", RUN_COMMAND, "```", "",
+        "`bench/wheels/` (git-ignored) holds the diffusers wheel the GPU machine lacks: fill it first with",
+        "`bench/fetch_wheels.sh` on a machine with a package index. Without it the run still works: the",
+        "GPU tests and benchmarks that need diffusers (the Wan pipelines, the transformer, end to end) skip",
+        "with that reason. `bash bench/gpu_suite.sh --stages end_to_end,transformer` in a later call runs",
+        "only those stages; `python -m bench.suite --dry-run` runs every stage on a CPU with tiny shapes",
+        "(CI does, in `bench/test_suite.py`).", "",
+        "Stages run in this order, each in its own process under a time limit: its budget plus what earlier",
+        "stages left unused, never the budgets of later stages. The budgets add to "
+        f"{sum(s.budget_s for s in STAGES)} s, {MARGIN_S} s under the limit. Every finished benchmark case is",
+        "written to `results.jsonl` at once and `summary.md` after every stage, so a stage cut at its limit",
+        "loses only the case it was in. If the smoke stage finds a kernel disagreeing with the reference, the",
+        "run stops there.", "",
+    ]
+    lines += table(["stage", "budget", "what"], [[s.name, f"{s.budget_s} s", s.purpose] for s in STAGES]) + [""]
+    lines += [
+        "Update timing: each provider (eager reference, `torch.compile` of the reference, Triton, CUDA) is",
+        "called the same way, `provider(**args)` with the reference's arguments, and timed the same way:",
+        "one CUDA graph calls it once per input set, cycling through sets that together hold 4x the L2",
+        "cache, and each replay is timed with CUDA events. No host work is in the figure; the host time of",
+        "one update through the public op is a figure of its own. The CUDA extension is compiled for the",
+        "device's own architecture only (`TORCH_CUDA_ARCH_LIST` from `torch.cuda.get_device_capability`), in",
+        "its own stage, so no timed or tested stage waits for a compile.", "",
+    ]
+    return lines
+
+
+def accounting_section() -> list[str]:
+    """Bytes one update must move (``bytes_moved``) per shape and variant; what the kernels move is pending."""
+    rows = []
+    for shape_name, shape in SHAPES["full"].items():
+        for variant in SAMPLING_VARIANTS:
+            ideal = bytes_moved(shape, variant)
+            rows.append([shape_name, "x".join(map(str, shape)), variant.name, f"{ideal / 1e6:.1f}",
+                         "pending: per-kernel accounting not yet available"])
+    return ["## Byte accounting", "",
+            "Ideal: each input read once and each output written once (`bytes_moved` in `bench/accounting.py`,",
+            "bf16 velocities, float32 latents, bool masks). Moved: what each kernel reads and writes as written.",
+            "GB/s figures use the ideal bytes, so a kernel that moves more than the ideal shows it as lost bandwidth.",
+            ""] + table(["shape", "latents", "variant", "ideal MB", "moved MB"], rows) + [""]
+
+
+def compile_section() -> list[str]:
+    return [
+        "## Regional compilation", "",
+        "The suite times the transformer with its repeated blocks compiled (diffusers",
+        "`compile_repeated_blocks`, what `compile=True` of the Wan pipelines does) and without, per forward",
+        "and end to end. No measurement exists yet; once one does, the Wan pipelines' and the command line's",
+        "default for compilation will follow it.", "",
+    ]
 
 
 def render(runs: list[Run], plot_links: dict[str, str]) -> str:
     lines = [
         "# Performance",
         "",
-        "Generated by `python -m bench.report` from the pytest-benchmark JSON in `bench/results/`; do not edit by hand.",
-        "Targets are SPEC §6. Speed is measured by the benchmarks in `bench/`, never asserted by timed tests.",
-        "",
-        "Reproduce: on a CPU, `pytest bench/ --benchmark-only --benchmark-json=bench/results/<date>-cpu/bench.json`",
-        "(tiny shapes); on one H100/H200, `bench/gpu_suite.sh` (GPU correctness tests and every GPU benchmark in",
-        "about 10 minutes, Wan shapes). A GPU machine without diffusers or network needs the diffusers wheel:",
-        "run `bench/fetch_wheels.sh` on a machine with network, carry `bench/wheels/` (git-ignored) along, and",
-        "the suite installs it. Then `python -m bench.report` over the results.",
+        "Generated by `python -m bench.report` from the results in `bench/results/`; do not edit by hand.",
+        "Speed is measured by the benchmarks in `bench/`, never asserted by timed tests.",
         "",
     ]
     if not any(r.gpu for r in runs):
         lines += ["**GPU figures are pending**: no GPU run has been recorded yet. Every figure below is CPU-only.", ""]
-    lines += ["## Targets (SPEC §6)", ""] + table(["target", "figure", "status"], target_rows(runs)) + [""]
+    lines += ["## Targets", ""] + table(["target", "figure", "status"], target_rows(runs)) + [""]
+    lines += suite_section() + accounting_section() + compile_section()
     lines += ["## Runs", ""] + table(
         ["device", "kind", "date (UTC)", "torch", "CUDA", "driver", "triton", "cases"],
         [[r.environment.get("device"), "GPU" if r.gpu else "CPU-only", min(r.dates)[:16].replace("T", " "),
@@ -334,10 +441,10 @@ def render(runs: list[Run], plot_links: dict[str, str]) -> str:
           r.environment.get("triton") or "-", len(r.results)] for r in runs],
     ) + [""]
     lines += [
-        "How figures are taken: pnp_update GB/s counts the bytes the op must move (`bytes_moved` in",
-        "`bench/test_pnp_update.py`) over its median time; the copy ceiling is a device-to-device copy timed in",
-        "the same run. Transformer TFLOP/s counts linear layers and attention (`forward_flops` in",
-        "`bench/wan_model.py`). GPU times are CUDA-event medians with L2 flushed before each call.",
+        "How figures are taken: pnp_update GB/s counts the bytes the op must move over its median device",
+        "time; the copy ceiling is a device-to-device copy timed the same way in the same run. Transformer",
+        "TFLOP/s counts linear layers and attention (`forward_flops` in `bench/wan_model.py`). End-to-end",
+        "figures are host wall time of whole sampling runs, the median of the rounds.",
         "",
     ]
     for i, run in enumerate(runs):
@@ -347,7 +454,7 @@ def render(runs: list[Run], plot_links: dict[str, str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, nargs="+", default=[DEFAULT_RESULTS], help="folders or .json files")
+    parser.add_argument("--results", type=Path, nargs="+", default=[DEFAULT_RESULTS], help="folders or result files")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--plots-dir", type=Path, default=DEFAULT_PLOTS)
     parser.add_argument("--no-plots", action="store_true", help="tables only (e.g. on the GPU machine)")

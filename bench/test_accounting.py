@@ -5,13 +5,13 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.test_pnp_update import bytes_moved
+from bench.accounting import Variant, bytes_moved
 from bench.wan_model import TINY, WAN21_1_3B, WanProblem, build_model, forward_flops, text_embeddings
 
 
 @pytest.mark.parametrize("layers, latents, text_len", [(1, (1, 16, 3, 6, 10), 7), (3, (2, 16, 5, 8, 14), 24)])
 def test_forward_flops_match_torch_flop_counter(layers, latents, text_len):
-    from diffusers.models.attention_dispatch import attention_backend
+    attention_backend = pytest.importorskip("diffusers.models.attention_dispatch").attention_backend
 
     problem = WanProblem("odd", dict(TINY, num_layers=layers), latents, text_len)
     model = build_model(problem.config, torch.device("cpu"), torch.float32)
@@ -41,6 +41,8 @@ def test_bytes_moved_by_hand():
     shape = (2, 16, 3, 5, 7)
     n, p = 2 * 16 * 3 * 5 * 7, 2 * 3 * 5 * 7
     # z, bf16 v, x0 + z_next + mask + z_perturbed written, explicit noise read.
-    assert bytes_moved(shape, guidance=False, prev=False, noise="tensor") == 4 * n + 2 * n + 4 * n + 12 * n + p
+    assert bytes_moved(shape, Variant(False, False, "tensor")) == 4 * n + 2 * n + 4 * n + 12 * n + p
     # + bf16 v_uncond, prev x0 / z_next / mask read; philox noise is not read.
-    assert bytes_moved(shape, guidance=True, prev=True, noise="philox") == 4 * n + 4 * n + 8 * n + p + 12 * n + p
+    assert bytes_moved(shape, Variant(True, True, "philox")) == 4 * n + 4 * n + 8 * n + p + 12 * n + p
+    # No noise (a plain step): z_next alone is written (no z_perturbed, and x0 / mask are not stored).
+    assert bytes_moved(shape, Variant(True, False, "none")) == 4 * n + 4 * n + 4 * n

@@ -1,5 +1,7 @@
-"""A Wan2.1-1.3B-shaped diffusers WanTransformer3DModel with random weights, its FLOP count, and a
-guided denoiser closure for pnp_sample (shared by the transformer and end-to-end benchmarks)."""
+"""A Wan2.1-1.3B-shaped diffusers WanTransformer3DModel with random weights, its FLOP count, and
+denoiser closures for pnp_sample (shared by the transformer and end-to-end benchmarks).
+
+diffusers is imported only where a model is built: importing this module needs torch alone."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -73,6 +75,16 @@ def forward_flops(problem: WanProblem, batch: int = 1) -> dict:
     linear = 2 * batch * (c["num_layers"] * per_block_macs + embed_macs + tokens * d * patch_out)
     attention = batch * c["num_layers"] * (4 * tokens * tokens * d + 4 * tokens * text * d)
     return {"linear": linear, "attention": attention, "total": linear + attention, "tokens": tokens}
+
+
+def plain_denoiser(model, text: torch.Tensor):
+    """pnp_sample denoiser around the transformer without guidance: one forward per model call."""
+
+    def denoise(z: torch.Tensor, step: int, sigma: float) -> torch.Tensor:
+        t = torch.full((z.shape[0],), sigma * 1000.0, device=z.device)  # Wan timesteps: sigma * 1000
+        return model(z.to(model.dtype), t, text, return_dict=False)[0]
+
+    return denoise
 
 
 def guided_denoiser(model, cond: torch.Tensor, uncond: torch.Tensor, guidance_scale: float, batched: bool):
