@@ -52,6 +52,14 @@ def is_from_pipe_dtype_cast(args: tuple, kwargs: dict) -> bool:
     return not args and set(kwargs) == {"dtype"}
 
 
+def set_call_state(pipe, **values) -> None:
+    """Set what a diffusers pipeline's properties report during a call (``guidance_scale``,
+    ``do_classifier_free_guidance``, ``num_timesteps``, ``current_timestep``, ``interrupt``,
+    ``attention_kwargs``, ...): each property returns the private attribute ``_<name>``."""
+    for name, value in values.items():
+        setattr(pipe, f"_{name}", value)
+
+
 def set_component_keeping_config(pipe, name: str, value) -> None:
     """Replace a pipeline component without touching the pipeline's config.
 

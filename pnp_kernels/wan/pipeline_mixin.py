@@ -24,7 +24,7 @@ import torch
 from diffusers.pipelines.wan.pipeline_output import WanPipelineOutput
 
 from ..cli.models import WAN21_I2V, WAN21_T2V, WAN22_I2V, WAN22_T2V, Defaults
-from ..compat import is_compiled, is_from_pipe_dtype_cast
+from ..compat import is_compiled, is_from_pipe_dtype_cast, set_call_state
 from ..config import PnPConfig
 from ..diffusers.session import philox_seed
 from ..engine import IterationEvent, PnPEngine, PnPStats
@@ -204,10 +204,8 @@ class PnPPipelineMixin:
 
     def _set_call_state(self, guidance_scale, guidance_scale_2, attention_kwargs):
         """The attributes diffusers' properties (guidance_scale, ...) and callbacks read."""
-        self._guidance_scale, self._guidance_scale_2 = guidance_scale, guidance_scale_2
-        self._attention_kwargs = attention_kwargs
-        self._current_timestep = None
-        self._interrupt = False
+        set_call_state(self, guidance_scale=guidance_scale, guidance_scale_2=guidance_scale_2,
+                       attention_kwargs=attention_kwargs, current_timestep=None, interrupt=False)
 
     # ---- the run ---------------------------------------------------------------------------------
 
@@ -261,7 +259,7 @@ class PnPPipelineMixin:
         timesteps = self.scheduler.timesteps
         num_steps = len(timesteps)
         sigmas = self.scheduler.sigmas[: num_steps + 1]
-        self._num_timesteps = num_steps
+        set_call_state(self, num_timesteps=num_steps)
         boundary = None
         if self.config.boundary_ratio is not None:
             boundary = self.config.boundary_ratio * self.scheduler.config.num_train_timesteps
@@ -285,7 +283,7 @@ class PnPPipelineMixin:
         with self.progress_bar(total=num_steps + pnp.plan.extra_nfe(num_steps)) as bar:
 
             def on_model_call(event: IterationEvent) -> None:
-                self._current_timestep = timesteps[event.step]
+                set_call_state(self, current_timestep=timesteps[event.step])
                 bar.update()
                 postfix = {"step": f"{event.step + 1}/{event.num_steps}", "iteration": f"{event.iteration}/{event.planned}"}
                 if event.certain_fraction:
@@ -309,7 +307,7 @@ class PnPPipelineMixin:
             result = PnPResult(engine.z, engine.finish())
             bar.total = bar.n  # early exits spend fewer calls than the upper bound
             bar.refresh()
-        self._current_timestep = None
+        set_call_state(self, current_timestep=None)
         return result, choice
 
     def _decode(self, latents: torch.Tensor, output_type: str):

@@ -138,3 +138,13 @@ def test_scheduler_output_type():
     from diffusers.schedulers.scheduling_utils import SchedulerOutput
 
     assert SchedulerOutput(prev_sample=torch.ones(1))[0].shape == (1,)
+
+
+def test_pipeline_properties_read_the_call_state():
+    from diffusers import WanPipeline
+
+    pipe = WanPipeline(**tiny.components("t2v"))
+    compat.set_call_state(pipe, guidance_scale=3.0, num_timesteps=7, current_timestep=5, interrupt=True,
+                          attention_kwargs={"scale": 1.0})
+    assert (pipe.guidance_scale, pipe.do_classifier_free_guidance, pipe.num_timesteps) == (3.0, True, 7)
+    assert (pipe.current_timestep, pipe.interrupt, pipe.attention_kwargs) == (5, True, {"scale": 1.0})

@@ -31,7 +31,7 @@ def test_i2v_a14b_defaults_follow_the_published_script():
     stats = out.pnp_stats
     assert [s.planned for s in stats.steps] == [0] + [3] * 5 + [1] * 8  # plan 1-5:3,6-13:1
     assert all(f == 0.0 for s in stats.steps for fr in s.certain_fractions for f in fr)  # tau 0: nothing certain
-    assert pipe._guidance_scale == pipe._guidance_scale_2 == 3.5
+    assert pipe.guidance_scale == pipe._guidance_scale_2 == 3.5
     assert stats.num_steps == 14
 
 
@@ -47,7 +47,7 @@ def test_text_to_video_defaults_and_the_negative_prompt():
     out = pipe(prompt="a cat", height=48, width=32, num_frames=5, num_inference_steps=14,
                generator=torch.Generator().manual_seed(0), output_type="latent")
     assert seen["negative_prompt"] == "low quality"
-    assert (pipe._guidance_scale, pipe._guidance_scale_2) == (4.0, 3.0)  # Wan 2.2 A14B T2V script
+    assert (pipe.guidance_scale, pipe._guidance_scale_2) == (4.0, 3.0)  # Wan 2.2 A14B T2V script
     assert [s.planned for s in out.pnp_stats.steps] == [0, 0] + [3] * 4 + [1] * 8  # plan 2-5:3,6-13:1
     with pytest.raises(ValueError, match="refers to step 13"):  # 40 steps by default: 2-5:3,6-13:1 needs 14
         pipe(prompt="a cat", height=48, width=32, num_frames=5, num_inference_steps=10, output_type="latent")
