@@ -24,11 +24,12 @@ constexpr uint32_t kPhiloxM1 = 0xCD9E8D57u;
 constexpr uint32_t kPhiloxW0 = 0x9E3779B9u;
 constexpr uint32_t kPhiloxW1 = 0xBB67AE85u;
 constexpr int kPhiloxRounds = 10;
+constexpr float kTwoPi = 6.2831854820251465f;  // float32(2 pi), as philox.py
 
-// The first two output words of Philox4x32-10 for counter (element, 0, step, iteration).
-__device__ __forceinline__ uint2 philox_first_words(uint32_t element, uint32_t step, uint32_t iteration,
-                                                    uint32_t k0, uint32_t k1) {
-  uint32_t c0 = element, c1 = 0u, c2 = step, c3 = iteration;
+// Philox4x32-10 for counter (counter, 0, step, iteration): all four output words.
+__device__ __forceinline__ uint4 philox_words(uint32_t counter, uint32_t step, uint32_t iteration, uint32_t k0,
+                                              uint32_t k1) {
+  uint32_t c0 = counter, c1 = 0u, c2 = step, c3 = iteration;
 #pragma unroll
   for (int round = 0; round < kPhiloxRounds; ++round) {
     const uint32_t hi0 = __umulhi(kPhiloxM0, c0), lo0 = kPhiloxM0 * c0;
@@ -40,16 +41,28 @@ __device__ __forceinline__ uint2 philox_first_words(uint32_t element, uint32_t s
     k0 += kPhiloxW0;
     k1 += kPhiloxW1;
   }
-  return make_uint2(c0, c1);
+  return make_uint4(c0, c1, c2, c3);
 }
 
-// Box-Muller (cosine branch) of two Philox words. u1 and 2 * u2 are exact in float32; cospif
-// avoids rounding 2 * pi * u2 before the cosine, so the result stays within a few float32 ulps
-// of the float64 reference (precise logf/sqrtf: this file must not be built with fast math).
-__device__ __forceinline__ float philox_normal(uint2 words) {
-  const float u1 = static_cast<float>((words.x >> 8) + 1u) * 0x1p-24f;
-  const float u2 = static_cast<float>(words.y >> 8) * 0x1p-24f;
-  return sqrtf(-2.0f * logf(u1)) * cospif(2.0f * u2);
+// Box-Muller of the word pair (a, b) in float32, as pnp_kernels/ops/philox.py: u1 and u2 are exact,
+// the angle is float32(2 pi) * u2 rounded once; precise logf/sqrtf/sincosf (this file must not be
+// built with fast math), so backends agree within a few float32 ulps.
+__device__ __forceinline__ float2 box_muller(uint32_t a, uint32_t b) {
+  const float u1 = static_cast<float>((a >> 8) + 1u) * 0x1p-24f;
+  const float u2 = static_cast<float>(b >> 8) * 0x1p-24f;
+  const float radius = sqrtf(-2.0f * logf(u1));
+  float sine, cosine;
+  sincosf(__fmul_rn(u2, kTwoPi), &sine, &cosine);
+  return make_float2(radius * cosine, radius * sine);
+}
+
+// The normal of element `element` of a sample: one of the four its Philox call (element / 4) makes.
+__device__ __forceinline__ float philox_normal(uint32_t element, uint32_t step, uint32_t iteration, uint32_t k0,
+                                               uint32_t k1) {
+  const uint4 words = philox_words(element >> 2, step, iteration, k0, k1);
+  const bool second_pair = (element & 2u) != 0u;
+  const float2 normals = box_muller(second_pair ? words.z : words.x, second_pair ? words.w : words.y);
+  return (element & 1u) != 0u ? normals.y : normals.x;
 }
 
 __device__ __forceinline__ float to_float(float value) { return value; }
@@ -174,7 +187,7 @@ __global__ void __launch_bounds__(kThreads)
               eps = noise[i];
             } else {
               const uint32_t element = static_cast<uint32_t>(c * p.positions + position);
-              eps = philox_normal(philox_first_words(element, p.philox_step, p.philox_iteration, k0, k1));
+              eps = philox_normal(element, p.philox_step, p.philox_iteration, k0, k1);
             }
             perturbed = add(mul(p.one_minus_sigma, x0_value), mul(p.sigma, eps));
           }
@@ -212,7 +225,7 @@ cudaError_t launch_for_channels(const PnPUpdateParams& params, cudaStream_t stre
 }  // namespace
 
 cudaError_t launch_pnp_update(const PnPUpdateParams& params, cudaStream_t stream) {
-  if (params.channels < 1 || params.channels > kMaxChannels || params.batch > 65535 ||
+  if (params.channels < 1 || params.channels > kMaxChannels || params.batch > kMaxBatch ||
       params.positions / kThreads >= 0x7fffffff) {
     return cudaErrorInvalidValue;
   }

@@ -95,7 +95,7 @@ void pnp_update_cuda(const at::Tensor& z, const at::Tensor& v, const std::option
   PNP_CHECK_CONTIGUOUS(z);
   TORCH_CHECK_VALUE(channels >= 1 && channels <= kMaxChannels, "z must have 1 to ", kMaxChannels,
                     " channels, got ", channels);
-  TORCH_CHECK_VALUE(batch <= 65535, "z must have at most 65535 samples, got ", batch);
+  TORCH_CHECK_VALUE(batch <= kMaxBatch, "z must have at most ", kMaxBatch, " samples, got ", batch);
   const at::ScalarType v_dtype = v.scalar_type();
   TORCH_CHECK_TYPE(v_dtype == at::kFloat || v_dtype == at::kHalf || v_dtype == at::kBFloat16,
                    "v must have dtype float32, float16 or bfloat16, got ", v_dtype);

@@ -13,6 +13,8 @@ namespace pnp_kernels {
 
 // Channels one thread keeps in registers (the channel reduction never leaves the thread).
 constexpr int kMaxChannels = 64;
+// Samples of one launch: the sample is the second grid axis.
+constexpr int kMaxBatch = 65535;
 
 enum class VelocityDtype : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 

@@ -1,12 +1,13 @@
 """Backends of the fused update as data: what each supports, and why it cannot run (STYLE.md).
 
 Every backend has ``name``, ``auto_devices`` (device types "auto" may pick it for; None = any),
-``not_supported_reasons(z, v, v_uncond) -> list[str]`` and ``run(z, v, sigma, sigma_next, *,
-out=None, **kwargs) -> PnPUpdateOutput`` with the keyword arguments of ``pnp_update_reference``.
+``not_supported_reasons(inputs) -> list[str]`` and ``run(inputs, outputs) -> None``, which writes
+into the buffers of ``outputs`` (``outputs.py``) and allocates nothing latent-sized of its own.
 
-"auto" walks ``AUTO_PRIORITY`` and takes the first backend with no reasons against the inputs; an
-explicitly requested backend that cannot run raises with its reasons. Nothing heavy is imported
-here: Triton is imported the first time its backend is considered.
+"auto" walks ``OP_BACKEND_PRIORITY`` and takes the first backend with no reasons against the
+inputs; an explicitly requested backend that cannot run raises with its reasons. Nothing heavy is
+imported here: Triton is imported the first time its backend is considered, the CUDA extension
+the first time CUDA tensors reach its backend.
 """
 from __future__ import annotations
 
@@ -17,31 +18,19 @@ import math
 
 import torch
 
-from .reference import PnPUpdateOutput, pnp_update_reference
+from ..config import BACKENDS as BACKEND_NAMES
+from .cuda_backend import CudaBackend
+from .inputs import PnPUpdateInputs, reference_only_reasons
+from .outputs import TENSOR_FIELDS, PnPUpdateOutput
+from .reference import reference_update
 
 logger = logging.getLogger("pnp_kernels")
 
-AUTO_PRIORITY = ("triton", "cuda", "torch")
-SUPPORTED_VELOCITY_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
-
-def write_outputs(result: PnPUpdateOutput, out: PnPUpdateOutput | None) -> PnPUpdateOutput:
-    """Copy a freshly computed result into caller-owned tensors where given."""
-    if out is None:
-        return result
-    fields = {}
-    for name, value in result._asdict().items():
-        target = getattr(out, name)
-        if target is None or value is None:
-            fields[name] = value
-        else:
-            if target.shape != value.shape or target.dtype != value.dtype:
-                raise ValueError(
-                    f"out.{name} has shape {tuple(target.shape)} / {target.dtype}, "
-                    f"expected {tuple(value.shape)} / {value.dtype}"
-                )
-            fields[name] = target.copy_(value)
-    return PnPUpdateOutput(**fields)
+AUTO = "auto"
+# config.BACKENDS lists the op's backends after "auto" in the order auto prefers them.
+OP_BACKEND_PRIORITY = tuple(name for name in BACKEND_NAMES if name != AUTO)
+# The name pnp-info (pnp_kernels/info.py) imports; the attention backends have a list of their own.
+AUTO_PRIORITY = OP_BACKEND_PRIORITY
 
 
 class TorchBackend:
@@ -50,11 +39,15 @@ class TorchBackend:
     name = "torch"
     auto_devices = None
 
-    def not_supported_reasons(self, z, v, v_uncond) -> list[str]:
+    def not_supported_reasons(self, inputs: PnPUpdateInputs) -> list[str]:
         return []
 
-    def run(self, z, v, sigma, sigma_next, *, out=None, **kwargs) -> PnPUpdateOutput:
-        return write_outputs(pnp_update_reference(z, v, sigma, sigma_next, **kwargs), out)
+    def run(self, inputs: PnPUpdateInputs, outputs: PnPUpdateOutput) -> None:
+        result = reference_update(inputs)
+        for name in TENSOR_FIELDS:
+            target = getattr(outputs, name)
+            if target is not None:
+                target.copy_(getattr(result, name))
 
 
 class TritonBackend:
@@ -62,40 +55,39 @@ class TritonBackend:
 
     name = "triton"
     auto_devices = ("cuda",)  # the CPU interpreter is for tests, far slower than the reference
-    max_channels = 64
-    max_batch = 65535  # the sample is the second grid axis
+    MAX_CHANNELS = 64  # all channels of a position stay in one program's registers
+    MAX_BATCH = 65535  # the sample is the second grid axis
 
-    def not_supported_reasons(self, z, v, v_uncond) -> list[str]:
+    def not_supported_reasons(self, inputs: PnPUpdateInputs) -> list[str]:
         reasons = []
+        z = inputs.z
         if z.device.type != "cuda" and not _triton_interpreter_on():
             reasons.append(
                 f"needs CUDA tensors, got {z.device.type} tensors (on the CPU it runs only in Triton's "
                 "interpreter: set TRITON_INTERPRET=1 before triton is imported)"
             )
-        if z.dim() == 5 and z.shape[1] > self.max_channels:
-            reasons.append(f"handles at most {self.max_channels} channels, got C={z.shape[1]}")
-        if z.dim() == 5 and z.shape[0] > self.max_batch:
-            reasons.append(f"handles at most {self.max_batch} samples per launch, got B={z.shape[0]}")
-        if z.dim() == 5 and math.prod(z.shape[1:]) >= 2**31:
-            reasons.append(f"indexes a sample with int32, got {math.prod(z.shape[1:])} elements per sample")
-        for name, t in (("v", v), ("v_uncond", v_uncond)):
-            if t is not None and t.dtype not in SUPPORTED_VELOCITY_DTYPES:
-                reasons.append(f"{name} dtype {t.dtype} is not float32, bfloat16 or float16")
+        if not 1 <= inputs.channels <= self.MAX_CHANNELS:
+            reasons.append(f"handles 1 to {self.MAX_CHANNELS} channels, got C={inputs.channels}")
+        if inputs.batch > self.MAX_BATCH:
+            reasons.append(f"handles at most {self.MAX_BATCH} samples per launch, got B={inputs.batch}")
+        per_sample = math.prod(z.shape[1:])
+        if per_sample >= 2**31:
+            reasons.append(f"indexes a sample with int32, got {per_sample} elements per sample")
+        reasons += reference_only_reasons(inputs)
         load_error = _triton_load_error()
         if load_error:
             reasons.append(load_error)
         return reasons
 
-    def run(self, z, v, sigma, sigma_next, *, out=None, **kwargs) -> PnPUpdateOutput:
+    def run(self, inputs: PnPUpdateInputs, outputs: PnPUpdateOutput) -> None:
         load_error = _triton_load_error()
         if load_error:
             raise RuntimeError(f"backend 'triton' cannot run: {load_error}")
-        launcher = importlib.import_module(".triton_launch", __package__)
-        return launcher.run_triton(z, v, sigma, sigma_next, out=out, **kwargs)
+        _triton_launcher[0].run_triton(inputs, outputs)
 
 
 class UnavailableBackend:
-    """Stands in for a backend whose module is missing or failed to import; says why, once."""
+    """Stands in for a backend that cannot run anywhere in this installation; says why."""
 
     auto_devices = None
 
@@ -103,10 +95,10 @@ class UnavailableBackend:
         self.name = name
         self.reason = reason
 
-    def not_supported_reasons(self, z, v, v_uncond) -> list[str]:
+    def not_supported_reasons(self, inputs: PnPUpdateInputs) -> list[str]:
         return [self.reason]
 
-    def run(self, z, v, sigma, sigma_next, *, out=None, **kwargs) -> PnPUpdateOutput:
+    def run(self, inputs: PnPUpdateInputs, outputs: PnPUpdateOutput) -> None:
         raise RuntimeError(f"backend {self.name!r} cannot run: {self.reason}")
 
 
@@ -122,6 +114,7 @@ def _triton_interpreter_on() -> bool:
 
 
 _triton_load_errors: list[str] = []  # filled once: the first load attempt's outcome
+_triton_launcher: list = []  # the launcher module, once it loaded
 
 
 @torch.compiler.assume_constant_result
@@ -132,7 +125,7 @@ def _triton_load_error() -> str:
             error = "triton is not installed (pip install 'pnp-kernels[triton]')"
         else:
             try:
-                importlib.import_module(".triton_launch", __package__)
+                _triton_launcher.append(importlib.import_module(".triton_launch", __package__))
                 error = ""
             except ImportError as failure:
                 error = f"importing the Triton kernel failed: {failure}"
@@ -141,59 +134,54 @@ def _triton_load_error() -> str:
     return _triton_load_errors[0]
 
 
-def _load_cuda_backend():
-    """The CUDA C++ backend from ``cuda_backend.py`` (its own checks say whether the extension is built)."""
-    module_name = f"{__package__}.cuda_backend"
-    if importlib.util.find_spec(module_name) is None:
-        return UnavailableBackend("cuda", f"{module_name} is not part of this installation")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        logger.warning("pnp_update: importing %s failed: %s", module_name, error)
-        return UnavailableBackend("cuda", f"importing {module_name} failed: {error}")
-    return module.CudaBackend()
-
-
-# Defined last: cuda_backend may import helpers from this module.
-BACKENDS = {"triton": TritonBackend(), "cuda": _load_cuda_backend(), "torch": TorchBackend()}
+BACKENDS = {backend.name: backend for backend in (TritonBackend(), CudaBackend(), TorchBackend())}
 _reported: set[tuple[str, str]] = set()
 
 
-def auto_reasons(name: str, z: torch.Tensor, v: torch.Tensor, v_uncond: torch.Tensor | None) -> list[str]:
-    """Why "auto" would not pick backend ``name`` for these inputs ([] = it would)."""
+def _auto_reasons(name: str, inputs: PnPUpdateInputs) -> list[str]:
     backend = BACKENDS[name]
-    devices = getattr(backend, "auto_devices", None)
-    if devices is not None and z.device.type not in devices:
-        return [f"auto uses it only for {'/'.join(devices)} tensors, got {z.device.type}"]
-    return backend.not_supported_reasons(z, v, v_uncond)
+    devices = backend.auto_devices
+    if devices is not None and inputs.z.device.type not in devices:
+        return [f"auto uses it only for {'/'.join(devices)} tensors, got {inputs.z.device.type}"]
+    return backend.not_supported_reasons(inputs)
 
 
-def select_backend(requested: str, z: torch.Tensor, v: torch.Tensor, v_uncond: torch.Tensor | None,
-                   round_products_to: torch.dtype | None = None):
-    """The backend object for ``requested`` ("auto" or a name), or an error listing the reasons."""
-    if requested != "auto":
-        if requested not in BACKENDS:
-            raise ValueError(f"backend must be 'auto' or one of {sorted(BACKENDS)}, got {requested!r}")
+def choose_backend(requested: str, inputs: PnPUpdateInputs):
+    """The backend object for ``requested`` ("auto" or a name), or a RuntimeError listing the reasons."""
+    if requested != AUTO:
         backend = BACKENDS[requested]
-        reasons = backend.not_supported_reasons(z, v, v_uncond) + _rounding_reasons(requested, round_products_to)
+        reasons = backend.not_supported_reasons(inputs)
         if reasons:
             raise RuntimeError(f"backend {requested!r} cannot run on these inputs: {'; '.join(reasons)}")
         return backend
     refused = {}
-    for name in AUTO_PRIORITY:
-        reasons = auto_reasons(name, z, v, v_uncond) + _rounding_reasons(name, round_products_to)
+    for name in OP_BACKEND_PRIORITY:
+        reasons = _auto_reasons(name, inputs)
         if not reasons:
-            _report_choice(name, z.device.type, refused)
+            _report_choice(name, inputs.z.device.type, refused)
             return BACKENDS[name]
         refused[name] = reasons
     details = "; ".join(f"{n}: {', '.join(r)}" for n, r in refused.items())
     raise RuntimeError(f"no pnp_update backend can run on these inputs ({details})")
 
 
-def _rounding_reasons(name: str, round_products_to: torch.dtype | None) -> list[str]:
-    if round_products_to is None or name == "torch":
-        return []
-    return [f"round_products_to={round_products_to} is implemented by the torch backend only"]
+def _probe(z: torch.Tensor, v: torch.Tensor, v_uncond: torch.Tensor | None) -> PnPUpdateInputs:
+    return PnPUpdateInputs(z, v, 0.0, 0.0, v_uncond=v_uncond)
+
+
+def select_backend(requested: str, z: torch.Tensor, v: torch.Tensor, v_uncond: torch.Tensor | None = None):
+    """The backend ``pnp_update(z, v, ..., backend=requested)`` would run for tensors like these."""
+    return choose_backend(requested, _probe(z, v, v_uncond))
+
+
+def explicit_reasons(name: str, z: torch.Tensor, v: torch.Tensor, v_uncond: torch.Tensor | None = None) -> list[str]:
+    """Why backend ``name``, requested explicitly, would refuse tensors like these ([] = it would run)."""
+    return BACKENDS[name].not_supported_reasons(_probe(z, v, v_uncond))
+
+
+def auto_reasons(name: str, z: torch.Tensor, v: torch.Tensor, v_uncond: torch.Tensor | None = None) -> list[str]:
+    """Why "auto" would not pick backend ``name`` for tensors like these ([] = it would)."""
+    return _auto_reasons(name, _probe(z, v, v_uncond))
 
 
 def _report_choice(name: str, device_type: str, refused: dict[str, list[str]]) -> None:

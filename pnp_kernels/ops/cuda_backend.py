@@ -16,13 +16,14 @@ from pathlib import Path
 
 import torch
 
-from .backends import write_outputs
-from .philox import PhiloxNoise
-from .reference import PnPUpdateOutput
+from .inputs import PnPUpdateInputs, reference_only_reasons
+from .outputs import PnPUpdateOutput, contiguous_buffers, copy_back, write_certain_fraction
 
 logger = logging.getLogger("pnp_kernels")
 
-MAX_CHANNELS = 64  # kMaxChannels in csrc/pnp_update_params.h
+# The kernel's limits; tests/ops check that they equal csrc/pnp_update_params.h.
+MAX_CHANNELS = 64  # kMaxChannels
+MAX_BATCH = 65535  # kMaxBatch: the sample is the second grid axis
 CSRC_FILES = ("pnp_update_kernel.cu", "pnp_update_op.cpp", "pnp_update_params.h")
 NO_JIT_ENV = "PNP_KERNELS_NO_JIT"
 
@@ -108,91 +109,53 @@ def extension_error() -> str | None:
     return reason
 
 
-def _kernel_target(given, shape, dtype, device, taken: list) -> torch.Tensor:
-    """``given`` when the kernel may write it directly, else a fresh tensor (``write_outputs`` then
-    copies into ``given`` or reports its mismatch). The kernel reads through ``__restrict__``
-    pointers, so a target must not share memory with any input or other target in ``taken``."""
-    usable = (
-        given is not None and tuple(given.shape) == tuple(shape) and given.dtype == dtype
-        and given.device == device and given.is_contiguous()
-        and all(t is None or t.untyped_storage().data_ptr() != given.untyped_storage().data_ptr() for t in taken)
-    )
-    chosen = given if usable else torch.empty(shape, dtype=dtype, device=device)
-    taken.append(chosen)
-    return chosen
-
-
 class CudaBackend:
-    """The CUDA C++ kernel of ``csrc/``: one thread per spatial position, channels in registers."""
+    """The CUDA C++ kernel of ``csrc/``: one thread per group of positions, channels in registers."""
 
     name = "cuda"
+    auto_devices = None
 
-    def not_supported_reasons(self, z, v, v_uncond) -> list[str]:
+    def not_supported_reasons(self, inputs: PnPUpdateInputs) -> list[str]:
         reasons = []
+        z = inputs.z
         if not z.is_cuda:
             reasons.append(f"z is on {z.device}, not a CUDA device")
-        if z.dim() == 5 and z.shape[1] > MAX_CHANNELS:
-            reasons.append(f"z has {z.shape[1]} channels, more than the {MAX_CHANNELS} one thread keeps in registers")
-        if z.dim() == 5 and z.shape[0] > 65535:
-            reasons.append(f"z has {z.shape[0]} samples, more than the 65535 of one launch")
+        if not 1 <= inputs.channels <= MAX_CHANNELS:
+            reasons.append(f"z has {inputs.channels} channels; one thread keeps 1 to {MAX_CHANNELS} in registers")
+        if inputs.batch > MAX_BATCH:
+            reasons.append(f"z has {inputs.batch} samples, more than the {MAX_BATCH} of one launch")
+        reasons += reference_only_reasons(inputs)
         if not reasons:  # only a CUDA call may load or compile the extension
             error = extension_error()
             if error is not None:
                 reasons.append(error)
         return reasons
 
-    def run(
-        self, z, v, sigma, sigma_next, *, v_uncond, guidance_scale, prev_x0, prev_z_next, prev_certain,
-        tau, p_norm, noise, active, num_pinned_frames, return_uncertainty, store_state=True,
-        round_products_to=None, out=None,
-    ) -> PnPUpdateOutput:
+    def run(self, inputs: PnPUpdateInputs, outputs: PnPUpdateOutput) -> None:
         error = extension_error()
         if error is not None:
             raise RuntimeError(f"backend 'cuda' cannot run: {error}")
-        batch, _, frames, height, width = z.shape
+        v, v_uncond = inputs.v, inputs.v_uncond
         if v_uncond is not None and v_uncond.dtype != v.dtype:  # the kernel reads one velocity dtype
             v, v_uncond = v.float(), v_uncond.float()
-        inputs = [t.contiguous() if t is not None else None
-                  for t in (z, v, v_uncond, prev_x0, prev_z_next, prev_certain, active)]
-        z, v, v_uncond, prev_x0, prev_z_next, prev_certain, active = inputs
-        noise_tensor = philox_keys = None
-        step = iteration = 0
-        if isinstance(noise, PhiloxNoise):
-            philox_keys = noise.key_table(z.device)  # (B, 2) words: a few bytes to the device
-            step, iteration = noise.step, noise.iteration
-        elif noise is not None:
-            noise_tensor = noise.to(torch.float32).contiguous()
-        inputs += [noise_tensor, philox_keys]
-
-        mask_shape = (batch, frames, height, width)
-        out = out if out is not None else PnPUpdateOutput(None, None, None, None, None, None, None)
-        taken = list(inputs)
-        x0 = certain = z_perturbed = uncertainty = None
-        if store_state:
-            x0 = _kernel_target(out.x0, z.shape, torch.float32, z.device, taken)
-            certain = _kernel_target(out.certain, mask_shape, torch.bool, z.device, taken)
-        z_next = _kernel_target(out.z_next, z.shape, torch.float32, z.device, taken)
-        if noise is not None:
-            z_perturbed = _kernel_target(out.z_perturbed, z.shape, torch.float32, z.device, taken)
-        if return_uncertainty:
-            uncertainty = _kernel_target(out.uncertainty, mask_shape, torch.float32, z.device, taken)
-        counts = torch.empty((batch, 2), dtype=torch.int32, device=z.device)
-
+        philox = inputs.philox
+        noise = inputs.noise_tensor
+        written = contiguous_buffers(outputs)
+        counts = torch.empty((inputs.batch, 2), dtype=torch.int32, device=inputs.z.device)
         torch.ops.pnp_kernels.pnp_update_cuda(
-            z, v, v_uncond, guidance_scale, sigma, sigma_next - sigma,
-            prev_x0, prev_z_next, prev_certain, tau, p_norm,
-            noise_tensor, philox_keys, step, iteration, active, num_pinned_frames,
-            x0, z_next, certain, counts, z_perturbed, uncertainty,
+            _contiguous(inputs.z), _contiguous(v), _contiguous(v_uncond), inputs.guidance_scale, inputs.sigma,
+            inputs.sigma_next - inputs.sigma, _contiguous(inputs.prev_x0), _contiguous(inputs.prev_z_next),
+            _contiguous(inputs.prev_certain), inputs.tau, inputs.p_norm,
+            None if noise is None else _contiguous(noise.to(torch.float32)),
+            None if philox is None else philox.key_table(inputs.z.device),  # cached: no copy per call
+            0 if philox is None else philox.step, 0 if philox is None else philox.iteration,
+            _contiguous(inputs.active), inputs.num_pinned_frames,
+            written.x0, written.z_next, written.certain, counts, written.z_perturbed, written.uncertainty,
         )
-        num_free = (frames - num_pinned_frames) * height * width
-        result = PnPUpdateOutput(
-            x0=x0,
-            z_next=z_next,
-            certain=certain,
-            certain_fraction=counts[:, 0].float() / max(num_free, 1),
-            nonfinite=counts[:, 1],
-            z_perturbed=z_perturbed,
-            uncertainty=uncertainty,
-            backend="cuda",
-        )
-        return write_outputs(result, out)
+        write_certain_fraction(written, counts[:, 0], inputs)
+        written.nonfinite.copy_(counts[:, 1])
+        copy_back(written, outputs)
+
+
+def _contiguous(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.contiguous()

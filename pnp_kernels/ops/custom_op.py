@@ -1,13 +1,12 @@
 """``pnp_kernels::pnp_update``: the fused update registered with torch.library (STYLE.md, three layers).
 
-The op writes x0, z_next, certain, z_perturbed and uncertainty into buffers it is given (declared
-in ``mutates_args``) and returns only the two small per-sample statistics. Writing in place, not
-returning new tensors, is what lets the sampler double-buffer: a caller-owned buffer is filled by
-the kernel itself, with no copy. ``torch.compile`` sees the op through its fake implementation and
-functionalizes the writes; the eager op launches one kernel and allocates nothing latent-sized.
+The only place where ``PnPUpdateInputs`` and the output buffers are flattened to an op schema. The
+op writes every output into a buffer it is given (declared in ``mutates_args``) and returns
+nothing; writing in place, not returning new tensors, is what lets the sampler double-buffer.
+``torch.compile`` sees the op through its fake implementation and functionalizes the writes.
 
-Philox noise crosses the op boundary as plain integers (the (k0, k1) words of each sample's seed,
-step, iteration) so that no device tensor and no host read is needed to describe it.
+Philox noise crosses the op boundary as plain integers (the key words of each sample's seed, step,
+iteration) so that no device tensor and no host read is needed to describe it.
 """
 from __future__ import annotations
 
@@ -16,20 +15,12 @@ from typing import Optional
 import torch
 
 from .backends import BACKENDS
-from .philox import PhiloxNoise
-from .reference import PnPUpdateOutput
-
-_MASK32 = 0xFFFFFFFF
-
-
-def philox_key_words(noise: PhiloxNoise) -> list[int]:
-    """The seeds of ``noise`` as [k0, k1, k0, k1, ...]: 32-bit words fit the op's int64 schema."""
-    return [word for seed in noise.seeds for word in (seed & _MASK32, seed >> 32)]
+from .inputs import PnPUpdateInputs
+from .outputs import TENSOR_FIELDS, PnPUpdateOutput
+from .philox import PhiloxNoise, from_words, to_words
 
 
-@torch.library.custom_op(
-    "pnp_kernels::pnp_update", mutates_args=("x0", "z_next", "certain", "z_perturbed", "uncertainty")
-)
+@torch.library.custom_op("pnp_kernels::pnp_update", mutates_args=TENSOR_FIELDS)
 def pnp_update_op(
     z: torch.Tensor,
     v: torch.Tensor,
@@ -39,7 +30,7 @@ def pnp_update_op(
     prev_certain: Optional[torch.Tensor],
     active: Optional[torch.Tensor],
     noise: Optional[torch.Tensor],
-    philox_keys: Optional[list[int]],
+    philox_key_words: Optional[list[int]],
     philox_step: int,
     philox_iteration: int,
     sigma: float,
@@ -53,31 +44,38 @@ def pnp_update_op(
     x0: Optional[torch.Tensor],
     z_next: torch.Tensor,
     certain: Optional[torch.Tensor],
+    certain_fraction: torch.Tensor,
+    nonfinite: torch.Tensor,
     z_perturbed: Optional[torch.Tensor],
     uncertainty: Optional[torch.Tensor],
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run backend ``backend`` on validated inputs; returns (certain_fraction, nonfinite), both (B,)."""
-    if philox_keys is not None:
-        seeds = tuple(k0 | (k1 << 32) for k0, k1 in zip(philox_keys[0::2], philox_keys[1::2]))
-        noise = PhiloxNoise(seeds, philox_step, philox_iteration)
-    result = BACKENDS[backend].run(
-        z, v, sigma, sigma_next,
-        v_uncond=v_uncond, guidance_scale=guidance_scale,
-        prev_x0=prev_x0, prev_z_next=prev_z_next, prev_certain=prev_certain,
-        tau=tau, p_norm=p_norm, noise=noise, active=active, num_pinned_frames=num_pinned_frames,
-        return_uncertainty=uncertainty is not None, store_state=x0 is not None,
-        round_products_to=round_products_to,
-        out=PnPUpdateOutput(x0, z_next, certain, None, None, z_perturbed, uncertainty),
+) -> None:
+    """Run backend ``backend`` (a name of ``backends.BACKENDS``) and write the given buffers."""
+    if philox_key_words is not None:
+        noise = PhiloxNoise(from_words(philox_key_words), philox_step, philox_iteration)
+    inputs = PnPUpdateInputs(
+        z, v, sigma, sigma_next, v_uncond=v_uncond, guidance_scale=guidance_scale, prev_x0=prev_x0,
+        prev_z_next=prev_z_next, prev_certain=prev_certain, tau=tau, p_norm=p_norm, noise=noise, active=active,
+        num_pinned_frames=num_pinned_frames, return_uncertainty=uncertainty is not None,
+        store_state=x0 is not None, round_products_to=round_products_to,
     )
-    return result.certain_fraction, result.nonfinite
+    outputs = PnPUpdateOutput(x0, z_next, certain, certain_fraction, nonfinite, z_perturbed, uncertainty)
+    BACKENDS[backend].run(inputs, outputs)
 
 
 @pnp_update_op.register_fake
-def _pnp_update_fake(z, v, v_uncond, prev_x0, prev_z_next, prev_certain, active, noise, philox_keys,
-                     philox_step, philox_iteration, sigma, sigma_next, guidance_scale, tau, p_norm,
-                     num_pinned_frames, round_products_to, backend, x0, z_next, certain, z_perturbed, uncertainty):
-    batch = z.shape[0]
-    return (
-        torch.empty((batch,), dtype=torch.float32, device=z.device),
-        torch.empty((batch,), dtype=torch.int32, device=z.device),
+def _pnp_update_fake(*args) -> None:
+    """The op only writes its output arguments: nothing to allocate or return."""
+
+
+def call_op(inputs: PnPUpdateInputs, outputs: PnPUpdateOutput, backend: str) -> None:
+    """``pnp_update_op`` on a bundle: the inverse of the unflattening above."""
+    philox = inputs.philox
+    pnp_update_op(
+        inputs.z, inputs.v, inputs.v_uncond, inputs.prev_x0, inputs.prev_z_next, inputs.prev_certain,
+        inputs.active, inputs.noise_tensor,
+        None if philox is None else to_words(philox.seeds),
+        0 if philox is None else philox.step, 0 if philox is None else philox.iteration,
+        inputs.sigma, inputs.sigma_next, inputs.guidance_scale, inputs.tau, inputs.p_norm,
+        inputs.num_pinned_frames, inputs.round_products_to, backend,
+        *outputs[: len(TENSOR_FIELDS)],
     )

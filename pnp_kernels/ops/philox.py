@@ -1,4 +1,4 @@
-"""Counter-based N(0, 1) noise for the "philox" noise mode (SPEC §5), reference implementation.
+"""Counter-based N(0, 1) noise for the "philox" noise mode (docs/ALGORITHM.md), reference implementation.
 
 The function, implemented identically by every backend (torch here, Triton and CUDA in-kernel):
 
@@ -6,16 +6,20 @@ The function, implemented identically by every backend (torch here, Triton and C
     (e = flat index into the contiguous (C, F, H, W) sample, 0 <= e < 2**32):
 
     key      k0 = seed_b mod 2**32,  k1 = (seed_b >> 32) mod 2**32   (seed_b taken mod 2**64)
-    counter  c  = (e, 0, step, iteration)                            (uint32 words)
+    counter  c  = (e // 4, 0, step, iteration)                       (uint32 words)
     bits     (x0, x1, x2, x3) = Philox4x32-10(c, k)   [Salmon et al., SC'11]
              round:  hi0:lo0 = 0xD2511F53 * c0,  hi1:lo1 = 0xCD9E8D57 * c2   (32x32 -> 64 bit)
                      c = (hi1 ^ c1 ^ k0,  lo1,  hi0 ^ c3 ^ k1,  lo0)
                      k0 += 0x9E3779B9,  k1 += 0xBB67AE85                   (mod 2**32)
-             10 rounds; x2 and x3 are unused.
-    uniforms u1 = ((x0 >> 8) + 1) * 2**-24   in (0, 1]   (exact in float32)
-             u2 =  (x1 >> 8)      * 2**-24   in [0, 1)
-    normal   sqrt(-2 ln u1) * cos(2 pi u2)                (Box-Muller, cosine branch)
+             10 rounds. One call serves the four elements 4j .. 4j+3: words (x0, x1) make the
+             normals of elements 4j and 4j+1, words (x2, x3) those of 4j+2 and 4j+3.
+    uniforms of a word pair (a, b):
+             u1 = ((a >> 8) + 1) * 2**-24   in (0, 1]   (exact in float32)
+             u2 =  (b >> 8)      * 2**-24   in [0, 1)
+    normals  r = sqrt(-2 ln u1),  t = float32(2 pi) * u2,  all in float32 (Box-Muller);
+             the even element of the pair gets r * cos(t), the odd one r * sin(t).
 
+Backends agree within float32 rounding of log, sqrt, cos and sin (a few ulps of the radius).
 A batch seeded with one integer ``seed`` uses ``seed_b = seed + b``, so a batch equals its samples
 run one at a time with seeds seed, seed + 1, ... (batch invariance). The value depends only on
 (seed_b, step, iteration, e): changing the refinement plan never changes any other draw.
@@ -35,7 +39,19 @@ PHILOX_M1 = 0xCD9E8D57
 PHILOX_W0 = 0x9E3779B9
 PHILOX_W1 = 0xBB67AE85
 PHILOX_ROUNDS = 10
+NORMALS_PER_CALL = 4  # every output word is used: two Box-Muller pairs, two normals each
+TWO_PI_FLOAT32 = 6.2831854820251465  # float32(2 pi), the constant each backend multiplies u2 by
 _MASK32 = 0xFFFFFFFF
+
+
+def to_words(seeds: Sequence[int]) -> list[int]:
+    """Seeds as [k0, k1, k0, k1, ...]: 32-bit key words, which fit an int64 op argument."""
+    return [word for seed in seeds for word in (seed & _MASK32, seed >> 32)]
+
+
+def from_words(words: Sequence[int]) -> tuple[int, ...]:
+    """The seeds that ``to_words`` turned into ``words``."""
+    return tuple(k0 | (k1 << 32) for k0, k1 in zip(words[0::2], words[1::2]))
 
 
 @dataclass(frozen=True)
@@ -69,7 +85,7 @@ class PhiloxNoise:
 
 @functools.lru_cache(maxsize=32)
 def _key_table(seeds: tuple[int, ...], device: str) -> torch.Tensor:
-    return torch.tensor([[s & _MASK32, s >> 32] for s in seeds], dtype=torch.int64, device=device)
+    return torch.tensor(to_words(seeds), dtype=torch.int64, device=device).view(len(seeds), 2)
 
 
 def sample_seeds(seed: int | Sequence[int], batch: int) -> tuple[int, ...]:
@@ -105,11 +121,13 @@ def philox_bits(counter: Sequence[torch.Tensor], key: tuple[int, int]) -> tuple[
     return c0, c1, c2, c3
 
 
-def bits_to_normal(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
-    """Box-Muller of two uint32 words (int64 tensors) to float32 N(0, 1), computed in float64."""
-    u1 = ((x0 >> 8) + 1).to(torch.float64) * 2.0**-24
-    u2 = (x1 >> 8).to(torch.float64) * 2.0**-24
-    return (torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)).to(torch.float32)
+def box_muller(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two float32 N(0, 1) of the word pair (a, b) (int64 tensors holding uint32): (r cos t, r sin t)."""
+    u1 = ((a >> 8) + 1).to(torch.float32) * 2.0**-24
+    u2 = (b >> 8).to(torch.float32) * 2.0**-24
+    radius = torch.sqrt(-2.0 * torch.log(u1))
+    angle = u2 * TWO_PI_FLOAT32
+    return radius * torch.cos(angle), radius * torch.sin(angle)
 
 
 def philox_normal(noise: PhiloxNoise, sample_shape: Sequence[int], device=None) -> torch.Tensor:
@@ -117,12 +135,15 @@ def philox_normal(noise: PhiloxNoise, sample_shape: Sequence[int], device=None) 
     numel = math.prod(sample_shape)
     if numel > 2**32:
         raise ValueError(f"a sample of shape {tuple(sample_shape)} has more than 2**32 elements")
-    element = torch.arange(numel, dtype=torch.int64, device=device)
+    calls = -(-numel // NORMALS_PER_CALL)
+    counter = torch.arange(calls, dtype=torch.int64, device=device)
     zero = torch.zeros((), dtype=torch.int64, device=device)
     out = []
     for seed in noise.seeds:
-        x0, x1, _, _ = philox_bits(
-            (element, zero, zero + noise.step, zero + noise.iteration), (seed & _MASK32, seed >> 32)
+        x0, x1, x2, x3 = philox_bits(
+            (counter, zero, zero + noise.step, zero + noise.iteration), (seed & _MASK32, seed >> 32)
         )
-        out.append(bits_to_normal(x0, x1).view(*sample_shape))
+        # (calls, 4): the normals of elements 4j, 4j+1, 4j+2, 4j+3 in a row.
+        normals = torch.stack([*box_muller(x0, x1), *box_muller(x2, x3)], dim=1)
+        out.append(normals.flatten()[:numel].view(*sample_shape))
     return torch.stack(out)

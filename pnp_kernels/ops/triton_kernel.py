@@ -14,49 +14,68 @@ NOISE_NONE = tl.constexpr(0)  # no next iteration: z_perturbed is not written
 NOISE_TENSOR = tl.constexpr(1)
 NOISE_PHILOX = tl.constexpr(2)
 
+TWO_PI_FLOAT32 = tl.constexpr(6.2831854820251465)  # float32(2 pi), as in philox.py
+
 
 @triton.jit
-def _philox_bits(key_ptr, sample, element, philox_step, philox_iteration):
-    """(x0, x1) of Philox4x32-10 with counter (element, 0, step, iteration) and the sample's key (philox.py)."""
+def _philox_words(key_ptr, sample, counter, philox_step, philox_iteration):
+    """The four words of Philox4x32-10 for counter (counter, 0, step, iteration) and the sample's key (philox.py)."""
     k0 = tl.load(key_ptr + 2 * sample).to(tl.uint64)
     k1 = tl.load(key_ptr + 2 * sample + 1).to(tl.uint64)
     # tl.philox takes the 64-bit key as one integer: low word k0, high word k1.
     seed = (k1 << 32) | k0
-    # Counter words are uint32; element < 2**32 is checked by the launcher.
-    counter0 = element.to(tl.uint32)
+    counter0 = counter.to(tl.uint32)  # < 2**30: elements < 2**32 are checked by the launcher
     zero = tl.zeros_like(counter0)
     step = zero + philox_step.to(tl.uint32)
     iteration = zero + philox_iteration.to(tl.uint32)
-    x0, x1, _, _ = tl.philox(seed, counter0, zero, step, iteration, 10)
-    return x0, x1
+    return tl.philox(seed, counter0, zero, step, iteration, 10)
 
 
 @triton.jit
-def _bits_to_normal(x0, x1):
-    """Box-Muller (cosine branch) of two uint32 words to float32 N(0, 1).
+def _box_muller(a, b):
+    """The two float32 N(0, 1) of the word pair (a, b): (r cos t, r sin t), as ``philox.box_muller``."""
+    u1 = ((a >> 8) + 1).to(tl.float32) * 5.9604644775390625e-08  # 2**-24, exact
+    u2 = (b >> 8).to(tl.float32) * 5.9604644775390625e-08
+    radius = tl.sqrt_rn(-2.0 * tl.log(u1))
+    angle = u2 * TWO_PI_FLOAT32
+    return radius * tl.cos(angle), radius * tl.sin(angle)
 
-    Evaluated in float64 like the reference: in float32, log/cos rounding times a radius of up to
-    5.8 would exceed the 1e-6 agreement that all backends promise.
-    """
-    u1 = ((x0 >> 8) + 1).to(tl.float64) * 5.9604644775390625e-08  # 2**-24, exact
-    u2 = (x1 >> 8).to(tl.float64) * 5.9604644775390625e-08
-    radius = tl.sqrt(-2.0 * tl.log(u1))
-    return (radius * tl.cos(6.283185307179586 * u2)).to(tl.float32)
+
+@triton.jit
+def _philox_normal(key_ptr, sample, element, philox_step, philox_iteration):
+    """The normal of each element on its own: four words per element, one of them used (odd shapes)."""
+    x0, x1, x2, x3 = _philox_words(key_ptr, sample, element >> 2, philox_step, philox_iteration)
+    second_pair = (element & 2) != 0
+    cos_part, sin_part = _box_muller(tl.where(second_pair, x2, x0), tl.where(second_pair, x3, x1))
+    return tl.where((element & 1) != 0, sin_part, cos_part)
+
+
+@triton.jit
+def _philox_normal_groups(key_ptr, sample, group_counter, philox_step, philox_iteration):
+    """Normals of four consecutive elements per entry of ``group_counter`` (shape (R, G)), as (R, 4G):
+    one Philox call and two Box-Muller pairs per four elements, every word used."""
+    x0, x1, x2, x3 = _philox_words(key_ptr, sample, group_counter, philox_step, philox_iteration)
+    n0, n1 = _box_muller(x0, x1)
+    n2, n3 = _box_muller(x2, x3)
+    # join(join(a, c), join(b, d)) lays out a, b, c, d along the last axis.
+    grouped = tl.join(tl.join(n0, n2), tl.join(n1, n3))
+    return tl.reshape(grouped, (group_counter.shape[0], 4 * group_counter.shape[1]))
 
 
 # Integer arguments equal to 1 would otherwise become compile-time constants, which have no .to().
 @triton.jit(do_not_specialize=["philox_step", "philox_iteration"])
-def _philox_normal_kernel(key_ptr, x0_ptr, x1_ptr, normal_ptr, numel, philox_step, philox_iteration,
+def _philox_normal_kernel(key_ptr, words_ptr, normal_ptr, calls, philox_step, philox_iteration,
                           BLOCK: tl.constexpr):
-    """Philox words and normals of the first ``numel`` elements of each sample (grid: blocks x B)."""
-    sample = tl.program_id(1)
-    element = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    valid = element < numel
-    x0, x1 = _philox_bits(key_ptr, sample, element, philox_step, philox_iteration)
-    offset = sample.to(tl.int64) * numel + element
-    tl.store(x0_ptr + offset, x0.to(tl.int64), mask=valid)
-    tl.store(x1_ptr + offset, x1.to(tl.int64), mask=valid)
-    tl.store(normal_ptr + offset, _bits_to_normal(x0, x1), mask=valid)
+    """Words (B, calls, 4) of each sample's first ``calls`` counters and their normals (B, 4 * calls)."""
+    sample = tl.program_id(1).to(tl.int64)
+    first = tl.program_id(0).to(tl.int64) * BLOCK
+    counter = first + tl.arange(0, BLOCK)
+    words = _philox_words(key_ptr, sample, counter, philox_step, philox_iteration)
+    for i in tl.static_range(4):
+        tl.store(words_ptr + (sample * calls + counter) * 4 + i, words[i].to(tl.int64), mask=counter < calls)
+    normals = _philox_normal_groups(key_ptr, sample, counter[None, :], philox_step, philox_iteration)
+    slot = first * 4 + tl.arange(0, 4 * BLOCK)
+    tl.store(normal_ptr + sample * calls * 4 + slot[None, :], normals, mask=(slot < calls * 4)[None, :])
 
 
 @triton.jit(do_not_specialize=["philox_step", "philox_iteration"])
@@ -64,16 +83,22 @@ def _pnp_update_kernel(
     # inputs (latents contiguous (B, C, S); masks (B, S); active (B,); philox key (B, 2) int64)
     z_ptr, v_ptr, v_uncond_ptr, prev_x0_ptr, prev_z_next_ptr, prev_certain_ptr, active_ptr,
     noise_ptr, philox_key_ptr,
-    # outputs (same layouts); counts_ptr: (2, B) int32 zeroed: certain positions, nonfinite positions
-    x0_ptr, z_next_ptr, certain_ptr, z_perturbed_ptr, uncertainty_ptr, counts_ptr,
-    batch, spatial_size, num_pinned_positions,
+    # outputs (same layouts); certain_count_ptr, nonfinite_ptr: (B,) int32, zeroed, counted atomically
+    x0_ptr, z_next_ptr, certain_ptr, z_perturbed_ptr, uncertainty_ptr, certain_count_ptr, nonfinite_ptr,
+    spatial_units, num_pinned_positions,
     sigma, dt, one_minus_sigma, guidance_scale, tau,
     philox_step, philox_iteration,
     CHANNELS: tl.constexpr, CHANNELS_PADDED: tl.constexpr, BLOCK_SPATIAL: tl.constexpr,
+    SPATIAL_MULTIPLE: tl.constexpr,
     HAS_GUIDANCE: tl.constexpr, HAS_PREV: tl.constexpr, HAS_PREV_CERTAIN: tl.constexpr,
     HAS_ACTIVE: tl.constexpr, NOISE_MODE: tl.constexpr, P_NORM: tl.constexpr,
     WRITE_UNCERTAINTY: tl.constexpr, STORE_STATE: tl.constexpr,
 ):
+    # S = F*H*W arrives as S / SPATIAL_MULTIPLE, the largest power of two (<= 16) dividing S. The
+    # product tells the compiler that every channel row starts aligned, so it keeps vector loads
+    # when S is not a multiple of 16 (TI2V 480p: 30x52 per frame), where value specialization
+    # (multiples of 16 only) would not; only the masked tail of the last block is partial.
+    spatial_size = spatial_units * SPATIAL_MULTIPLE
     sample = tl.program_id(1)
     position = tl.program_id(0) * BLOCK_SPATIAL + tl.arange(0, BLOCK_SPATIAL)  # (S_blk,)
     channel = tl.arange(0, CHANNELS_PADDED)  # (C_pad,)
@@ -146,11 +171,15 @@ def _pnp_update_kernel(
     if NOISE_MODE != NOISE_NONE:
         if NOISE_MODE == NOISE_TENSOR:
             noise = tl.load(noise_ptr + tile, mask=tile_mask, other=0.0).to(tl.float32)
+        elif SPATIAL_MULTIPLE % 4 == 0:
+            # Four consecutive positions of one channel are four consecutive elements of one Philox call.
+            group = tl.program_id(0) * (BLOCK_SPATIAL // 4) + tl.arange(0, BLOCK_SPATIAL // 4)
+            counter = channel[:, None] * (spatial_size // 4) + group[None, :]
+            noise = _philox_normal_groups(philox_key_ptr, sample, counter, philox_step, philox_iteration)
         else:
-            bits0, bits1 = _philox_bits(philox_key_ptr, sample, element, philox_step, philox_iteration)
-            noise = _bits_to_normal(bits0, bits1)
+            noise = _philox_normal(philox_key_ptr, sample, element, philox_step, philox_iteration)
         z_perturbed = tl.where(pinned_tile, z, one_minus_sigma * x0 + sigma * noise)
         tl.store(z_perturbed_ptr + tile, z_perturbed, mask=tile_mask)
 
-    tl.atomic_add(counts_ptr + sample, tl.sum(certain.to(tl.int32), axis=0))
-    tl.atomic_add(counts_ptr + batch + sample, tl.sum(nonfinite.to(tl.int32), axis=0))
+    tl.atomic_add(certain_count_ptr + sample, tl.sum(certain.to(tl.int32), axis=0))
+    tl.atomic_add(nonfinite_ptr + sample, tl.sum(nonfinite.to(tl.int32), axis=0))

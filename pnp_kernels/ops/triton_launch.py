@@ -1,9 +1,9 @@
-"""Launcher of the Triton P&P update: layouts, output buffers, grid and block sizes.
+"""Launcher of the Triton P&P update: layouts, grid and block sizes.
 
-Inputs are assumed validated by ``pnp_update``. Per call it allocates only the outputs the caller
-did not provide and one (2, B) int32 counter (a few bytes, zeroed by the same call, so concurrent
-streams never share it). Non-contiguous inputs are copied to contiguous ones; a non-contiguous
-output buffer is computed in a contiguous one and copied back: correct, at the price of a pass.
+Inputs come validated as ``PnPUpdateInputs``, outputs as the buffers of ``outputs.py``. Per call it
+allocates one (B,) int32 counter (a few bytes, zeroed by the same call, so concurrent streams
+never share it). Non-contiguous inputs are copied to contiguous ones; a non-contiguous output
+buffer is computed in a contiguous one and copied back: correct, at the price of a pass.
 """
 from __future__ import annotations
 
@@ -12,31 +12,32 @@ import math
 import torch
 import triton
 
-from .philox import PhiloxNoise
-from .reference import PnPUpdateOutput
+from .inputs import PnPUpdateInputs
+from .outputs import PnPUpdateOutput, contiguous_buffers, copy_back, write_certain_fraction
+from .philox import NORMALS_PER_CALL, PhiloxNoise
 from .triton_kernel import NOISE_NONE, NOISE_PHILOX, NOISE_TENSOR, _philox_normal_kernel, _pnp_update_kernel
 
 # Elements per program (channels x positions) and warps: 8 elements of each latent per thread.
-# Chosen from ptxas register counts for sm_90 (with in-kernel philox normals in float64 about 120
-# registers, 64-75 without, no spills), not yet tuned by measurement on a device.
+# Chosen from ptxas register counts for sm_90, not yet tuned by measurement on a device.
 TILE_ELEMENTS = 2048
 NUM_WARPS = 8
+MAX_SPATIAL_MULTIPLE = 16  # 16 float32 = 64 bytes: more alignment buys no wider load
 
 
 def block_spatial(channels: int) -> int:
-    """Spatial positions per program for ``channels`` channels (all channels stay in one program)."""
+    """Spatial positions per program for ``channels`` >= 1 channels (all channels stay in one program)."""
     return max(16, min(512, TILE_ELEMENTS // triton.next_power_of_2(channels)))
 
 
-def _input(t: torch.Tensor | None) -> torch.Tensor | None:
-    if t is None or t.is_contiguous():
-        return t
-    return t.contiguous()
+def spatial_multiple(positions: int) -> int:
+    """The largest power of two up to 16 that divides ``positions`` (the kernel's alignment hint)."""
+    if positions == 0:
+        return MAX_SPATIAL_MULTIPLE
+    return min(positions & -positions, MAX_SPATIAL_MULTIPLE)
 
 
-def _output(given: torch.Tensor | None, shape, dtype, device) -> torch.Tensor:
-    # Shapes and dtypes of given buffers were checked by pnp_update.
-    return given if given is not None else torch.empty(shape, dtype=dtype, device=device)
+def _contiguous(t: torch.Tensor | None) -> torch.Tensor | None:
+    return t if t is None or t.is_contiguous() else t.contiguous()
 
 
 def _as_bytes(mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -44,117 +45,72 @@ def _as_bytes(mask: torch.Tensor | None) -> torch.Tensor | None:
     return None if mask is None else mask.view(torch.uint8)
 
 
-def run_triton(
-    z: torch.Tensor,
-    v: torch.Tensor,
-    sigma: float,
-    sigma_next: float,
-    *,
-    v_uncond: torch.Tensor | None = None,
-    guidance_scale: float = 1.0,
-    prev_x0: torch.Tensor | None = None,
-    prev_z_next: torch.Tensor | None = None,
-    prev_certain: torch.Tensor | None = None,
-    tau: float = 0.25,
-    p_norm: int = 1,
-    noise: torch.Tensor | PhiloxNoise | None = None,
-    active: torch.Tensor | None = None,
-    num_pinned_frames: int = 0,
-    return_uncertainty: bool = False,
-    store_state: bool = True,
-    round_products_to: torch.dtype | None = None,
-    out: PnPUpdateOutput | None = None,
-) -> PnPUpdateOutput:
-    """``pnp_update_reference`` in one Triton kernel launch, written into ``out`` where given."""
-    batch, channels, frames, height, width = z.shape
-    spatial = frames * height * width
-    device = z.device
-    out = out if out is not None else PnPUpdateOutput(None, None, None, None, None, None, None)
-    mask_shape = (batch, frames, height, width)
-
-    targets = {
-        "x0": _output(out.x0, z.shape, torch.float32, device) if store_state else None,
-        "z_next": _output(out.z_next, z.shape, torch.float32, device),
-        "certain": _output(out.certain, mask_shape, torch.bool, device) if store_state else None,
-        "z_perturbed": None if noise is None else _output(out.z_perturbed, z.shape, torch.float32, device),
-        "uncertainty": _output(out.uncertainty, mask_shape, torch.float32, device) if return_uncertainty else None,
-    }
-    # The kernel writes contiguous memory; a strided caller buffer gets its values copied after.
-    kernel_outputs = {name: _input(t) for name, t in targets.items()}
-
-    if isinstance(noise, PhiloxNoise):
+def run_triton(inputs: PnPUpdateInputs, outputs: PnPUpdateOutput) -> None:
+    """``reference_update(inputs)`` in one Triton kernel launch, written into ``outputs``."""
+    z = _contiguous(inputs.z)
+    batch, channels = inputs.batch, inputs.channels
+    spatial = inputs.positions
+    written = contiguous_buffers(outputs)
+    philox = inputs.philox
+    if philox is not None:
         noise_mode, noise_tensor = NOISE_PHILOX, None
         # key_table is cached per (seeds, device): no host-to-device copy per call.
-        philox_key, philox_step, philox_iteration = noise.key_table(device), noise.step, noise.iteration
+        philox_key, philox_step, philox_iteration = philox.key_table(z.device), philox.step, philox.iteration
     else:
-        noise_mode = NOISE_NONE if noise is None else NOISE_TENSOR
-        noise_tensor, philox_key, philox_step, philox_iteration = _input(noise), None, 0, 0
-    counts = torch.zeros((2, batch), dtype=torch.int32, device=device)
-
-    z = _input(z)
+        noise_mode = NOISE_NONE if inputs.noise is None else NOISE_TENSOR
+        noise_tensor, philox_key, philox_step, philox_iteration = _contiguous(inputs.noise), None, 0, 0
+    # Counted with atomics: certain positions into a zeroed scratch, non-finite ones into the output.
+    certain_count = torch.zeros((batch,), dtype=torch.int32, device=z.device)
+    written.nonfinite.zero_()
 
     def pointer(t: torch.Tensor | None) -> torch.Tensor:
         return z if t is None else t  # any valid pointer where the constexpr flags switch a use off
 
     block = block_spatial(channels)
+    multiple = spatial_multiple(spatial)
     grid = (triton.cdiv(spatial, block), batch)
     if batch * spatial > 0:  # an empty grid is no launch; the counts stay 0, as in the reference
+        sigma = inputs.sigma
         _pnp_update_kernel[grid](
-            z, _input(v), pointer(_input(v_uncond)), pointer(_input(prev_x0)), pointer(_input(prev_z_next)),
-            pointer(_as_bytes(_input(prev_certain))), pointer(_as_bytes(active)),
-            pointer(noise_tensor), pointer(philox_key),
-            pointer(kernel_outputs["x0"]), kernel_outputs["z_next"], pointer(_as_bytes(kernel_outputs["certain"])),
-            pointer(kernel_outputs["z_perturbed"]), pointer(kernel_outputs["uncertainty"]),
-            counts,
-            batch, spatial, num_pinned_frames * height * width,
+            z, _contiguous(inputs.v), pointer(_contiguous(inputs.v_uncond)), pointer(_contiguous(inputs.prev_x0)),
+            pointer(_contiguous(inputs.prev_z_next)), pointer(_as_bytes(_contiguous(inputs.prev_certain))),
+            pointer(_as_bytes(inputs.active)), pointer(noise_tensor), pointer(philox_key),
+            pointer(written.x0), written.z_next, pointer(_as_bytes(written.certain)),
+            pointer(written.z_perturbed), pointer(written.uncertainty), certain_count, written.nonfinite,
+            spatial // multiple, inputs.num_pinned_frames * z.shape[3] * z.shape[4],
             # Scalars are formed in float64 on the host; Triton passes them as float32, as torch
             # rounds Python scalars for float32 tensors in the reference.
-            float(sigma), float(sigma_next) - float(sigma), 1.0 - float(sigma), float(guidance_scale), float(tau),
+            sigma, inputs.sigma_next - sigma, 1.0 - sigma, inputs.guidance_scale, inputs.tau,
             philox_step, philox_iteration,
             CHANNELS=channels, CHANNELS_PADDED=triton.next_power_of_2(channels), BLOCK_SPATIAL=block,
-            HAS_GUIDANCE=v_uncond is not None, HAS_PREV=prev_x0 is not None,
-            HAS_PREV_CERTAIN=prev_certain is not None, HAS_ACTIVE=active is not None,
-            NOISE_MODE=noise_mode.value, P_NORM=int(p_norm), WRITE_UNCERTAINTY=return_uncertainty,
-            STORE_STATE=store_state, num_warps=NUM_WARPS,
+            SPATIAL_MULTIPLE=multiple,
+            HAS_GUIDANCE=inputs.v_uncond is not None, HAS_PREV=inputs.prev_x0 is not None,
+            HAS_PREV_CERTAIN=inputs.prev_certain is not None, HAS_ACTIVE=inputs.active is not None,
+            NOISE_MODE=noise_mode.value, P_NORM=inputs.p_norm, WRITE_UNCERTAINTY=inputs.return_uncertainty,
+            STORE_STATE=inputs.store_state, num_warps=NUM_WARPS,
             # Separate multiply and add, as the reference rounds them: bit-level agreement costs a
             # memory-bound kernel nothing, and keeps Triton 3.9's fusion default out of the results.
             enable_fp_fusion=False,
         )
-    for name, target in targets.items():
-        if target is not None and kernel_outputs[name] is not target:
-            target.copy_(kernel_outputs[name])
-
-    num_free = max((frames - num_pinned_frames) * height * width, 1)
-    fraction = torch.div(counts[0], num_free, out=_output(out.certain_fraction, (batch,), torch.float32, device))
-    nonfinite = counts[1] if out.nonfinite is None else out.nonfinite.copy_(counts[1])
-    return PnPUpdateOutput(
-        x0=targets["x0"],
-        z_next=targets["z_next"],
-        certain=targets["certain"],
-        certain_fraction=fraction,
-        nonfinite=nonfinite,
-        z_perturbed=targets["z_perturbed"],
-        uncertainty=targets["uncertainty"],
-        backend="triton",
-    )
+    write_certain_fraction(written, certain_count, inputs)
+    copy_back(written, outputs)
 
 
-def triton_philox(noise: PhiloxNoise, sample_shape, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def triton_philox(noise: PhiloxNoise, sample_shape, device) -> tuple[torch.Tensor, torch.Tensor]:
     """The Triton side of the philox spec, for checking it against ``philox.py`` bit for bit.
 
-    Returns the words x0 and x1 (int64 holding uint32) and the float32 normals, each of shape
-    (B, *sample_shape).
+    Returns the words (B, calls, 4) (int64 holding uint32) of counters 0 .. calls-1, calls =
+    ceil(numel / 4), and the float32 normals (B, *sample_shape).
     """
     numel = math.prod(sample_shape)
     if numel > 2**32:
         raise ValueError(f"a sample of shape {tuple(sample_shape)} has more than 2**32 elements")
-    shape = (len(noise.seeds), *sample_shape)
-    x0 = torch.empty(shape, dtype=torch.int64, device=device)
-    x1 = torch.empty_like(x0)
-    normal = torch.empty(shape, dtype=torch.float32, device=device)
-    block = 1024
-    _philox_normal_kernel[(triton.cdiv(numel, block), len(noise.seeds))](
-        noise.key_table(device), x0, x1, normal, numel,
-        noise.step, noise.iteration, BLOCK=block,
+    batch = len(noise.seeds)
+    calls = triton.cdiv(numel, NORMALS_PER_CALL)
+    words = torch.empty((batch, calls, 4), dtype=torch.int64, device=device)
+    normals = torch.empty((batch, calls * NORMALS_PER_CALL), dtype=torch.float32, device=device)
+    block = 256
+    _philox_normal_kernel[(triton.cdiv(calls, block), batch)](
+        noise.key_table(device), words, normals, calls, noise.step, noise.iteration, BLOCK=block,
     )
-    return x0, x1, normal
+    return words, normals[:, :numel].reshape(batch, *sample_shape)

@@ -7,6 +7,8 @@ import torch
 from pnp_kernels import PhiloxNoise, PnPUpdateOutput, pnp_update
 from pnp_kernels.ops.custom_op import pnp_update_op
 
+from .helpers import BACKEND_DEVICES
+
 SHAPE = (2, 4, 3, 5, 7)
 SIGMA, SIGMA_NEXT = 0.7, 0.55
 
@@ -48,22 +50,13 @@ def test_refined_step_compiles_fullgraph(backend):
     assert_same(compiled(z2, noise2), refined_step(z2, noise2))
 
 
-def _interpreter_on() -> bool:
-    import triton
-
-    return bool(triton.knobs.runtime.interpret)
-
-
-@pytest.mark.parametrize("device", [
-    pytest.param("cpu", marks=pytest.mark.skipif(not _interpreter_on(), reason="needs TRITON_INTERPRET=1 on CPU")),
-    pytest.param("cuda", marks=pytest.mark.gpu),
-])
-def test_refined_step_with_triton_compiles_fullgraph(device):
+@pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
+def test_refined_step_with_a_kernel_backend_compiles_fullgraph(backend, device):
     # Backend checks and the kernel import must not break the graph (they are traced as constants).
     torch._dynamo.reset()
     z, noise = torch.randn(SHAPE, device=device), torch.randn(SHAPE, device=device)
     compiled = torch.compile(refined_step, fullgraph=True, backend="aot_eager")
-    assert_same(compiled(z, noise, "triton"), refined_step(z, noise, "torch"))
+    assert_same(compiled(z, noise, backend), refined_step(z, noise, "torch"))
 
 
 def test_writes_into_caller_buffers_under_compile():
@@ -90,6 +83,6 @@ def test_opcheck():
         mask, torch.tensor([True, False]), None, [5, 0, 6, 1], 3, 1,
         SIGMA, SIGMA_NEXT, 2.0, 0.25, 1, 1, None, "torch",
         torch.empty(SHAPE), torch.empty(SHAPE), torch.empty(mask.shape, dtype=torch.bool),
-        torch.empty(SHAPE), torch.empty(mask.shape),
+        torch.empty(SHAPE[0]), torch.empty(SHAPE[0], dtype=torch.int32), torch.empty(SHAPE), torch.empty(mask.shape),
     )
     torch.library.opcheck(pnp_update_op, args)

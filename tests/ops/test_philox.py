@@ -1,4 +1,5 @@
-"""Counter-based noise: Triton equals the torch reference bit for bit; the reference is N(0, 1).
+"""Counter-based noise, reference side: Philox words, the op-schema word layout, and N(0, 1) draws.
+(The kernels against this reference: test_triton.py and test_gpu_backends.py.)
 
 The statistical checks use fixed seeds: they are properties of the function, so a fixed sample
 makes them deterministic (no flaky reruns) while a broken generator still fails them.
@@ -11,46 +12,9 @@ import pytest
 import torch
 from scipy import stats
 
-from pnp_kernels.ops.philox import PhiloxNoise, bits_to_normal, philox_bits, philox_normal
+from pnp_kernels.ops.philox import PhiloxNoise, box_muller, from_words, philox_bits, philox_normal, to_words
 
 N_DRAWS = 2**20  # >= 10**6 draws per statistic
-
-
-def _interpreter_on() -> bool:
-    import triton
-
-    return bool(triton.knobs.runtime.interpret)
-
-
-DEVICES = [
-    pytest.param("cpu", marks=pytest.mark.skipif(not _interpreter_on(), reason="needs TRITON_INTERPRET=1 on CPU")),
-    pytest.param("cuda", marks=pytest.mark.gpu),
-]
-
-
-def reference_words(noise: PhiloxNoise, numel: int) -> tuple[torch.Tensor, torch.Tensor]:
-    element = torch.arange(numel, dtype=torch.int64)
-    zero = torch.zeros((), dtype=torch.int64)
-    words = [
-        philox_bits((element, zero, zero + noise.step, zero + noise.iteration), (s & 0xFFFFFFFF, s >> 32))[:2]
-        for s in noise.seeds
-    ]
-    return torch.stack([w[0] for w in words]), torch.stack([w[1] for w in words])
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_triton_words_equal_reference(device):
-    from pnp_kernels.ops.triton_launch import triton_philox
-
-    fresh = int(torch.randint(0, 2**63 - 1, ()))
-    # Edge keys (0, all ones, a high word only) and edge counters next to fresh ones.
-    noise = PhiloxNoise((0, 2**64 - 1, 2**32, fresh), step=2**32 - 1, iteration=int(torch.randint(1, 2**31, ())))
-    shape = (3, 7, 5, 11)
-    x0, x1, normal = triton_philox(noise, shape, device)
-    ref_x0, ref_x1 = reference_words(noise, math.prod(shape))
-    assert torch.equal(x0.cpu().flatten(1), ref_x0)
-    assert torch.equal(x1.cpu().flatten(1), ref_x1)
-    torch.testing.assert_close(normal.cpu(), philox_normal(noise, shape), atol=1e-6, rtol=0)
 
 
 def test_reference_words_match_published_test_vectors():
@@ -109,10 +73,42 @@ def test_no_correlation_between_neighbouring_elements():
 
 
 def test_uniforms_cover_their_ranges_without_zero_log():
-    x0 = torch.tensor([0, 0xFFFFFFFF, 0x000000FF], dtype=torch.int64)
-    x1 = torch.tensor([0, 0xFFFFFFFF, 0x80000000], dtype=torch.int64)
-    normal = bits_to_normal(x0, x1)
-    assert torch.isfinite(normal).all()
-    assert normal[1].item() == 0.0  # u1 = 1 -> radius 0
-    # u1 = 2**-24 (largest radius), u2 = 0 -> cos = 1
-    assert normal[0].item() == pytest.approx(math.sqrt(-2 * math.log(2.0**-24)), rel=1e-6)
+    a = torch.tensor([0, 0xFFFFFFFF, 0x000000FF], dtype=torch.int64)
+    b = torch.tensor([0, 0xFFFFFFFF, 0x80000000], dtype=torch.int64)
+    cosine, sine = box_muller(a, b)
+    assert torch.isfinite(cosine).all() and torch.isfinite(sine).all()
+    assert cosine[1].item() == 0.0 and sine[1].item() == 0.0  # u1 = 1 -> radius 0
+    # u1 = 2**-24 (largest radius), u2 = 0 -> (r, 0)
+    assert cosine[0].item() == pytest.approx(math.sqrt(-2 * math.log(2.0**-24)), rel=1e-6)
+    assert sine[0].item() == 0.0
+
+
+def test_every_word_makes_one_normal():
+    # Element 4j + i takes its normal from call j: pair (x0, x1) for i = 0, 1, pair (x2, x3) for 2, 3.
+    noise = PhiloxNoise((int(torch.randint(0, 2**62, ())),), step=5, iteration=2)
+    numel = 4 * 9 + 3
+    normals = philox_normal(noise, (numel,))[0]
+    counter = torch.arange(10)
+    zero = torch.zeros((), dtype=torch.int64)
+    seed = noise.seeds[0]
+    x0, x1, x2, x3 = philox_bits((counter, zero, zero + 5, zero + 2), (seed & 0xFFFFFFFF, seed >> 32))
+    by_hand = torch.stack([*box_muller(x0, x1), *box_muller(x2, x3)], dim=1).flatten()[:numel]
+    assert torch.equal(normals, by_hand)
+    c, s = box_muller(x0[:1], x1[:1])
+    assert torch.equal(normals[:2], torch.cat([c, s]))
+
+
+def test_seed_words_round_trip():
+    seeds = (0, 1, 2**32, 2**64 - 1, int(torch.randint(0, 2**63 - 1, ())))
+    words = to_words(seeds)
+    assert all(0 <= w < 2**32 for w in words) and len(words) == 2 * len(seeds)
+    assert words[2:4] == [1, 0] and words[4:6] == [0, 1]  # low word first
+    assert from_words(words) == seeds
+
+
+def test_sine_and_cosine_halves_are_independent():
+    x = draws(seed=4242)
+    even, odd = x[0::2], x[1::2]  # the two normals of one Box-Muller pair
+    limit = 5 / math.sqrt(even.numel())
+    assert abs(torch.corrcoef(torch.stack([even, odd]))[0, 1].item()) < limit
+    assert abs(torch.corrcoef(torch.stack([even * even, odd * odd]))[0, 1].item()) < limit

@@ -6,9 +6,8 @@ import logging
 import pytest
 import torch
 
-from pnp_kernels import PhiloxNoise, PnPUpdateOutput, pnp_update
-from pnp_kernels.ops import backends
-from pnp_kernels.ops.reference import pnp_update_reference
+from pnp_kernels import PhiloxNoise, PnPConfig, PnPUpdateOutput, pnp_update
+from pnp_kernels.ops import PnPUpdateInputs, backends, pnp_update_reference
 
 SHAPE = (2, 4, 3, 5, 7)
 
@@ -44,6 +43,12 @@ BAD = [
     (dict(sigma=0.5, sigma_next=0.6), ValueError, ["sigma_next", "0.6"]),
     (dict(tau=-1.0), ValueError, ["tau", "-1.0"]),
     (dict(tau=True), TypeError, ["tau", "True"]),
+    (dict(tau=float("inf")), ValueError, ["tau", "inf"]),  # PnPConfig rejects it too
+    (dict(tau=10**400), ValueError, ["tau", "digits"]),
+    (dict(sigma=10**400), ValueError, ["sigma", "digits"]),
+    (dict(guidance_scale=10**400, v_uncond=torch.randn(SHAPE)), ValueError, ["guidance_scale", "digits"]),
+    (dict(store_state=None), TypeError, ["store_state", "None"]),
+    (dict(round_products_to=torch.int8), ValueError, ["round_products_to", "int8"]),
     (dict(p_norm=3), ValueError, ["p_norm", "3"]),
     (dict(guidance_scale=float("inf"), v_uncond=torch.randn(SHAPE)), ValueError, ["guidance_scale", "inf"]),
     (dict(prev_z_next=None), ValueError, ["prev_x0", "prev_z_next"]),
@@ -60,6 +65,7 @@ BAD = [
     (dict(out=empty_out(x0=torch.empty(2, 4, 3, 5, 8))), ValueError, ["out.x0", "(2, 4, 3, 5, 8)"]),
     (dict(out=empty_out(certain=torch.empty(2, 3, 5, 7))), ValueError, ["out.certain", "float32", "bool"]),
     (dict(out=empty_out(nonfinite=torch.empty(2))), ValueError, ["out.nonfinite", "int32"]),
+    (dict(sigma_scale=0.5), TypeError, ["sigma_scale"]),  # a misspelt option is not ignored
 ]
 
 
@@ -74,7 +80,7 @@ def test_bad_input_raises_naming_it(overrides, error, words):
 
 def test_triton_refuses_more_than_64_channels():
     z = torch.randn(1, 65, 1, 2, 3)
-    with pytest.raises(RuntimeError, match=r"'triton'.*at most 64 channels, got C=65"):
+    with pytest.raises(RuntimeError, match=r"'triton'.*1 to 64 channels, got C=65"):
         pnp_update(z, torch.randn_like(z), 0.5, 0.4, backend="triton")
     # auto quietly falls back to a backend that can run it
     torch.testing.assert_close(pnp_update(z, z, 0.5, 0.4, backend="auto").x0, torch.zeros_like(z) + 0.5 * z)
@@ -105,12 +111,12 @@ def test_auto_reports_its_choice_once(monkeypatch, caplog):
 
 
 def test_auto_with_no_backend_lists_every_reason(monkeypatch):
-    for name in backends.AUTO_PRIORITY:
+    for name in backends.OP_BACKEND_PRIORITY:
         monkeypatch.setitem(backends.BACKENDS, name, backends.UnavailableBackend(name, f"{name} is switched off"))
     z = torch.randn(1, 4, 1, 2, 3)
     with pytest.raises(RuntimeError) as info:
         pnp_update(z, z, 0.5, 0.4, backend="auto")
-    for name in backends.AUTO_PRIORITY:
+    for name in backends.OP_BACKEND_PRIORITY:
         assert f"{name}: " in str(info.value)
 
 
@@ -141,3 +147,49 @@ def test_out_buffers_are_written_in_place():
         assert getattr(result, name) is getattr(out, name), name
         torch.testing.assert_close(getattr(out, name), getattr(expected, name), atol=0, rtol=0)
     assert result.uncertainty is None
+
+
+def _aliasing_outs(args):
+    shared = torch.empty(SHAPE)
+    mask_shape = (SHAPE[0], *SHAPE[2:])
+    return {
+        "out.x0 is out.z_next": (empty_out(x0=shared, z_next=shared), ["out.x0", "out.z_next"]),
+        "out.x0 is prev_x0": (empty_out(x0=args["prev_x0"]), ["out.x0", "prev_x0"]),
+        "out.z_perturbed views z": (empty_out(z_perturbed=args["z"][:, :]), ["out.z_perturbed", "z"]),
+        "out.certain inside prev_certain's storage": (
+            empty_out(certain=args["prev_certain"].view(-1)[: args["prev_certain"].numel()].view(mask_shape)),
+            ["out.certain", "prev_certain"]),
+    }
+
+
+@pytest.mark.parametrize("case", ["out.x0 is out.z_next", "out.x0 is prev_x0", "out.z_perturbed views z",
+                                  "out.certain inside prev_certain's storage"])
+def test_outputs_must_not_share_memory(case):
+    args = good_args()
+    out, words = _aliasing_outs(args)[case]
+    with pytest.raises(ValueError, match="shares memory") as info:
+        pnp_update(**args, out=out)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_disjoint_views_of_one_buffer_are_fine():
+    args = good_args()
+    storage = torch.full((2, *SHAPE), float("nan"))
+    result = pnp_update(**args, out=empty_out(x0=storage[0], z_next=storage[1]))
+    expected = pnp_update_reference(**{k: v for k, v in args.items() if k != "backend"})
+    torch.testing.assert_close(storage[0], expected.x0, atol=0, rtol=0)
+    torch.testing.assert_close(result.z_next, expected.z_next, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("tau", [0, 0.3, 2, float("inf"), float("nan"), -0.5, 10**400, True])
+def test_op_and_config_accept_the_same_tau(tau):
+    def accepted(build) -> bool:
+        try:
+            build()
+        except (TypeError, ValueError):
+            return False
+        return True
+
+    z = torch.zeros(1, 4, 1, 2, 3)
+    assert accepted(lambda: PnPConfig(tau=tau)) == accepted(lambda: PnPUpdateInputs(z, z, 0.5, 0.4, tau=tau))

@@ -1,0 +1,165 @@
+"""What one fused P&P update computes on: the op's arguments, checked once and then trusted.
+
+``PnPUpdateInputs`` is the single home of the op's keyword arguments and their defaults (the
+xformers ``Inputs`` pattern): ``pnp_update`` and ``pnp_update_reference`` take them as keywords,
+backends receive the bundle, and only the torch.library registration (``custom_op.py``) flattens
+it to the op schema. The math is docs/ALGORITHM.md and ``reference.py``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..validators import check_bool, check_choice, check_int, check_real
+from .philox import PhiloxNoise
+
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+P_NORMS = (1, 2)
+
+
+@dataclass(frozen=True)
+class PnPUpdateInputs:
+    """One Predict-and-Perturb iteration's inputs; construction raises TypeError/ValueError naming a bad one.
+
+    z: (B, C, F, H, W) float32 model input at ``sigma``; v: its velocity (bf16/fp16/fp32), or the
+    conditional velocity when ``v_uncond`` and ``guidance_scale`` are given (guidance in fp32).
+    sigma, sigma_next: noise levels, 1 >= sigma >= sigma_next >= 0.
+    prev_x0, prev_z_next, prev_certain: the previous iteration's merged x0, z_next and certain mask
+    (None at iteration 0). tau: finite threshold >= 0 on U; p_norm: 1 or 2 (U's channel norm).
+    noise: N(0, 1) tensor or PhiloxNoise for the next model input ``z_perturbed``; None when no
+    iteration follows. active: (B,) bool, samples that still iterate (needs a previous iteration).
+    num_pinned_frames: leading frames held at their input value (a condition, as in TI2V).
+    return_uncertainty: also return the U map. store_state: False skips writing the merged x0 and
+    the certain mask (nobody reads them after the last iteration of a step or at a plain step).
+    round_products_to: None keeps every product in float32; a dtype d reproduces the published
+    code's low-precision Euler arithmetic (see ``pnp_update``); torch backend only.
+    """
+
+    z: torch.Tensor
+    v: torch.Tensor
+    sigma: float
+    sigma_next: float
+    v_uncond: torch.Tensor | None = None
+    guidance_scale: float = 1.0
+    prev_x0: torch.Tensor | None = None
+    prev_z_next: torch.Tensor | None = None
+    prev_certain: torch.Tensor | None = None
+    tau: float = 0.25
+    p_norm: int = 1
+    noise: torch.Tensor | PhiloxNoise | None = None
+    active: torch.Tensor | None = None
+    num_pinned_frames: int = 0
+    return_uncertainty: bool = False
+    store_state: bool = True
+    round_products_to: torch.dtype | None = None
+
+    def __post_init__(self):
+        _check_tensor("z", self.z, None, (torch.float32,))
+        z = self.z
+        _check_tensor("v", self.v, z, FLOAT_DTYPES)
+        if self.v_uncond is not None:
+            _check_tensor("v_uncond", self.v_uncond, z, FLOAT_DTYPES)
+        # The ranges PnPConfig accepts: finite numbers, tau >= 0, 1 >= sigma >= sigma_next >= 0.
+        sigma = check_real("sigma", self.sigma, 0.0, 1.0)
+        sigma_next = check_real("sigma_next", self.sigma_next, 0.0, 1.0)
+        if sigma_next > sigma:
+            raise ValueError(f"sigma_next must be <= sigma (sampling goes towards 0), got {sigma_next} > {sigma}")
+        scalars = dict(
+            sigma=sigma, sigma_next=sigma_next,
+            guidance_scale=check_real("guidance_scale", self.guidance_scale),
+            tau=check_real("tau", self.tau, low=0.0),
+            p_norm=check_choice("p_norm", self.p_norm, P_NORMS),
+            num_pinned_frames=check_int("num_pinned_frames", self.num_pinned_frames, 0, z.shape[2] - 1),
+        )
+        for name, value in scalars.items():
+            object.__setattr__(self, name, value)
+        for name in ("return_uncertainty", "store_state"):
+            check_bool(name, getattr(self, name))
+        if self.round_products_to is not None and self.round_products_to not in FLOAT_DTYPES:
+            raise ValueError(
+                f"round_products_to must be None or one of {[str(d) for d in FLOAT_DTYPES]}, got {self.round_products_to!r}"
+            )
+        self._check_previous_iteration()
+        if isinstance(self.noise, PhiloxNoise):
+            if len(self.noise.seeds) != z.shape[0]:
+                raise ValueError(f"philox noise has {len(self.noise.seeds)} seeds for a batch of {z.shape[0]}")
+        elif self.noise is not None:
+            _check_tensor("noise", self.noise, z, FLOAT_DTYPES)
+
+    def _check_previous_iteration(self) -> None:
+        z = self.z
+        if (self.prev_x0 is None) != (self.prev_z_next is None):
+            raise ValueError("prev_x0 and prev_z_next must be given together")
+        if self.prev_x0 is None and (self.prev_certain is not None or self.active is not None):
+            raise ValueError("prev_certain and active need a previous iteration (prev_x0, prev_z_next)")
+        if self.prev_x0 is not None:
+            _check_tensor("prev_x0", self.prev_x0, z, (torch.float32,))
+            _check_tensor("prev_z_next", self.prev_z_next, z, (torch.float32,))
+        if self.prev_certain is not None:
+            _check_tensor("prev_certain", self.prev_certain, z, (torch.bool,), self.mask_shape)
+        if self.active is not None:
+            _check_tensor("active", self.active, z, (torch.bool,), (self.batch,))
+
+    @property
+    def batch(self) -> int:
+        return self.z.shape[0]
+
+    @property
+    def channels(self) -> int:
+        return self.z.shape[1]
+
+    @property
+    def mask_shape(self) -> tuple[int, int, int, int]:
+        """(B, F, H, W): the shape of certain, prev_certain and uncertainty."""
+        return (self.z.shape[0], *self.z.shape[2:])
+
+    @property
+    def positions(self) -> int:
+        """F * H * W: spatial positions per sample."""
+        return self.z.shape[2] * self.z.shape[3] * self.z.shape[4]
+
+    @property
+    def num_free_positions(self) -> int:
+        """Positions per sample outside the pinned frames: the denominator of the certain fraction."""
+        return (self.z.shape[2] - self.num_pinned_frames) * self.z.shape[3] * self.z.shape[4]
+
+    @property
+    def philox(self) -> PhiloxNoise | None:
+        return self.noise if isinstance(self.noise, PhiloxNoise) else None
+
+    @property
+    def noise_tensor(self) -> torch.Tensor | None:
+        return None if isinstance(self.noise, PhiloxNoise) else self.noise
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The given input tensors by name (for overlap checks and contiguous copies)."""
+        names = ("z", "v", "v_uncond", "prev_x0", "prev_z_next", "prev_certain", "active")
+        found = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+        if self.noise_tensor is not None:
+            found["noise"] = self.noise_tensor
+        return found
+
+
+def reference_only_reasons(inputs: PnPUpdateInputs) -> list[str]:
+    """Why a kernel backend refuses these inputs whatever the device: options only the reference has."""
+    if inputs.round_products_to is None:
+        return []
+    return [f"round_products_to={inputs.round_products_to} is implemented by the torch backend only"]
+
+
+def _check_tensor(name: str, t, z: torch.Tensor | None, dtypes, shape=None) -> None:
+    """``t`` is a tensor of one of ``dtypes`` with ``shape`` (default: z's) on z's device."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in dtypes:
+        raise TypeError(f"{name} must have dtype in {[str(d) for d in dtypes]}, got {t.dtype}")
+    if z is None:
+        if t.dim() != 5:
+            raise ValueError(f"{name} must have shape (B, C, F, H, W), got {tuple(t.shape)}")
+        return
+    expected = tuple(z.shape) if shape is None else tuple(shape)
+    if tuple(t.shape) != expected:
+        raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {expected}")
+    if t.device != z.device:
+        raise ValueError(f"{name} is on {t.device} but z is on {z.device}")

@@ -1,0 +1,1 @@
+"""Tests of pnp_kernels.ops; a package so that the test files share ``helpers``."""
