@@ -73,8 +73,10 @@ def environment() -> dict:
     }
     if gpu:
         props = torch.cuda.get_device_properties(0)
+        found["capability"] = f"{props.major}.{props.minor}"
         found["multiprocessors"] = props.multi_processor_count
         found["memory_gib"] = round(props.total_memory / 2**30, 1)
+        found["l2_mib"] = round(props.L2_cache_size / 2**20, 1)
     return found
 
 
