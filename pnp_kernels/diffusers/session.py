@@ -9,6 +9,7 @@ import torch
 
 from ..config import PnPConfig
 from ..engine import PnPEngine, PnPStats, check_sigmas
+from ..ops.philox import sample_seeds
 from .scheduler import PnPScheduler
 from .support import cache_refusal, pinned_frames
 
@@ -76,8 +77,7 @@ class PnPSession:
             seed = self.seed if self.seed is not None else philox_seed(self.generator)
             if is_copy:
                 copy_index = [m for m in self.members if m is not self.scheduler].index(member) + 1
-                seeds = [seed + b for b in range(z.shape[0])] if isinstance(seed, int) else list(seed)
-                seed = [(s + copy_index * COPY_SEED_OFFSET) % 2**64 for s in seeds]
+                seed = [(s + copy_index * COPY_SEED_OFFSET) % 2**64 for s in sample_seeds(seed, z.shape[0])]
             noise = {"seed": seed}
         pinned = 0 if is_copy else self.num_pinned_frames
         return PnPEngine(config, member.grid, z, num_pinned_frames=pinned, **noise)

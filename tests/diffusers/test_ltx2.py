@@ -178,3 +178,11 @@ def test_only_the_audio_is_uncertain():
     expected = unpack(pipe, *naive_joint(model, latents, grid.sigmas, RefinePlan.parse(PLAN), 2.0, 0.9, g))
     for ours, ref in zip((video, audio), expected):
         assert (ours - ref).abs().max().item() <= 1e-5
+
+
+def test_image_to_video_is_refused_with_the_reason():
+    from diffusers import LTX2ImageToVideoPipeline
+
+    pipe = LTX2ImageToVideoPipeline(**tiny_models.ltx2_components())
+    with pytest.raises(ValueError, match="LTX2ImageToVideoPipeline is not supported: its loop steps only the unconditioned"):
+        enable_pnp(pipe, PnPConfig())
