@@ -159,15 +159,9 @@ class RefinePlan:
             raise ValueError(f"sigmas must hold N + 1 >= 2 values (a sequence or a 1-D tensor), got {sigmas!r}")
         values = [check_real(f"sigmas[{i}]", s) for i, s in enumerate(values)]
         num_steps = len(values) - 1
-        self.validate(num_steps, resolving=True)
+        self._check_fits(num_steps)
         if self.is_resolved:
             return self
-        for entry in self.relative:
-            if entry.unit == "step" and entry.end >= num_steps:
-                raise ValueError(
-                    f"plan {self._name()} refers to step {int(entry.end)} but the run has {num_steps} steps "
-                    f"(0..{num_steps - 1})"
-                )
         if boundary_sigma is not None:
             boundary_sigma = check_real("boundary_sigma", boundary_sigma)
         elif any(r.expert for r in self.relative):
@@ -212,13 +206,15 @@ class RefinePlan:
         self._require_resolved("last_step")
         return self.ranges[-1][1] if self.ranges else None
 
-    def validate(self, num_steps: int, *, resolving: bool = False) -> None:
+    def validate(self, num_steps: int) -> None:
         """Raise if the plan names a step index that a ``num_steps`` run does not have (a plan that
         needs a sigma grid must be resolved first)."""
-        num_steps = check_int("num_steps", num_steps, 1)
-        if not resolving:
-            self._require_resolved("validate")
-        last = self.ranges[-1][1] if self.ranges else None
+        self._require_resolved("validate")
+        self._check_fits(check_int("num_steps", num_steps, 1))
+
+    def _check_fits(self, num_steps: int) -> None:
+        named_steps = [last for _, last, _ in self.ranges] + [int(r.end) for r in self.relative if r.unit == "step"]
+        last = max(named_steps, default=None)
         if last is not None and last >= num_steps:
             raise ValueError(
                 f"plan {self._name()} refers to step {last} but the run has {num_steps} steps (0..{num_steps - 1})"

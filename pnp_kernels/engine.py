@@ -149,7 +149,7 @@ def _check_noise_source(config: PnPConfig, generator, seed, batch: int, device: 
             raise ValueError("generator is not used with noise='philox'; pass seed= instead")
         if seed is None:
             raise ValueError("noise='philox' needs seed= (an integer, or one integer per sample)")
-        return sample_seeds(seed, batch)
+        return tuple(check_int(f"seed[{b}]", s) for b, s in enumerate(sample_seeds(seed, batch)))
     if seed is not None:
         raise ValueError("seed= is for noise='philox'; with noise='generator' pass generator=")
     if generator is None:  # the global RNG of the latents' device, as torch.randn would use

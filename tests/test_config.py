@@ -124,3 +124,19 @@ def test_config_accepts_numpy_numbers_and_published_rounding():
     cfg = PnPConfig(tau=np.float32(0.5), certain_stop=np.float64(0.9), published_rounding=True)
     assert (cfg.tau, cfg.certain_stop, cfg.published_rounding) == (0.5, 0.9, True)
     assert PnPConfig(plan=[(np.int64(1), 2, 1)]).plan == RefinePlan([(1, 2, 1)])
+
+
+@pytest.mark.parametrize("tau", [0.0, 1e300, float("inf"), -1e-9, float("nan"), 10**400])
+def test_config_and_op_accept_the_same_tau(tau):
+    from pnp_kernels import pnp_update
+
+    z = torch.zeros(1, 2, 1, 2, 2)
+
+    def accepts(build) -> bool:
+        try:
+            build()
+            return True
+        except ValueError:
+            return False
+
+    assert accepts(lambda: PnPConfig(tau=tau)) == accepts(lambda: pnp_update(z, z, 0.5, 0.25, tau=tau, backend="torch"))

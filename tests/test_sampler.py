@@ -282,6 +282,8 @@ def test_generator_noise_does_not_depend_on_memory_layout(layout):
         ({"latents": [[0.0]]}, TypeError, "latents must be a torch.Tensor"),
         ({"group": 3}, TypeError, "group must be 'auto', None or a torch.distributed ProcessGroup"),
         ({"group": "world"}, ValueError, "group must be one of"),
+        ({"config": PnPConfig(plan=[(1, 2, 1)], noise="philox"), "generator": None, "seed": [1.5, 2]},
+         TypeError, r"seed\[0\] must be an integer"),
     ],
 )
 def test_bad_input_is_refused_before_any_model_call(overrides, error, words):
