@@ -45,7 +45,9 @@ def _epilog() -> str:
     for kind in MODEL_KINDS.values():
         d = kind.defaults
         guidance = f"{d.guidance:g}" + (f" / guidance-2 {d.guidance_2:g}" if d.guidance_2 is not None else "")
-        lines.append(f"  {kind.description:<44} {d.steps} steps, plan {d.plan}, tau {d.tau:g}, guidance {guidance}")
+        with_image = kind.defaults_for(with_image=True)
+        tau = f"{d.tau:g}" + (f" ({with_image.tau:g} with --image)" if with_image.tau != d.tau else "")
+        lines.append(f"  {kind.description:<44} {d.steps} steps, plan {d.plan}, tau {tau}, guidance {guidance}")
     negative = {kind.defaults.negative_prompt for kind in MODEL_KINDS.values()}
     lines += [
         f"  every model: 480x832, 81 frames, 16 fps, seed 0, p-norm 1, certain-stop 0.999, "

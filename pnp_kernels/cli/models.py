@@ -53,6 +53,10 @@ class ModelKind:
     image: str  # "none", "optional" (TI2V-5B: text- or image-to-video) or "required"
     two_experts: bool
     defaults: Defaults
+    image_defaults: Defaults | None = None  # where they differ when an image is given (TI2V-5B)
+
+    def defaults_for(self, with_image: bool) -> Defaults:
+        return self.image_defaults if with_image and self.image_defaults is not None else self.defaults
 
 
 MODEL_KINDS = {
@@ -60,8 +64,8 @@ MODEL_KINDS = {
     for kind in (
         ModelKind("t2v", "Wan 2.1 text-to-video", "none", False, WAN21_T2V),
         ModelKind("t2v-a14b", "Wan 2.2 A14B text-to-video (two experts)", "none", True, WAN22_T2V),
-        # No published P&P script for TI2V-5B: the Wan 2.1 text-to-video defaults apply.
-        ModelKind("ti2v-5b", "Wan 2.2 TI2V-5B text/image-to-video", "optional", False, WAN21_T2V),
+        # No published P&P script for TI2V-5B: the Wan 2.1 defaults apply, image-to-video's with an image.
+        ModelKind("ti2v-5b", "Wan 2.2 TI2V-5B text/image-to-video", "optional", False, WAN21_T2V, WAN21_I2V),
         ModelKind("i2v", "Wan 2.1 image-to-video", "required", False, WAN21_I2V),
         ModelKind("i2v-a14b", "Wan 2.2 A14B image-to-video (two experts)", "required", True, WAN22_I2V),
     )

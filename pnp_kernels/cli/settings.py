@@ -179,7 +179,7 @@ def resolve_settings(args: argparse.Namespace) -> tuple[Settings, object]:
         raise UsageError("--prompt is required and must not be empty")
     info = detect_model(args.model)
     kind = info.kind
-    defaults = kind.defaults
+    defaults = kind.defaults_for(with_image=args.image is not None)
 
     def pick(name):
         value = getattr(args, name)

@@ -79,8 +79,11 @@ def test_published_defaults(tiny_t2v, tiny_a14b, tmp_path):
     assert list(tmp_path.iterdir()) == []  # checking writes nothing
 
 
-def test_published_image_to_video_defaults(tiny_i2v, image_file, tmp_path):
+def test_published_image_to_video_defaults(tiny_i2v, tiny_ti2v, image_file, tmp_path):
     argv = ["--prompt", "a cat", "--image", str(image_file), "--out", str(tmp_path / "out" / "v.mp4")]
+    # TI2V-5B takes the image-to-video threshold only when it is given an image.
+    assert _parse(["--model", str(tiny_ti2v), *argv])[0].pnp.tau == 0.0
+    assert _parse(["--model", str(tiny_ti2v), *argv[:2], *argv[4:]])[0].pnp.tau == 0.25
     settings, image = _parse(["--model", str(tiny_i2v), *argv])
     assert image.size == (40, 24)
     assert (settings.steps, str(settings.pnp.plan), settings.pnp.tau, settings.guidance) == (50, "2-5:3,6-14:1", 0.0, 5.0)
