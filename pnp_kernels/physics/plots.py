@@ -52,3 +52,30 @@ def save_study_figure(result: dict, path: Path) -> Path:
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return Path(path)
+
+
+def save_sample_strips(rows: list[tuple[str, "np.ndarray"]], path: Path, clips: int = 3) -> Path:
+    """One labelled row of frames per (label, uint8 clips (B, F, H, W, 3)); the first ``clips`` clips
+    side by side, every frame shown."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    figure, axes = plt.subplots(len(rows), clips, figsize=(4.2 * clips, 0.55 * len(rows) + 0.4),
+                                squeeze=False, layout="constrained")
+    for r, (label, frames) in enumerate(rows):
+        for c in range(clips):
+            strip = np.concatenate(list(frames[c]), axis=1)  # frames left to right
+            axis = axes[r, c]
+            axis.imshow(strip, interpolation="nearest")
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if c == 0:
+                axis.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+            if r == 0:
+                axis.set_title(f"seed {c}: frames 0 -> {frames.shape[1] - 1}", fontsize=8)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return Path(path)

@@ -24,15 +24,17 @@ import torch
 from .. import PnPConfig, RefinePlan
 from ..validators import check_int
 from .data import render_clips, simulate
-from .generate import DEFAULT_STEPS, generate, shipped_model
+from .generate import DEFAULT_STEPS, generate, latents_to_frames, shipped_model
 from .metrics import METRIC_NAMES, batch_metrics
 from .model import PhysicsVelocityNet
+from .train import clips_to_latents
 
 NUM_SEEDS = 64
 ITERATIONS = (1, 2, 3)
 TAUS = (0.0, 0.25)  # uncertainty threshold in latent units (pixels in [-1, 1]): 0.25 = 12.5% brightness
 PLACEMENTS = ("early", "middle", "late")
 BROKEN_SCALE = 10.0
+SHOWN_CLIPS = 3  # clips per row in the samples figure
 # Quality gate: Euler must draw a ball in every frame of >= 80% of clips, and its permanence and size
 # metrics must be within 3x of the real clips'. Real clips score ~0 on both, so "3x" gets a floor:
 # 0.05 events per frame transition, 5% radius variation (chosen before any model was sampled).
@@ -61,10 +63,8 @@ class Variant:
 
     @property
     def planned_nfe(self) -> int:
-        if self.placement is None:
-            return self.num_steps
-        first, last = placement_steps(self.placement, self.num_steps)
-        return self.num_steps + self.iterations * (last - first + 1)
+        config = self.config()
+        return self.num_steps + (config.plan.extra_nfe(self.num_steps) if config else 0)
 
     def config(self) -> PnPConfig | None:
         if self.placement is None:
@@ -106,19 +106,18 @@ class NoisierPerturbation(torch.nn.Module):
             x0 = z_before - sigma * v_before
             shown = z + (self.scale - 1.0) * (z - (1.0 - sigma) * x0)
         v = self.model(shown, sigma)
-        self.previous = (sigma, z, v)
+        self.previous = (sigma, z.clone(), v)  # the sampler may reuse z's buffer
         return v
 
 
 def real_clips(seeds: Sequence[int], model: PhysicsVelocityNet) -> np.ndarray:
-    """The training distribution's clips for the given seeds, as uint8 RGB like the samples."""
+    """The training distribution's clips for the given seeds, quantised to uint8 RGB like the samples."""
     clips = np.concatenate([
         render_clips(simulate(1, np.random.default_rng(s), num_frames=model.config["num_frames"],
                               size=model.config["size"]), model.config["size"])
         for s in seeds
     ])
-    grey = np.round(clips.mean(axis=-1) * 255.0).astype(np.uint8)
-    return np.repeat(grey[..., None], 3, axis=-1)
+    return latents_to_frames(clips_to_latents(clips))
 
 
 def run_variant(variant: Variant, seeds: Sequence[int], model: PhysicsVelocityNet) -> dict:
@@ -228,6 +227,18 @@ def _mark(mean: float, half: float, name: str) -> str:
     return f"**{text}**" if better else f"*{text}*"
 
 
+def save_samples_figure(seeds: list[int], num_steps: int, path: Path) -> Path:
+    """Real clips and samples of a few study rows for the same seeds, frame by frame."""
+    from .plots import save_sample_strips
+
+    model = shipped_model()
+    early, late = Variant(num_steps, "early", 3, 0.0), Variant(num_steps, "late", 3, 0.0)
+    shown = [Variant(num_steps), Variant(early.planned_nfe), early, late]
+    rows = [("real (training data)", real_clips(seeds, model))]
+    rows += [(v.label().replace(" K=", "\nK="), generate(seeds, v.config(), num_steps=v.num_steps).frames) for v in shown]
+    return save_sample_strips(rows, path, clips=len(seeds))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Matched-NFE study of P&P on the physics model (docs/PHYSICS_STUDY.md).")
     parser.add_argument("--out", type=Path, default=Path("physics_study"), help="folder for study.json, study.md and the figure")
@@ -241,6 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     (args.out / "study.json").write_text(json.dumps(result, indent=1) + "\n")
     table = format_tables(result)
     (args.out / "study.md").write_text(table + "\n")
+    save_samples_figure(list(seeds)[:SHOWN_CLIPS], args.steps, args.out / "physics_samples.png")
     if result["gate"]["passed"]:
         from .plots import save_study_figure
 

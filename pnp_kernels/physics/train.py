@@ -1,6 +1,8 @@
 """Flow-matching training of the physics video network, deterministic from a seed and resumable.
 
 Loss: E || v(z, s) - (eps - x) ||^2 with z = (1 - s) x + s eps, s ~ U(0, 1), fresh clips every step.
+The learning rate warms up, stays constant, and falls to 0 over the run's last steps, so it depends on
+the total ``--steps``: resume with the same total.
 The clips, noise and sigmas of step i depend only on (seed, i), so a run resumed from a checkpoint
 draws what an uninterrupted run would. What gets exported is the exponential moving average (EMA) of
 the weights, bias-corrected as Adam corrects its moments: the average starts at the initial weights,
@@ -27,6 +29,7 @@ from .model import SHIPPED_WEIGHTS, PhysicsVelocityNet, save_weights
 BATCH = 24
 LEARNING_RATE = 1.5e-3
 WARMUP_STEPS = 200
+COOLDOWN_STEPS = 500  # the learning rate falls linearly to 0 over the last 500 steps (a quarter of short runs)
 EMA_DECAY = 0.999
 TRAIN_STEPS = 7000
 
@@ -66,13 +69,14 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=LEARNING_RATE, weight_decay=0.0)
         self.step = 0
 
-    def learning_rate(self) -> float:
-        return LEARNING_RATE * min(1.0, (self.step + 1) / WARMUP_STEPS)
+    def learning_rate(self, total_steps: int) -> float:
+        cooldown = min(COOLDOWN_STEPS, total_steps // 4)
+        return LEARNING_RATE * min(1.0, (self.step + 1) / WARMUP_STEPS, (total_steps - self.step) / max(cooldown, 1))
 
-    def train_step(self) -> float:
+    def train_step(self, total_steps: int) -> float:
         x, eps, sigma = training_batch(self.seed, self.step, self.batch)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.learning_rate()
+            group["lr"] = self.learning_rate(total_steps)
         loss = flow_matching_loss(self.model, x, eps, sigma)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -156,13 +160,14 @@ def _train(out_dir: Path, steps: int, trainer: Trainer, resume: bool, log_every:
     if resume and checkpoint.is_file():
         trainer.load(checkpoint)
         print(f"resumed from {checkpoint} at step {trainer.step}", flush=True)
+        _truncate_log(log_path, trainer.step)
     elif log_path.exists():
         log_path.unlink()  # a fresh run starts a fresh log
     if not log_path.exists():
         log_path.write_text("step,loss,seconds\n")
     started, window = time.perf_counter(), []
     while trainer.step < steps:
-        window.append(trainer.train_step())
+        window.append(trainer.train_step(steps))
         if trainer.step % log_every == 0 or trainer.step == steps:
             with open(log_path, "a") as handle:
                 handle.write(f"{trainer.step},{np.mean(window):.6f},{time.perf_counter() - started:.1f}\n")
@@ -172,6 +177,14 @@ def _train(out_dir: Path, steps: int, trainer: Trainer, resume: bool, log_every:
             _write_outputs(trainer, out_dir)
     _write_outputs(trainer, out_dir)  # also when resumed at the end: re-exports the weights
     return trainer
+
+
+def _truncate_log(log_path: Path, step: int) -> None:
+    """Drop log rows after ``step``: they belong to a run that went on past its last checkpoint."""
+    if log_path.exists():
+        lines = log_path.read_text().splitlines(keepends=True)
+        kept = lines[:1] + [line for line in lines[1:] if int(line.split(",")[0]) <= step]
+        log_path.write_text("".join(kept))
 
 
 def _write_outputs(trainer: Trainer, out_dir: Path) -> None:

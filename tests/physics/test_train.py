@@ -20,13 +20,25 @@ def test_batches_depend_only_on_seed_and_step():
 def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
     straight = physics_train.train(tmp_path / "a", 3, batch=2, log_every=1, checkpoint_every=2)
     physics_train.train(tmp_path / "b", 2, batch=2, log_every=1, checkpoint_every=2)
+    with open(tmp_path / "b" / "loss.csv", "a") as handle:
+        handle.write("3,9.9,1.0\n")  # as if the run had gone on past its last checkpoint, then died
     resumed = physics_train.train(tmp_path / "b", 3, batch=2, resume=True, log_every=1, checkpoint_every=2)
     assert resumed.step == straight.step == 3
     for name, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[name]), name
     with open(tmp_path / "b" / "loss.csv") as handle:
-        assert [int(r["step"]) for r in csv.DictReader(handle)] == [1, 2, 3]
+        rows = list(csv.DictReader(handle))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3] and float(rows[-1]["loss"]) != 9.9
     assert (tmp_path / "b" / "loss.png").is_file() and (tmp_path / "b" / "weights.safetensors").is_file()
+
+
+def test_learning_rate_warms_up_holds_and_cools_down():
+    trainer = physics_train.Trainer(batch=1)
+    rates = []
+    for step in (0, 199, 1000, 3000, 3250, 3499):
+        trainer.step = step
+        rates.append(trainer.learning_rate(3500) / physics_train.LEARNING_RATE)
+    assert rates == pytest.approx([1 / 200, 1.0, 1.0, 1.0, 0.5, 1 / 500])
 
 
 def test_checkpoint_of_another_run_is_refused(tmp_path):
