@@ -138,13 +138,14 @@ def test_ti2v_image_to_video_matches_the_pipeline(tiny_ti2v, image_file, tmp_pat
     assert written.shape == (5, 32, 64, 3)
     record = json.loads((tmp_path / "ti2v.json").read_text())
     assert record["model"]["kind"] == "ti2v-5b" and record["refined"]["nfe"] == 4
+    assert record["settings"]["tau"] == 0.0  # with an image: the image-to-video default
 
     from PIL import Image
 
     from pnp_kernels.wan import WanImageToVideoPnPPipeline, WanPnPPipeline
 
     call = dict(prompt="a cat", height=32, width=64, num_frames=5, num_inference_steps=3, output_type="np",
-                pnp=PnPConfig(plan="1:1"))
+                pnp=PnPConfig(plan="1:1", tau=0.0))
     image_pipe = WanImageToVideoPnPPipeline.from_pretrained(tiny_ti2v, torch_dtype=torch.float32)
     expected = image_pipe(image=Image.open(image_file).convert("RGB"), generator=torch.Generator().manual_seed(5),
                           **call).frames[0]
