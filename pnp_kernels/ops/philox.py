@@ -34,6 +34,8 @@ from typing import Sequence
 
 import torch
 
+from ..validators import check_int
+
 PHILOX_M0 = 0xD2511F53
 PHILOX_M1 = 0xCD9E8D57
 PHILOX_W0 = 0x9E3779B9
@@ -67,15 +69,10 @@ class PhiloxNoise:
     iteration: int
 
     def __post_init__(self):
-        seeds = tuple(self.seeds)
-        for s in seeds:
-            if isinstance(s, bool) or not isinstance(s, numbers.Integral):
-                raise TypeError(f"philox seeds must be integers, got {s!r}")
-        object.__setattr__(self, "seeds", tuple(int(s) % 2**64 for s in seeds))
-        for name in ("step", "iteration"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < 2**32:
-                raise ValueError(f"philox {name} must be an integer in [0, 2**32), got {value!r}")
+        seeds = tuple(check_int(f"philox seeds[{b}]", s) % 2**64 for b, s in enumerate(self.seeds))
+        object.__setattr__(self, "seeds", seeds)
+        for name in ("step", "iteration"):  # counter words
+            object.__setattr__(self, name, check_int(f"philox {name}", getattr(self, name), 0, _MASK32))
 
     def key_table(self, device) -> torch.Tensor:
         """(B, 2) int64 tensor of (k0, k1) per sample, for kernels. Cached per (seeds, device): building

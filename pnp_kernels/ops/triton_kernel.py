@@ -127,7 +127,6 @@ def _pnp_update_kernel(
 
     if HAS_PREV:
         prev_x0 = tl.load(prev_x0_ptr + tile, mask=tile_mask, other=0.0)
-        prev_z_next = tl.load(prev_z_next_ptr + tile, mask=tile_mask, other=0.0)
         diff = x0 - prev_x0
         if P_NORM == 1:
             norm = tl.sum(tl.abs(diff), axis=0)
@@ -151,6 +150,8 @@ def _pnp_update_kernel(
             merge = certain | keep
         else:
             merge = certain
+        # Read only where it is taken: certain regions are contiguous runs, whose sectors are skipped.
+        prev_z_next = tl.load(prev_z_next_ptr + tile, mask=tile_mask & merge[None, :], other=0.0)
         x0 = tl.where(merge[None, :], prev_x0, x0)
         z_next = tl.where(merge[None, :], prev_z_next, z_next)
     else:

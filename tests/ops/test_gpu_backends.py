@@ -32,7 +32,7 @@ CASES = [
     (1, 16, (3, 7, 5), "fp32", 1, 0.25, "prev", False, "tensor", 2, False),
     (3, 48, (3, 7, 5), "fp32", 2, 0.25, "active", True, "tensor", 0, False),
     (1, 16, (5, 30, 52), "fp16", 1, 0.25, "prev_certain", True, "none", 0, True),
-    (2, 5, (2, 3, 2), "bf16", 1, 0.25, "active", False, "philox", 1, False),  # S = 12: philox one element at a time
+    (2, 5, (2, 3, 2), "bf16", 1, 0.25, "active", False, "philox", 1, False),  # S = 12: one Philox call per 4 positions
 ]
 
 
@@ -85,7 +85,8 @@ def test_non_contiguous_inputs_and_outputs(backend, device):
 
 
 @pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
-@pytest.mark.parametrize("shape", [(2, 16, 3, 7, 5), (2, 5, 2, 3, 2)], ids=["grouped", "element-wise"])
+# S = 105 is odd: one Philox call per element; S = 12: one call per four positions of a channel.
+@pytest.mark.parametrize("shape", [(2, 16, 3, 7, 5), (2, 5, 2, 3, 2)], ids=["element-wise", "grouped"])
 def test_philox_noise_in_kernel_equals_reference_normals(shape, backend, device):
     # At sigma = 1 the perturbed input is exactly the noise: (1 - 1) * x0 + 1 * noise. A wrong word
     # moves a normal by O(1); float32 log/sqrt/cos/sin may differ by a few ulps between backends.

@@ -112,3 +112,16 @@ def test_sine_and_cosine_halves_are_independent():
     limit = 5 / math.sqrt(even.numel())
     assert abs(torch.corrcoef(torch.stack([even, odd]))[0, 1].item()) < limit
     assert abs(torch.corrcoef(torch.stack([even * even, odd * odd]))[0, 1].item()) < limit
+
+
+@pytest.mark.parametrize("seeds, step, iteration, error, words", [
+    ((1, True), 1, 1, TypeError, ["seeds[1]", "True"]),
+    ((1.0,), 1, 1, TypeError, ["seeds[0]", "1.0"]),
+    ((1,), -1, 1, ValueError, ["step", "-1"]),
+    ((1,), 1, 2**32, ValueError, ["iteration", str(2**32)]),
+])
+def test_bad_philox_noise_is_named(seeds, step, iteration, error, words):
+    with pytest.raises(error) as info:
+        PhiloxNoise(seeds, step, iteration)
+    for word in words:
+        assert word in str(info.value)
