@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.suite import LIMIT_S, MARGIN_S, STAGES
-from bench.accounting import SAMPLING_VARIANTS, SHAPES, bytes_moved
+from bench.update_cases import SHAPES
+from pnp_kernels.ops.accounting import byte_table
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS = REPO / "bench" / "results"
@@ -232,6 +233,21 @@ def _update_section(run: Run, timing: str) -> list[str]:
         ["shape", "variant", "provider", "median", "q20 - q80", "GB/s", "% of copy", "vs eager"], rows) + [""]
 
 
+HOST_TIME_OPS = {
+    "pnp_update launch": "public call on the eager launch path, real kernel launch (device kept busy)",
+    "pnp_update host": "public call with the kernel launch stubbed out (the dispatcher alone)",
+}
+
+
+def _host_section(run: Run) -> list[str]:
+    rows = [[r["op"], HOST_TIME_OPS[op], r["provider"], "x".join(map(str, r["shape"])), fmt_time(r["seconds"])]
+            for op in HOST_TIME_OPS for r in run.of(op)]
+    if not rows:
+        return []
+    return ["### Host time per update (host wall time, median per call)", ""] + table(
+        ["figure", "what", "backend", "latents", "per call"], rows) + [""]
+
+
 def _sampler_section(run: Run) -> list[str]:
     sampler = run.of("sampler_overhead")
     if not sampler:
@@ -295,7 +311,8 @@ def run_sections(run: Run, plot_links: dict[str, str]) -> list[str]:
               f"triton {env.get('triton') or '-'}, diffusers {env.get('diffusers') or '-'}, pnp_kernels "
               f"{env.get('pnp_kernels') or '-'}; results in `{_display_path(run.folder)}`.", ""]
     timing = "device time: CUDA-graph replays (update), CUDA events (forward); median" if run.gpu else "host time (median), CPU-only"
-    lines += _update_section(run, timing) + _sampler_section(run) + _transformer_section(run, timing) + _end_to_end_section(run)
+    lines += _update_section(run, timing) + _host_section(run) + _sampler_section(run)
+    lines += _transformer_section(run, timing) + _end_to_end_section(run)
     for title, link in plot_links.items():
         lines += [f"![{title}]({link})", ""]
     return lines
@@ -398,18 +415,13 @@ def suite_section() -> list[str]:
 
 
 def accounting_section() -> list[str]:
-    """Bytes one update must move (``bytes_moved``) per shape and variant; what the kernels move is pending."""
-    rows = []
-    for shape_name, shape in SHAPES["full"].items():
-        for variant in SAMPLING_VARIANTS:
-            ideal = bytes_moved(shape, variant)
-            rows.append([shape_name, "x".join(map(str, shape)), variant.name, f"{ideal / 1e6:.1f}",
-                         "pending: per-kernel accounting not yet available"])
+    """Bytes one update must move per sampler situation, as the op counts them (``pnp_kernels/ops/accounting.py``)."""
     return ["## Byte accounting", "",
-            "Ideal: each input read once and each output written once (`bytes_moved` in `bench/accounting.py`,",
-            "bf16 velocities, float32 latents, bool masks). Moved: what each kernel reads and writes as written.",
-            "GB/s figures use the ideal bytes, so a kernel that moves more than the ideal shows it as lost bandwidth.",
-            ""] + table(["shape", "latents", "variant", "ideal MB", "moved MB"], rows) + [""]
+            "Bytes one update reads and writes (each latent once: a position's channels stay in registers;",
+            "bf16 velocities, guided, philox noise), as the op's accounting counts them, for the Wan shapes the",
+            "suite times: now, and before the op stopped writing x0 and the certain mask that nobody reads after a",
+            "plain step or the last iteration of a refined step. GB/s figures divide the bytes \"now\" by the time.",
+            "", byte_table({f"{name} {'x'.join(map(str, shape))}": shape for name, shape in SHAPES["full"].items()}), ""]
 
 
 def compile_section() -> list[str]:

@@ -17,8 +17,7 @@ import zlib
 import torch
 
 from bench.harness import DEVICE, ON_GPU
-from bench.accounting import HEADLINE, SHAPES, Variant
-from bench.update_cases import backend_reasons, make_inputs
+from bench.update_cases import HEADLINE, SHAPES, Variant, backend_reasons, make_inputs
 from pnp_kernels.ops import PnPUpdateInputs, PnPUpdateOutput
 from pnp_kernels.ops.backends import BACKENDS
 from pnp_kernels.ops.outputs import TENSOR_FIELDS, output_buffers

@@ -34,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 LIMIT_S = 480  # the device call's timeout_s (docs/PERFORMANCE.md): 8 of the task's 15 device minutes
 MARGIN_S = 30  # inside the limit, for the suite's own start, the stage switches and writing the summary
-GRACE_S = 10  # between SIGINT and SIGKILL at a stage's limit
+GRACE_S = 5  # between SIGINT and SIGKILL at a stage's limit (results are saved per case already)
 WHEELS = REPO / "bench" / "wheels"
 WHEEL_SITE = Path("/tmp/pnp-suite/site")
 EXTENSIONS_DIR = "/tmp/pnp-suite/extensions"  # one JIT cache for every stage: built once, loaded after
@@ -134,6 +134,11 @@ def _run(argv: list[str], env: dict, limit: float, log_path: Path) -> tuple[int 
     return code, lines[-1].strip() if lines else ""
 
 
+def stage_limit(planned: list[Stage], index: int, elapsed: float) -> float:
+    """Seconds stage ``index`` may run: what is left of the limit once the later stages' budgets are kept back."""
+    return LIMIT_S - MARGIN_S - elapsed - sum(s.budget_s for s in planned[index + 1:])
+
+
 def _status(code: int | None, limit: float) -> str:
     if code is None:
         return f"stopped at its {limit:.0f} s limit (finished cases kept)"
@@ -214,8 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     outcomes: list[Outcome] = []
     note = ""
     for index, stage in enumerate(planned):
-        later = sum(s.budget_s for s in planned[index + 1:])
-        limit = LIMIT_S - MARGIN_S - (time.monotonic() - started) - later
+        limit = stage_limit(planned, index, time.monotonic() - started)
         if limit <= GRACE_S:
             outcomes.append(Outcome(stage, "not run: no time left", 0.0))
             continue

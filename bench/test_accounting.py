@@ -1,11 +1,11 @@
 """The counts behind GB/s and TFLOP/s, checked independently: FLOPs against torch's FlopCounterMode,
-bytes against a count by hand. (Plain tests: they run with --benchmark-disable and skip with
---benchmark-only.)"""
+bytes (the bench's variants through the op's accounting) against a count by hand. (Plain tests: they
+run with --benchmark-disable and skip with --benchmark-only.)"""
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.accounting import Variant, bytes_moved
+from bench.update_cases import Variant, bytes_moved
 from bench.wan_model import TINY, WAN21_1_3B, WanProblem, build_model, forward_flops, text_embeddings
 
 
@@ -38,11 +38,15 @@ def test_wan_480p_forward_flops_by_hand():
 
 
 def test_bytes_moved_by_hand():
+    # The bench's variants through the op's accounting (pnp_kernels/ops/accounting.py), counted here by hand.
     shape = (2, 16, 3, 5, 7)
-    n, p = 2 * 16 * 3 * 5 * 7, 2 * 3 * 5 * 7
-    # z, bf16 v, x0 + z_next + mask + z_perturbed written, explicit noise read.
-    assert bytes_moved(shape, Variant(False, False, "tensor")) == 4 * n + 2 * n + 4 * n + 12 * n + p
-    # + bf16 v_uncond, prev x0 / z_next / mask read; philox noise is not read.
-    assert bytes_moved(shape, Variant(True, True, "philox")) == 4 * n + 4 * n + 8 * n + p + 12 * n + p
-    # No noise (a plain step): z_next alone is written (no z_perturbed, and x0 / mask are not stored).
-    assert bytes_moved(shape, Variant(True, False, "none")) == 4 * n + 4 * n + 4 * n
+    n, p, stats = 2 * 16 * 3 * 5 * 7, 2 * 3 * 5 * 7, 2 * 8
+    # Refined iteration, tensor noise: z, bf16 v and v_uncond, prev x0 / z_next / mask, noise read;
+    # x0, z_next, mask, z_perturbed written.
+    assert bytes_moved(shape, Variant(True, True, "tensor")) == 4 * n + 4 * n + 8 * n + p + 4 * n + 12 * n + p + stats
+    # First iteration, philox noise: no previous state; the noise is computed from 16 key bytes per sample.
+    assert bytes_moved(shape, Variant(False, False, "philox")) == 4 * n + 2 * n + 12 * n + p + 2 * 16 + stats
+    # Plain step: z_next alone is written (no z_perturbed, x0 and the mask are not stored).
+    assert bytes_moved(shape, Variant(True, False, "none")) == 4 * n + 4 * n + 4 * n + stats
+    # Last iteration: the previous state is read, z_next alone written.
+    assert bytes_moved(shape, Variant(True, True, "none")) == 4 * n + 4 * n + 8 * n + p + 4 * n + stats

@@ -4,7 +4,8 @@ Every provider is called the same way, ``provider(inputs)`` (``bench/update_case
 replays cycling through input sets larger than the L2 cache (``graph_replay_time``), so the figure is
 device time with no host work in it. Each case records achieved GB/s from the bytes the variant must
 move and the percent of a device-to-device copy measured in the same run. Shapes: Wan latents on a
-GPU, tiny ones on CPU (host timing there).
+GPU, tiny ones on CPU (host timing there). ``test_pnp_update_host_time`` is the other figure: the host
+time of one public call on the eager launch path.
 """
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ import zlib
 import pytest
 import torch
 
-from bench.harness import DEVICE, ON_GPU, graph_replay_time, host_rounds, median_seconds, rotation_sets
-from bench.accounting import HEADLINE, bytes_moved
-from bench.update_cases import PROVIDERS, backend_reasons, copied, make_inputs, provider_function, shapes, variants
+from bench.harness import DEVICE, ON_GPU, graph_replay_time, host_rounds, median_seconds, rotation_sets, synchronize
+from bench.update_cases import (HEADLINE, PROVIDERS, backend_reasons, bytes_moved, copied, make_inputs,
+                                provider_function, shapes, variants)
+from pnp_kernels import pnp_update
 
 
 def _cases() -> list:
@@ -80,3 +82,36 @@ def test_pnp_update(benchmark, copy_gbps, shape_name, variant, provider):
     if seconds:
         benchmark.extra_info["gbps"] = moved / seconds / 1e9
         benchmark.extra_info["percent_of_copy"] = 100.0 * moved / seconds / copy_gbps
+
+
+# About 0.1 s of device time on any current GPU (cycles at ~2 GHz): the host never waits behind it.
+SPIN_CYCLES = 200_000_000
+HOST_CALLS = 200
+
+
+@pytest.mark.parametrize("provider", ["triton", "cuda"])
+def test_pnp_update_host_time(benchmark, provider):
+    """Host time of one public pnp_update call on the eager launch path (checks, backend choice, buffers,
+    the real kernel launch), the headline variant on the first shape. On a GPU a spin kernel queued first
+    keeps the device busy, so the host issues every call without waiting and the figure is host work alone."""
+    shape_name, shape = next(iter(shapes().items()))
+    inputs = make_inputs(shape, HEADLINE, seed=1)
+    reasons = backend_reasons(provider, inputs)
+    if reasons:
+        pytest.skip(f"backend {provider!r} cannot run here: {'; '.join(reasons)}")
+    options = {f: getattr(inputs, f) for f in ("v_uncond", "guidance_scale", "prev_x0", "prev_z_next", "prev_certain",
+                                                "tau", "noise", "store_state")}
+    out = provider_function(provider)(inputs)  # caller-owned buffers, as the sampler passes them
+
+    def call():
+        pnp_update(inputs.z, inputs.v, inputs.sigma, inputs.sigma_next, out=out, backend=provider, **options)
+
+    call()  # compile and load before timing
+    synchronize()
+    benchmark.group = "pnp_update host time"
+    if ON_GPU:
+        torch.cuda._sleep(SPIN_CYCLES)
+    benchmark.pedantic(call, rounds=HOST_CALLS if ON_GPU and not benchmark.disabled else 1, warmup_rounds=0)
+    synchronize()
+    benchmark.extra_info.update(op="pnp_update launch", provider=provider, shape=list(shape), shape_name=shape_name,
+                                timing="host time per call" + ("" if ON_GPU else " (CPU-only)"))

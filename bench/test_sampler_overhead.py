@@ -1,7 +1,7 @@
 """Sampler overhead: a refined pnp_sample run on a denoiser stub of fixed cost vs the same number of
 bare stub calls. The difference is everything the sampler adds (updates, noise, host reads), per
-NFE and as a share of the run (SPEC §6: under 0.5% of a refined run on the Wan2.1-1.3B transformer;
-the report puts the per-NFE figure next to the measured transformer forward).
+NFE and as a share of the run (the target, docs/PERFORMANCE.md: under 0.5% of a refined run on the
+Wan2.1-1.3B transformer; the report puts the per-NFE figure next to the measured transformer forward).
 """
 from __future__ import annotations
 

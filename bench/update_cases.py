@@ -1,5 +1,5 @@
-"""The fused update's benchmark cases: the shapes and variants of this run (``bench/accounting.py``
-holds them with their byte counts), fresh random inputs, and the providers compared.
+"""The fused update's benchmark cases, in one place: Wan latent shapes, argument variants and the bytes
+each must move (the op's own accounting), fresh random inputs, and the providers compared.
 
 Every provider is called the same way, ``provider(inputs) -> PnPUpdateOutput`` on one checked
 ``PnPUpdateInputs`` bundle, and allocates its outputs: the eager reference, ``torch.compile`` of the
@@ -11,17 +11,69 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-from bench.accounting import ALL_VARIANTS, SAMPLING_VARIANTS, SHAPES, Variant
 from bench.harness import DEVICE, bench_size, compile_backend
-from pnp_kernels.ops import PhiloxNoise, PnPUpdateInputs, PnPUpdateOutput
+from pnp_kernels.ops import PhiloxNoise, PnPUpdateInputs, PnPUpdateOutput, accounting
+from pnp_kernels.ops.accounting import SITUATIONS
 from pnp_kernels.ops.backends import BACKENDS
 from pnp_kernels.ops.outputs import output_buffers
 from pnp_kernels.ops.reference import reference_update
 
+# (B, C, F, H, W) latents of one sample, B = 1 as the targets state them.
+SHAPES = {
+    "full": {
+        "480p-c16": (1, 16, 21, 60, 104),   # Wan 2.1 / 2.2 14B, 480x832, 81 frames
+        "720p-c16": (1, 16, 21, 90, 160),   # the same at 720x1280
+        "480p-c48": (1, 48, 31, 30, 52),    # Wan 2.2 TI2V-5B at 480x832, 121 frames: H*W too short for vector loads
+        "704p-c48": (1, 48, 31, 44, 80),    # Wan 2.2 TI2V-5B at its 704x1280, 121 frames
+    },
+    "tiny": {
+        "tiny-c16": (1, 16, 3, 6, 10),
+        "tiny-c48": (2, 48, 2, 5, 7),
+    },
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Which optional inputs one update has; ``noise`` is "none", "tensor" or "philox"."""
+
+    guidance: bool
+    prev: bool
+    noise: str
+
+    @property
+    def situation(self) -> str:
+        """The sampler situation this update is (``pnp_kernels/ops/accounting.py``)."""
+        if self.prev:
+            return "refined iteration" if self.noise != "none" else "last iteration"
+        return "first iteration" if self.noise != "none" else "plain step"
+
+    @property
+    def store_state(self) -> bool:
+        """As the sampler sets it: x0 and the certain mask are written only when another iteration follows."""
+        return SITUATIONS[self.situation].store_state
+
+    @property
+    def name(self) -> str:
+        return f"{'guided' if self.guidance else 'unguided'}, {'prev' if self.prev else 'first'}, {self.noise} noise"
+
+
+# The updates a guided refined run makes, most important first: a refined iteration (the targets'
+# headline case), the same with philox noise, a plain Euler step, the first and last refined iterations.
+HEADLINE = Variant(guidance=True, prev=True, noise="tensor")
+SAMPLING_VARIANTS = (
+    HEADLINE,
+    Variant(True, True, "philox"),
+    Variant(True, False, "none"),
+    Variant(True, False, "tensor"),
+    Variant(True, True, "none"),
+)
+ALL_VARIANTS = tuple(Variant(g, p, n) for g in (True, False) for p in (True, False) for n in ("tensor", "philox", "none"))
 PROVIDERS = ("eager", "compiled", "triton", "cuda")
 VELOCITY_DTYPE = torch.bfloat16
 SIGMA, SIGMA_NEXT, GUIDANCE, TAU = 0.7, 0.65, 5.0, 0.25
@@ -37,6 +89,13 @@ def variants() -> tuple[Variant, ...]:
 
 def shapes() -> dict[str, tuple[int, ...]]:
     return SHAPES[bench_size()]
+
+
+def bytes_moved(shape, variant: Variant) -> int:
+    """Bytes one update of ``variant`` on ``shape`` must read and write (bf16 velocities)."""
+    noise = "tensor" if variant.noise == "tensor" else "philox"  # "none": no noise bytes either way
+    return accounting.bytes_moved(variant.situation, shape, velocity_bytes=VELOCITY_DTYPE.itemsize,
+                                  guided=variant.guidance, noise=noise)
 
 
 def make_inputs(shape, variant: Variant, seed: int, device=DEVICE) -> PnPUpdateInputs:

@@ -1,4 +1,4 @@
-"""tests/wan: the tiny components live beside the tests; the naive SPEC §3 loop lives in tests/.
+"""tests/wan: the tiny components live beside the tests; the naive loop lives in tests/.
 
 Every test module here imports pnp_kernels.wan, which needs diffusers: where diffusers is missing (a
 GPU machine without the carried wheel) each module is reported as skipped, with the reason, instead
