@@ -151,7 +151,7 @@ def _pnp_update_kernel(
         else:
             merge = certain
         # Read only where it is taken: certain regions are contiguous runs, whose sectors are skipped.
-        prev_z_next = tl.load(prev_z_next_ptr + tile, mask=tile_mask & merge[None, :], other=0.0)
+        prev_z_next = tl.load(prev_z_next_ptr + tile, mask=tile_mask & (merge[None, :] != 0), other=0.0)
         x0 = tl.where(merge[None, :], prev_x0, x0)
         z_next = tl.where(merge[None, :], prev_z_next, z_next)
     else:
