@@ -1,4 +1,4 @@
-"""Drop-in diffusers pipelines for Wan 2.1 / 2.2 with Predict-and-Perturb sampling (SPEC §5).
+"""Drop-in diffusers pipelines for Wan 2.1 / 2.2 with Predict-and-Perturb sampling.
 
     from pnp_kernels import PnPConfig
     from pnp_kernels.wan import WanPnPPipeline

@@ -13,7 +13,7 @@ Wan 2.2 I2V-A14B        mask + image latents (20)   -             0             
 ======================  ==========================  ============  =================  ================
 
 Two-expert models (A14B) add ``transformer_2`` and a boundary: the expert is chosen once per outer step
-from that step's timestep, so every P&P evaluation of a step uses the same expert (SPEC §3).
+from that step's timestep, so every P&P evaluation of a step uses the same expert (docs/DIFFUSERS.md).
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Test-local model calls and loops the pipelines are checked against: plain Python, one forward per
-pass, conditional then unconditional, as SPEC §3 and the published code do."""
+pass, conditional then unconditional, as the published code does."""
 from __future__ import annotations
 
 import torch

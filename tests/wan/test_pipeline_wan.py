@@ -1,4 +1,4 @@
-"""WanPnPPipeline (T2V, A14B, TI2V-5B) against plain loops, the naive SPEC §3 loop and stock diffusers."""
+"""WanPnPPipeline (T2V, A14B, TI2V-5B) against plain loops, the naive P&P loop and stock diffusers."""
 import pytest
 import torch
 
