@@ -43,6 +43,7 @@ class PnPSession:
         self.boundary_sigma = pipe.config.get("boundary_ratio")
         self.num_pinned_frames = pinned_frames(pipe)
         self.hooks: list = []  # (model, SkipIdleCallsHook)
+        self.in_call = False
         self._reset_call()
 
     def _reset_call(self) -> None:
@@ -58,6 +59,11 @@ class PnPSession:
         return self.config.plan.resolve(check_sigmas(sigmas), boundary_sigma=self.boundary_sigma)
 
     def register(self, member: PnPScheduler) -> None:
+        if not self.in_call:
+            raise RuntimeError(
+                "the P&P scheduler stand-in was used outside a call of the pipeline P&P is enabled on (a "
+                "pipeline built from its components or with from_pipe carries it); call disable_pnp(pipe) first"
+            )
         if member not in self.members:
             self.members.append(member)
 
@@ -101,10 +107,12 @@ class PnPSession:
         bound = inspect.signature(self.original_class.__call__).bind_partial(pipe, *args, **kwargs)
         self._reset_call()
         self.generator = bound.arguments.get("generator")
+        self.in_call = True
         try:
             yield
             self._collect_stats()
         finally:
+            self.in_call = False
             self._reset_call()
 
     def _collect_stats(self) -> None:

@@ -117,9 +117,18 @@ def test_a_loop_without_scheduler_step_is_refused():
 
 def test_mid_grid_start_is_refused():
     pipe = enable_pnp(make(), CONFIG)
-    pipe.scheduler.set_timesteps(STEPS)
     with pytest.raises(ValueError, match="begin_index=2"):
         pipe.scheduler.set_begin_index(2)
+
+
+def test_a_pipeline_built_from_an_enabled_one_says_to_disable_first(reference):
+    pipe = enable_pnp(make(), CONFIG)
+    copy = WanPipeline.from_pipe(pipe)
+    copy.set_progress_bar_config(disable=True)
+    with pytest.raises(RuntimeError, match=r"from_pipe.*disable_pnp\(pipe\) first"):
+        run(copy)
+    disable_pnp(pipe)
+    assert torch.equal(run(enable_pnp(WanPipeline.from_pipe(pipe), CONFIG)), reference)
 
 
 def test_bad_arguments_and_states():
