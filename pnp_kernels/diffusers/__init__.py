@@ -30,7 +30,8 @@ _PNP_CLASSES: dict[type, type] = {}  # pipeline class -> its subclass with the P
 
 def _pnp_class(cls: type) -> type:
     """``cls`` with a ``__call__`` that runs the stock one inside the P&P session (same name, same
-    signature; ``disable_pnp`` puts ``cls`` back)."""
+    signature), and with the real scheduler in ``components`` and ``save_pretrained`` (so ``from_pipe``
+    and saving see the pipeline without P&P). ``disable_pnp`` puts ``cls`` back."""
     if cls not in _PNP_CLASSES:
 
         @functools.wraps(cls.__call__)
@@ -38,8 +39,18 @@ def _pnp_class(cls: type) -> type:
             with self._pnp_session.call(args, kwargs):
                 return cls.__call__(self, *args, **kwargs)
 
-        _PNP_CLASSES[cls] = type(cls.__name__, (cls,), {"__call__": __call__, "__module__": cls.__module__,
-                                                        "__doc__": cls.__doc__})
+        @functools.wraps(cls.save_pretrained)
+        def save_pretrained(self, *args, **kwargs):
+            with self._pnp_session.stock_scheduler():
+                return cls.save_pretrained(self, *args, **kwargs)
+
+        def components(self):
+            with self._pnp_session.stock_scheduler():
+                return cls.components.fget(self)
+
+        members = {"__call__": __call__, "save_pretrained": save_pretrained, "components": property(components),
+                   "__module__": cls.__module__, "__doc__": cls.__doc__}
+        _PNP_CLASSES[cls] = type(cls.__name__, (cls,), members)
     return _PNP_CLASSES[cls]
 
 

@@ -7,6 +7,7 @@ import inspect
 
 import torch
 
+from ..compat import set_component_keeping_config
 from ..config import PnPConfig
 from ..engine import PnPEngine, PnPStats, check_sigmas
 from ..ops.philox import sample_seeds
@@ -114,6 +115,15 @@ class PnPSession:
         finally:
             self.in_call = False
             self._reset_call()
+
+    @contextlib.contextmanager
+    def stock_scheduler(self):
+        """The pipeline's own scheduler in place of the stand-in for the duration of the block."""
+        set_component_keeping_config(self.pipe, "scheduler", self.original_scheduler)
+        try:
+            yield
+        finally:
+            set_component_keeping_config(self.pipe, "scheduler", self.scheduler)
 
     def _collect_stats(self) -> None:
         pipe = self.pipe

@@ -121,14 +121,20 @@ def test_mid_grid_start_is_refused():
         pipe.scheduler.set_begin_index(2)
 
 
-def test_a_pipeline_built_from_an_enabled_one_says_to_disable_first(reference):
-    pipe = enable_pnp(make(), CONFIG)
-    copy = WanPipeline.from_pipe(pipe)
+def test_from_pipe_and_save_pretrained_see_the_stock_pipeline(tmp_path):
+    pipe = make()
+    stock = run(pipe)
+    enable_pnp(pipe, CONFIG)
+    copy = WanPipeline.from_pipe(pipe)  # the real scheduler, no P&P
     copy.set_progress_bar_config(disable=True)
-    with pytest.raises(RuntimeError, match=r"from_pipe.*disable_pnp\(pipe\) first"):
-        run(copy)
-    disable_pnp(pipe)
-    assert torch.equal(run(enable_pnp(WanPipeline.from_pipe(pipe), CONFIG)), reference)
+    assert torch.equal(run(copy), stock)
+    pipe.save_pretrained(tmp_path)
+    assert (tmp_path / "scheduler" / "scheduler_config.json").exists()
+    assert tuple(WanPipeline.load_config(tmp_path)["scheduler"]) == ("diffusers", "FlowMatchEulerDiscreteScheduler")
+    leaked = WanPipeline(**{**tiny.components("t2v"), "scheduler": pipe.scheduler})  # the stand-in itself
+    leaked.set_progress_bar_config(disable=True)
+    with pytest.raises(RuntimeError, match=r"outside a call of the pipeline P&P is enabled on"):
+        run(leaked)
 
 
 def test_bad_arguments_and_states():
