@@ -129,6 +129,25 @@ def test_frozen_sample_is_fed_its_last_input():
     assert not torch.equal(inputs[2][1], inputs[1][1])
 
 
+def test_a_caller_can_end_a_step_early():
+    # advance(keep_going=False) after iteration 1 of a K=3 step is the same as a plan with K=1 there:
+    # same result, same generator draws (the draw made for iteration 2 is given back).
+    latents, targets = fresh(2, VIDEO, 9)
+    toy = ToyDenoiser(targets, [0.1, 0.5], VIDEO[0])
+    generators = [torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)]
+    engine = PnPEngine(PnPConfig(plan=[(2, 2, 3)], tau=0.0), SIGMAS, latents, generator=generators[0])
+    for step in range(engine.num_steps):
+        z_in = engine.begin_step(step)
+        while z_in is not None:
+            engine.update(toy(z_in, step, engine.sigmas[step]))
+            z_in = engine.advance(keep_going=False if engine.iteration == 1 else None)
+    stats = engine.finish()
+    expected = pnp_sample(toy, latents, SIGMAS, PnPConfig(plan=[(2, 2, 1)], tau=0.0), generator=generators[1])
+    assert torch.equal(engine.z, expected.latents)
+    assert torch.equal(generators[0].get_state(), generators[1].get_state())
+    assert stats.steps[2].exit_iteration == [1, 1] and stats.nfe == expected.stats.nfe
+
+
 def test_op_writes_x0_and_mask_only_when_they_are_read(monkeypatch):
     calls = []
 
