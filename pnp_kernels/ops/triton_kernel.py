@@ -1,8 +1,8 @@
 """Triton kernels of the fused P&P update; the math is ``ops/reference.py``, the launcher ``triton_launch.py``.
 
 One program owns a block of spatial positions (flat index s into F*H*W) of one sample and all C
-channels of them, so the channel reduction of the uncertainty stays in registers and every latent
-element is read once and written once.
+channels of them, so the channel reduction of the uncertainty stays in the program and every latent
+element is read from memory once and written once.
 """
 from __future__ import annotations
 
@@ -78,6 +78,17 @@ def _philox_normal_kernel(key_ptr, words_ptr, normal_ptr, calls, philox_step, ph
     tl.store(normal_ptr + sample * calls * 4 + slot[None, :], normals, mask=(slot < calls * 4)[None, :])
 
 
+@triton.jit
+def _predict(z_ptr, v_ptr, v_uncond_ptr, tile, tile_mask, sigma, dt, guidance_scale, HAS_GUIDANCE: tl.constexpr):
+    """z, the clean prediction x0 and the Euler proposal z_next of one tile, in float32."""
+    z = tl.load(z_ptr + tile, mask=tile_mask, other=0.0)
+    v = tl.load(v_ptr + tile, mask=tile_mask, other=0.0).to(tl.float32)
+    if HAS_GUIDANCE:
+        v_uncond = tl.load(v_uncond_ptr + tile, mask=tile_mask, other=0.0).to(tl.float32)
+        v = v_uncond + guidance_scale * (v - v_uncond)
+    return z, z - sigma * v, z + dt * v
+
+
 @triton.jit(do_not_specialize=["philox_step", "philox_iteration"])
 def _pnp_update_kernel(
     # inputs (latents contiguous (B, C, S); masks (B, S); active (B,); philox key (B, 2) int64)
@@ -88,7 +99,7 @@ def _pnp_update_kernel(
     spatial_units, num_pinned_positions,
     sigma, dt, one_minus_sigma, guidance_scale, tau,
     philox_step, philox_iteration,
-    CHANNELS: tl.constexpr, CHANNELS_PADDED: tl.constexpr, BLOCK_SPATIAL: tl.constexpr,
+    CHANNELS: tl.constexpr, CHANNEL_CHUNK: tl.constexpr, BLOCK_SPATIAL: tl.constexpr,
     SPATIAL_MULTIPLE: tl.constexpr,
     HAS_GUIDANCE: tl.constexpr, HAS_PREV: tl.constexpr, HAS_PREV_CERTAIN: tl.constexpr,
     HAS_ACTIVE: tl.constexpr, NOISE_MODE: tl.constexpr, P_NORM: tl.constexpr,
@@ -101,37 +112,42 @@ def _pnp_update_kernel(
     spatial_size = spatial_units * SPATIAL_MULTIPLE
     sample = tl.program_id(1)
     position = tl.program_id(0) * BLOCK_SPATIAL + tl.arange(0, BLOCK_SPATIAL)  # (S_blk,)
-    channel = tl.arange(0, CHANNELS_PADDED)  # (C_pad,)
     in_range = position < spatial_size
-    tile_mask = (channel < CHANNELS)[:, None] & in_range[None, :]
     # Offsets within a sample fit int32 (launcher checks C*S < 2**31); the sample base may not.
-    element = channel[:, None] * spatial_size + position[None, :]
     sample_base = sample.to(tl.int64) * CHANNELS * spatial_size
-    tile = sample_base + element
     mask_index = sample.to(tl.int64) * spatial_size + position
-
     free = position >= num_pinned_positions  # frames < num_pinned_frames are the condition
     pinned_tile = (position < num_pinned_positions)[None, :]
+    # Channels go in chunks of CHANNEL_CHUNK (a power of two), so C = 48 takes three full chunks
+    # instead of 64 lanes of which 16 idle. Pass 1 decides per position; pass 2 merges and writes.
+    # With one chunk (C <= 16) pass 2 reuses pass 1's values; with more it loads each chunk again
+    # (from cache: the program read it a moment ago), as keeping all of them would cost registers.
+    NUM_CHUNKS: tl.constexpr = (CHANNELS + CHANNEL_CHUNK - 1) // CHANNEL_CHUNK
+    chunk_channel = tl.arange(0, CHANNEL_CHUNK)
 
-    z = tl.load(z_ptr + tile, mask=tile_mask, other=0.0)
-    v = tl.load(v_ptr + tile, mask=tile_mask, other=0.0).to(tl.float32)
-    if HAS_GUIDANCE:
-        v_uncond = tl.load(v_uncond_ptr + tile, mask=tile_mask, other=0.0).to(tl.float32)
-        v = v_uncond + guidance_scale * (v - v_uncond)
-
-    x0 = z - sigma * v
-    z_next = z + dt * v
-    # x - x is NaN exactly when x is NaN or +-Inf; padded lanes load 0 and stay finite.
-    nonfinite = tl.max(((x0 - x0) != 0.0).to(tl.int32), axis=0) != 0
+    # Pass 1: non-finite predictions and the channel norm of the change.
+    nonfinite = position < 0  # all False
+    norm = tl.zeros((BLOCK_SPATIAL,), dtype=tl.float32)
+    for chunk in tl.static_range(NUM_CHUNKS):
+        channel = chunk * CHANNEL_CHUNK + chunk_channel
+        tile_mask = (channel < CHANNELS)[:, None] & in_range[None, :]
+        tile = sample_base + channel[:, None] * spatial_size + position[None, :]
+        z, x0, z_next = _predict(z_ptr, v_ptr, v_uncond_ptr, tile, tile_mask, sigma, dt, guidance_scale, HAS_GUIDANCE)
+        # x - x is NaN exactly when x is NaN or +-Inf; padded lanes load 0 and stay finite.
+        nonfinite = nonfinite | (tl.max(((x0 - x0) != 0.0).to(tl.int32), axis=0) != 0)
+        if HAS_PREV:
+            prev_x0 = tl.load(prev_x0_ptr + tile, mask=tile_mask, other=0.0)
+            diff = x0 - prev_x0
+            if P_NORM == 1:
+                norm += tl.sum(tl.abs(diff), axis=0)
+            else:
+                norm += tl.sum(diff * diff, axis=0)
     nonfinite = nonfinite & free & in_range
 
+    merge = position < 0  # take the previous iteration's x0 / z_next (all False without one)
     if HAS_PREV:
-        prev_x0 = tl.load(prev_x0_ptr + tile, mask=tile_mask, other=0.0)
-        diff = x0 - prev_x0
-        if P_NORM == 1:
-            norm = tl.sum(tl.abs(diff), axis=0)
-        else:
-            norm = tl.sqrt(tl.sum(diff * diff, axis=0))
+        if P_NORM == 2:
+            norm = tl.sqrt(norm)
         uncertainty = norm / CHANNELS
         certain = uncertainty < tau  # NaN compares False: a NaN position is never certain
         if HAS_PREV_CERTAIN:
@@ -150,37 +166,51 @@ def _pnp_update_kernel(
             merge = certain | keep
         else:
             merge = certain
-        # Read only where it is taken: certain regions are contiguous runs, whose sectors are skipped.
-        prev_z_next = tl.load(prev_z_next_ptr + tile, mask=tile_mask & (merge[None, :] != 0), other=0.0)
-        x0 = tl.where(merge[None, :], prev_x0, x0)
-        z_next = tl.where(merge[None, :], prev_z_next, z_next)
     else:
         uncertainty = tl.zeros((BLOCK_SPATIAL,), dtype=tl.float32)
         certain = position < 0  # all False
     certain = certain & in_range
+    merge_tile = (merge != 0)[None, :]
 
-    x0 = tl.where(pinned_tile, z, x0)
-    z_next = tl.where(pinned_tile, z, z_next)
-    tl.store(z_next_ptr + tile, z_next, mask=tile_mask)
     if STORE_STATE:
-        tl.store(x0_ptr + tile, x0, mask=tile_mask)
         tl.store(certain_ptr + mask_index, certain.to(tl.uint8), mask=in_range)
     if WRITE_UNCERTAINTY:
         # A product, not a select, as in the reference: NaN stays NaN on pinned frames.
         tl.store(uncertainty_ptr + mask_index, uncertainty * free.to(tl.float32), mask=in_range)
 
-    if NOISE_MODE != NOISE_NONE:
-        if NOISE_MODE == NOISE_TENSOR:
-            noise = tl.load(noise_ptr + tile, mask=tile_mask, other=0.0).to(tl.float32)
-        elif SPATIAL_MULTIPLE % 4 == 0:
-            # Four consecutive positions of one channel are four consecutive elements of one Philox call.
-            group = tl.program_id(0) * (BLOCK_SPATIAL // 4) + tl.arange(0, BLOCK_SPATIAL // 4)
-            counter = channel[:, None] * (spatial_size // 4) + group[None, :]
-            noise = _philox_normal_groups(philox_key_ptr, sample, counter, philox_step, philox_iteration)
-        else:
-            noise = _philox_normal(philox_key_ptr, sample, element, philox_step, philox_iteration)
-        z_perturbed = tl.where(pinned_tile, z, one_minus_sigma * x0 + sigma * noise)
-        tl.store(z_perturbed_ptr + tile, z_perturbed, mask=tile_mask)
+    # Pass 2: merge, pin, perturb and write, chunk by chunk.
+    for chunk in tl.static_range(NUM_CHUNKS):
+        channel = chunk * CHANNEL_CHUNK + chunk_channel
+        tile_mask = (channel < CHANNELS)[:, None] & in_range[None, :]
+        element = channel[:, None] * spatial_size + position[None, :]
+        tile = sample_base + element
+        if NUM_CHUNKS > 1:
+            z, x0, z_next = _predict(z_ptr, v_ptr, v_uncond_ptr, tile, tile_mask, sigma, dt, guidance_scale,
+                                     HAS_GUIDANCE)
+        if HAS_PREV:
+            # Read only where taken: certain regions are contiguous runs, whose sectors are skipped.
+            taken = tile_mask & merge_tile
+            if NUM_CHUNKS > 1:
+                prev_x0 = tl.load(prev_x0_ptr + tile, mask=taken, other=0.0)
+            x0 = tl.where(merge_tile, prev_x0, x0)
+            z_next = tl.where(merge_tile, tl.load(prev_z_next_ptr + tile, mask=taken, other=0.0), z_next)
+        x0 = tl.where(pinned_tile, z, x0)
+        z_next = tl.where(pinned_tile, z, z_next)
+        tl.store(z_next_ptr + tile, z_next, mask=tile_mask)
+        if STORE_STATE:
+            tl.store(x0_ptr + tile, x0, mask=tile_mask)
+        if NOISE_MODE != NOISE_NONE:
+            if NOISE_MODE == NOISE_TENSOR:
+                noise = tl.load(noise_ptr + tile, mask=tile_mask, other=0.0).to(tl.float32)
+            elif SPATIAL_MULTIPLE % 4 == 0:
+                # Four consecutive positions of one channel are four consecutive elements of one Philox call.
+                group = tl.program_id(0) * (BLOCK_SPATIAL // 4) + tl.arange(0, BLOCK_SPATIAL // 4)
+                counter = channel[:, None] * (spatial_size // 4) + group[None, :]
+                noise = _philox_normal_groups(philox_key_ptr, sample, counter, philox_step, philox_iteration)
+            else:
+                noise = _philox_normal(philox_key_ptr, sample, element, philox_step, philox_iteration)
+            z_perturbed = tl.where(pinned_tile, z, one_minus_sigma * x0 + sigma * noise)
+            tl.store(z_perturbed_ptr + tile, z_perturbed, mask=tile_mask)
 
     tl.atomic_add(certain_count_ptr + sample, tl.sum(certain.to(tl.int32), axis=0))
     tl.atomic_add(nonfinite_ptr + sample, tl.sum(nonfinite.to(tl.int32), axis=0))

@@ -17,16 +17,24 @@ from .outputs import PnPUpdateOutput, contiguous_buffers, copy_back, write_certa
 from .philox import NORMALS_PER_CALL, PhiloxNoise
 from .triton_kernel import NOISE_NONE, NOISE_PHILOX, NOISE_TENSOR, _philox_normal_kernel, _pnp_update_kernel
 
-# Elements per program (channels x positions) and warps: 8 elements of each latent per thread.
+# Elements per program and chunk (channels x positions) and warps: 8 elements of each latent per thread.
 # Chosen from ptxas register counts for sm_90, not yet tuned by measurement on a device.
 TILE_ELEMENTS = 2048
 NUM_WARPS = 8
 MAX_SPATIAL_MULTIPLE = 16  # 16 float32 = 64 bytes: more alignment buys no wider load
 
 
+MAX_CHANNEL_CHUNK = 16  # channels per pass of the kernel's channel loop
+
+
+def channel_chunk(channels: int) -> int:
+    """Channels the kernel handles at once: a power of two, at most 16 (C = 48 is three chunks, not 64 lanes)."""
+    return min(triton.next_power_of_2(channels), MAX_CHANNEL_CHUNK)
+
+
 def block_spatial(channels: int) -> int:
     """Spatial positions per program for ``channels`` >= 1 channels (all channels stay in one program)."""
-    return max(16, min(512, TILE_ELEMENTS // triton.next_power_of_2(channels)))
+    return max(16, min(512, TILE_ELEMENTS // channel_chunk(channels)))
 
 
 def spatial_multiple(positions: int) -> int:
@@ -82,7 +90,7 @@ def run_triton(inputs: PnPUpdateInputs, outputs: PnPUpdateOutput) -> None:
             # rounds Python scalars for float32 tensors in the reference.
             sigma, inputs.sigma_next - sigma, 1.0 - sigma, inputs.guidance_scale, inputs.tau,
             philox_step, philox_iteration,
-            CHANNELS=channels, CHANNELS_PADDED=triton.next_power_of_2(channels), BLOCK_SPATIAL=block,
+            CHANNELS=channels, CHANNEL_CHUNK=channel_chunk(channels), BLOCK_SPATIAL=block,
             SPATIAL_MULTIPLE=multiple,
             HAS_GUIDANCE=inputs.v_uncond is not None, HAS_PREV=inputs.prev_x0 is not None,
             HAS_PREV_CERTAIN=inputs.prev_certain is not None, HAS_ACTIVE=inputs.active is not None,

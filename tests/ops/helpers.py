@@ -131,7 +131,7 @@ def compile_for_hopper(velocity_dtype: str, flags: dict) -> str:
 
     from pnp_kernels.ops import triton_kernel
 
-    full_flags = dict(CHANNELS=16, CHANNELS_PADDED=16, BLOCK_SPATIAL=128, SPATIAL_MULTIPLE=16, HAS_GUIDANCE=True,
+    full_flags = dict(CHANNELS=16, CHANNEL_CHUNK=16, BLOCK_SPATIAL=128, SPATIAL_MULTIPLE=16, HAS_GUIDANCE=True,
                       HAS_PREV=True, HAS_PREV_CERTAIN=True, HAS_ACTIVE=True, NOISE_MODE=2, P_NORM=1,
                       WRITE_UNCERTAINTY=True, STORE_STATE=True)
     kernel = triton_kernel._pnp_update_kernel

@@ -55,7 +55,7 @@ def test_philox_kernel_words_equal_reference(backend, device):
 # velocity dtype, constexpr flags (the rest as in helpers.compile_for_hopper), vector loads expected
 KERNEL_VARIANTS = [
     ("bf16", {}, True),
-    ("fp16", dict(CHANNELS=48, CHANNELS_PADDED=64, BLOCK_SPATIAL=32, SPATIAL_MULTIPLE=8, NOISE_MODE=1, P_NORM=2), True),
+    ("fp16", dict(CHANNELS=48, CHANNEL_CHUNK=16, BLOCK_SPATIAL=128, SPATIAL_MULTIPLE=8, NOISE_MODE=1, P_NORM=2), True),
     ("fp32", dict(HAS_GUIDANCE=False, HAS_PREV=False, HAS_PREV_CERTAIN=False, HAS_ACTIVE=False, NOISE_MODE=0,
                   WRITE_UNCERTAINTY=False, STORE_STATE=False, SPATIAL_MULTIPLE=8), True),
     ("bf16", dict(SPATIAL_MULTIPLE=2, NOISE_MODE=2), False),  # S = 2 mod 4: philox one element at a time
