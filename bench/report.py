@@ -204,7 +204,7 @@ def target_rows(runs: list[Run]) -> list[list[str]]:
     """The targets against the newest GPU run; pending without one."""
     gpu = next((r for r in runs if r.gpu), None)
     if gpu is None:
-        return [[t, "-", f"{PENDING} (CPU-only figures below are not assessed)"] for t in TARGETS.values()]
+        return [[t, "-", PENDING] for t in TARGETS.values()]
     found: dict[str, list[tuple[str, str]]] = {key: [] for key in TARGETS}  # key -> [(figure, status)]
     _update_targets([r for r in gpu.of("pnp_update") if r["shape_name"] in TARGET_SHAPES and r["seconds"]], found)
     _end_to_end_targets(gpu, found)
@@ -385,31 +385,38 @@ def suite_section() -> list[str]:
     """How the GPU figures are taken: the one device call, its stages and budgets."""
     lines = [
         "## The GPU run", "",
-        "All GPU figures come from one call of the device tool, at most "
-        f"{LIMIT_S} s (8 of the 15 device minutes a task may get):", "",
+        f"All GPU figures come from one call of the device tool of at most {LIMIT_S} s (8 of the 15 device",
+        "minutes a task may be lent), from the repository root:", "",
         "```text", RUN_COMMAND, "```", "",
         "`bench/wheels/` (git-ignored) holds the diffusers wheel the GPU machine lacks: fill it first with",
         "`bench/fetch_wheels.sh` on a machine with a package index. Without it the run still works: the",
         "GPU tests and benchmarks that need diffusers (the Wan pipelines, the transformer, end to end) skip",
-        "with that reason. `bash bench/gpu_suite.sh --stages end_to_end,transformer` in a later call runs",
-        "only those stages; `python -m bench.suite --dry-run` runs every stage on a CPU with tiny shapes",
-        "(CI does, in `bench/test_suite.py`).", "",
+        "with that reason. The run writes `<time>-<device>/` under the tool's output folder: `summary.md`",
+        "(stages, how each ended, the tables), `suite.log`, `results.jsonl`, `environment.json` and",
+        "`report.md`. Copy that folder into `bench/results/` and run `python -m bench.report`.",
+        "`bash bench/gpu_suite.sh --stages end_to_end,transformer` runs only the stages named (in a later",
+        "call, say); `python -m bench.suite --dry-run` runs every stage on a CPU with tiny shapes (CI does,",
+        "in `bench/test_suite.py`).", "",
         "Stages run in this order, each in its own process under a time limit: its budget plus what earlier",
         "stages left unused, never the budgets of later stages. The budgets add to "
-        f"{sum(s.budget_s for s in STAGES)} s, {MARGIN_S} s under the limit. Every finished benchmark case is",
-        "written to `results.jsonl` at once and `summary.md` after every stage, so a stage cut at its limit",
-        "loses only the case it was in. If the smoke stage finds a kernel disagreeing with the reference, the",
-        "run stops there.", "",
+        f"{sum(s.budget_s for s in STAGES)} s, {MARGIN_S} s under",
+        "the limit. Every finished benchmark case is written to `results.jsonl` at once, and `summary.md`",
+        "after every stage, so a stage cut at its limit loses only the case it was in. A case that this",
+        "run's own measurements say would outlast its stage (the compiled end-to-end runs, 720p) skips,",
+        "saying so. If the smoke stage finds a kernel disagreeing with the reference, the run stops there.", "",
     ]
     lines += table(["stage", "budget", "what"], [[s.name, f"{s.budget_s} s", s.purpose] for s in STAGES]) + [""]
     lines += [
         "Update timing: each provider (eager reference, `torch.compile` of the reference, Triton, CUDA) is",
-        "called the same way, `provider(**args)` with the reference's arguments, and timed the same way:",
-        "one CUDA graph calls it once per input set, cycling through sets that together hold 4x the L2",
-        "cache, and each replay is timed with CUDA events. No host work is in the figure; the host time of",
-        "one update through the public op is a figure of its own. The CUDA extension is compiled for the",
-        "device's own architecture only (`TORCH_CUDA_ARCH_LIST` from `torch.cuda.get_device_capability`), in",
-        "its own stage, so no timed or tested stage waits for a compile.", "",
+        "called the same way, `provider(inputs)` on one checked `PnPUpdateInputs` bundle, allocating its",
+        "outputs, and timed the same way: one CUDA graph calls it once per input set, cycling through sets",
+        "that together hold 4x the L2 cache, and each replay is timed with CUDA events. No host work is in",
+        "that figure; the host time of one public `pnp_update` call is a figure of its own. The CUDA",
+        "extension is compiled for the device's own architecture only (`TORCH_CUDA_ARCH_LIST` from",
+        "`torch.cuda.get_device_capability`), in its own stage, so no tested or timed stage waits for it.", "",
+        "End to end: 15 steps (the fewest the published plan fits), unguided, one forward per model call.",
+        "With classifier-free guidance a model call costs two forwards, so the sampler's share of a run",
+        "is half of what is measured here: both end-to-end targets are tested where they are hardest to meet.", "",
     ]
     return lines
 
@@ -443,15 +450,15 @@ def render(runs: list[Run], plot_links: dict[str, str]) -> str:
         "",
     ]
     if not any(r.gpu for r in runs):
-        lines += ["**GPU figures are pending**: no GPU run has been recorded yet. Every figure below is CPU-only.", ""]
+        lines += ["**GPU figures are pending**: no GPU run has been recorded yet; no figure below is a GPU figure.", ""]
     lines += ["## Targets", ""] + table(["target", "figure", "status"], target_rows(runs)) + [""]
     lines += suite_section() + accounting_section() + compile_section()
-    lines += ["## Runs", ""] + table(
+    lines += ["## Runs", ""] + (["No run recorded yet.", ""] if not runs else table(
         ["device", "kind", "date (UTC)", "torch", "CUDA", "driver", "triton", "cases"],
         [[r.environment.get("device"), "GPU" if r.gpu else "CPU-only", min(r.dates)[:16].replace("T", " "),
           r.environment.get("torch"), r.environment.get("cuda") or "-", r.environment.get("driver") or "-",
           r.environment.get("triton") or "-", len(r.results)] for r in runs],
-    ) + [""]
+    ) + [""])
     lines += [
         "How figures are taken: pnp_update GB/s counts the bytes the op must move over its median device",
         "time; the copy ceiling is a device-to-device copy timed the same way in the same run. Transformer",
@@ -471,13 +478,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plots-dir", type=Path, default=DEFAULT_PLOTS)
     parser.add_argument("--no-plots", action="store_true", help="tables only (e.g. on the GPU machine)")
     args = parser.parse_args(argv)
-    runs = load_runs(args.results)
-    if not runs:
-        parser.error(f"no results written by this suite under {[str(p) for p in args.results]}")
-    links = {} if args.no_plots else make_plots(runs[0], args.plots_dir, args.output)
+    runs = load_runs([p for p in args.results if p.exists()])
+    links = {} if args.no_plots or not runs else make_plots(runs[0], args.plots_dir, args.output)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(render(runs, links))
-    print(f"wrote {args.output} from {len(runs)} run(s): " + "; ".join(r.label for r in runs))
+    print(f"wrote {args.output} from {len(runs)} run(s)" + "".join(f"; {r.label}" for r in runs))
     return 0
 
 

@@ -32,12 +32,13 @@ VARIANTS = [HEADLINE, Variant(True, True, "philox"), Variant(False, False, "none
 
 
 def cases() -> list[tuple[tuple[int, ...], Variant]]:
-    """Odd small shapes with every variant, and on a GPU the two Wan 480p latents with the refined iteration."""
-    chosen = [(shape, variant) for shape in ODD_SHAPES for variant in VARIANTS]
-    if ON_GPU:
-        full = SHAPES["full"]
-        chosen += [(full["480p-c16"], Variant(True, True, "philox")), (full["480p-c48"], HEADLINE)]
-    return chosen
+    """Odd small shapes with every variant, and the two Wan 480p latents with a refined iteration. On CPU
+    (Triton's interpreter, a dry run of the suite) the first odd shape alone: the code path, quickly."""
+    if not ON_GPU:
+        return [(ODD_SHAPES[0], variant) for variant in VARIANTS]
+    full = SHAPES["full"]
+    return [(shape, variant) for shape in ODD_SHAPES for variant in VARIANTS] + [
+        (full["480p-c16"], Variant(True, True, "philox")), (full["480p-c48"], HEADLINE)]
 
 
 def _poisoned_outputs(inputs: PnPUpdateInputs, reference: PnPUpdateOutput) -> PnPUpdateOutput:
