@@ -49,10 +49,6 @@ def env_int(name: str, default: int) -> int:
     return int(text)
 
 
-def env_list(name: str, default: str) -> list[str]:
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
-
-
 def compile_backend() -> str:
     """torch.compile backend of the compiled cases: Inductor on a GPU; on CPU only Dynamo's tracing
     ("eager"), so that CPU runs go through the same code in seconds instead of minutes of codegen."""

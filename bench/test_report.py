@@ -78,6 +78,14 @@ def test_gpu_targets_from_the_newest_gpu_run(tmp_path):
     assert rows[report.TARGETS["forward"]][0][1].startswith("not measured")
 
 
+def test_without_any_run_every_target_is_pending(tmp_path):
+    out = tmp_path / "PERFORMANCE.md"
+    assert report.main(["--results", str(tmp_path / "none"), "--output", str(out)]) == 0
+    text = out.read_text()
+    assert text.count(report.PENDING) == len(report.TARGETS) and "No run recorded yet." in text
+    assert "| 480p-c16 1x16x21x60x104 | refined iteration |" in text  # the byte table
+
+
 def test_suite_results_render_with_quantiles(tmp_path):
     record = dict(update_case("cuda", 2e-5)["extra_info"], seconds=2e-5)
     write_suite_results(tmp_path / "run", gpu=True, date="2026-03-01T00:00:00+00:00", records=[record])
