@@ -24,7 +24,8 @@ class WanPnPPipeline(PnPPipelineMixin, WanPipeline):
         of one generator gets seed + b; a generator list gives one seed each).
     cfg_batch: conditional and unconditional passes in one batch-2B forward (False: one after the other).
     attention: "auto" or a diffusers attention backend name (see ``pnp_kernels.wan.attention``).
-    compile: compile the repeated transformer blocks (regional compilation) before sampling.
+    compile: compile the repeated transformer blocks (regional compilation) before sampling; regional
+        stays the default until the GPU suite has measured it against whole-model compilation.
     capture_uncertainty: keep per-iteration (B, F, H, W) uncertainty and certain maps in pnp_stats.
     pnp_callback: called with an IterationEvent after every model call.
 

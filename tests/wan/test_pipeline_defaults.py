@@ -62,3 +62,12 @@ def test_samples_that_left_a_step_are_not_computed():
               generator=[torch.Generator().manual_seed(s) for s in (21, 22)])
     assert 2 in rows and set(rows) == {2, 4}  # batch-2B CFG forwards: 4 rows, 2 once a sample has left
     assert sum(rows) // 2 == sum(out.pnp_stats.nfe_per_sample)
+
+
+def test_a_plan_for_one_expert_is_resolved_with_the_boundary():
+    pipe = make_pipe("a14b")
+    out = run(pipe, guidance_scale_2=2.0, pnp=PnPConfig(plan="all:1@low", tau=0.3))
+    boundary = pipe.config.boundary_ratio
+    planned = {s.step: s.planned for s in out.pnp_stats.steps}
+    assert planned == {s.step: (1 if s.sigma < boundary else 0) for s in out.pnp_stats.steps}
+    assert 0 < sum(planned.values()) < len(planned)  # both experts have steps
