@@ -142,11 +142,10 @@ class PnPScheduler:
     def _begin_step(self, step: int, sample: torch.Tensor) -> None:
         if self.layout is None:
             self.layout = LatentLayout(sample.dim())
-        if self.engine is not None and sample is self.returned:
-            z = self.engine.z  # the float32 state (the loop holds it rounded to its own dtype)
-        else:  # the first step, or the loop replaced the latents (callback_on_step_end)
-            z = self.layout.to_engine(sample).float()
+        # The loop passes back what the last step returned, or latents it replaced (callback_on_step_end).
+        replaced = None if sample is self.returned else self.layout.to_engine(sample).float()
         if self.engine is None:
-            self.engine = self.session.new_engine(self, z)
-        self.model_input = self.engine.begin_step(step, z)
+            self.engine = self.session.new_engine(self, replaced)
+        # Unreplaced, the engine goes on from its float32 state (the loop holds it in its own dtype).
+        self.model_input = self.engine.begin_step(step, replaced)
         self.step_active = True
