@@ -4,7 +4,7 @@ the kernel (checks, backend choice, the custom op, buffer handling) that every i
 CPU tensors, the launch replaced by a no-op, so the figure is the dispatcher's cost alone (target:
 under 60 us per call; see docs/PERFORMANCE.md). With --benchmark-disable each case runs once, as a test.
 On the shared 2-core development CPU the median was about 700 us per call when every call went
-through the custom-op dispatcher, and 120-160 us once eager calls ran the backend directly.
+through the custom-op dispatcher, and about 105 us once eager calls ran the backend directly.
 """
 from __future__ import annotations
 

@@ -110,7 +110,7 @@ def extension_error() -> str | None:
 
 
 class CudaBackend:
-    """The CUDA C++ kernel of ``csrc/``: one thread per group of positions, channels in registers."""
+    """The CUDA C++ kernel of ``csrc/``: one thread per position, its channels in registers."""
 
     name = "cuda"
     auto_devices = None

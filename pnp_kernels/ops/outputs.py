@@ -98,7 +98,7 @@ def _check_no_overlap(outputs: dict[str, torch.Tensor], inputs: dict[str, torch.
     """
     spans = [(r, f"out.{name}", True) for name, t in outputs.items() if (r := _byte_range(t)) is not None]
     spans += [(r, name, False) for name, t in inputs.items() if (r := _byte_range(t)) is not None]
-    spans.sort(key=lambda span: span[0][0])
+    spans.sort()
     reach = output_reach = (0, "")  # (furthest end so far, whose)
     for (start, end), name, is_output in spans:
         end_before, owner = reach if is_output else output_reach
@@ -110,14 +110,16 @@ def _check_no_overlap(outputs: dict[str, torch.Tensor], inputs: dict[str, torch.
 
 
 def contiguous_buffers(buffers: PnPUpdateOutput) -> PnPUpdateOutput:
-    """``buffers`` with every strided tensor replaced by a contiguous one (for kernels)."""
-    return buffers._replace(**{
-        name: torch.empty_like(t, memory_format=torch.contiguous_format) for name, t in zip(TENSOR_FIELDS, buffers) if t is not None and not t.is_contiguous()
-    })
+    """``buffers`` with every strided tensor replaced by a contiguous one (for kernels); itself when none is."""
+    strided = {name: torch.empty_like(t, memory_format=torch.contiguous_format)
+               for name, t in zip(TENSOR_FIELDS, buffers) if t is not None and not t.is_contiguous()}
+    return buffers._replace(**strided) if strided else buffers
 
 
 def copy_back(written: PnPUpdateOutput, buffers: PnPUpdateOutput) -> None:
     """Copy what a kernel wrote into ``written`` (from ``contiguous_buffers``) into the caller's ``buffers``."""
+    if written is buffers:
+        return
     for name in TENSOR_FIELDS:
         source, target = getattr(written, name), getattr(buffers, name)
         if source is not target:

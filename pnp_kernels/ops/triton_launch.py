@@ -27,9 +27,14 @@ MAX_SPATIAL_MULTIPLE = 16  # 16 float32 = 64 bytes: more alignment buys no wider
 MAX_CHANNEL_CHUNK = 16  # channels per pass of the kernel's channel loop
 
 
+def _next_power_of_2(n: int) -> int:
+    # Plain Python: triton.next_power_of_2 is a constexpr function, several microseconds per host call.
+    return 1 << (n - 1).bit_length()
+
+
 def channel_chunk(channels: int) -> int:
     """Channels the kernel handles at once: a power of two, at most 16 (C = 48 is three chunks, not 64 lanes)."""
-    return min(triton.next_power_of_2(channels), MAX_CHANNEL_CHUNK)
+    return min(_next_power_of_2(channels), MAX_CHANNEL_CHUNK)
 
 
 def block_spatial(channels: int) -> int:
@@ -76,7 +81,7 @@ def run_triton(inputs: PnPUpdateInputs, outputs: PnPUpdateOutput) -> None:
 
     block = block_spatial(channels)
     multiple = spatial_multiple(spatial)
-    grid = (triton.cdiv(spatial, block), batch)
+    grid = (-(-spatial // block), batch)  # ceil division
     if batch * spatial > 0:  # an empty grid is no launch; the counts stay 0, as in the reference
         sigma = inputs.sigma
         _pnp_update_kernel[grid](
