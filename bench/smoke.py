@@ -1,6 +1,6 @@
 """Smoke check before any timing: the Triton and CUDA updates against the reference on a few shapes.
 
-    python -m bench.smoke          # exit 0: every available backend agrees; 1: a backend disagrees
+    python -m bench.smoke          # exit 0: every available backend agrees; 3: a backend disagrees
 
 Outputs are poisoned before each run (NaN latents, the reference's mask negated), so an element a
 kernel never writes is caught. A certain-mask difference is allowed only where the reference's
@@ -24,6 +24,7 @@ from pnp_kernels.ops.outputs import TENSOR_FIELDS, output_buffers
 from pnp_kernels.ops.reference import reference_update
 
 BACKEND_NAMES = ("triton", "cuda")
+DISAGREES_EXIT = 3  # distinct from a crash (1): only a disagreement stops the GPU suite
 RELATIVE_TOLERANCE = 1e-4  # of max(1, max |reference|): rounding is ~1e-6; an indexing error is O(1)
 TIE_WIDTH = 1e-5  # |U - tau| within this (relative to tau) may round either way
 ODD_SHAPES = [(1, 16, 3, 7, 5), (3, 48, 2, 5, 9)]
@@ -106,7 +107,7 @@ def main() -> int:
             print(f"{label} {'DISAGREES: ' + '; '.join(problems) if problems else 'agrees'} ({took:.1f} s)")
     print("smoke: " + ("a backend DISAGREES with the reference: its timings would mean nothing" if failed
                        else "every available backend agrees with the reference"))
-    return 1 if failed else 0
+    return DISAGREES_EXIT if failed else 0
 
 
 if __name__ == "__main__":
