@@ -1,4 +1,4 @@
-"""A 2-D flow-matching toy that shows Predict-and-Perturb pulling samples toward the data (issue 6).
+"""A 2-D flow-matching toy that shows Predict-and-Perturb pulling samples toward the data.
 
 ``data`` draws the datasets, ``model`` is the velocity MLP (weights shipped in ``weights/``),
 ``train`` fits it, ``metric`` scores samples by their distance to the data, ``experiment`` runs the

@@ -62,7 +62,7 @@ def run_study(out_dir: Path, step_counts=STEP_COUNTS, num_points: int = NUM_POIN
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="P&P vs Euler on the 2-D flow-matching toy (issue 6).")
+    parser = argparse.ArgumentParser(description="P&P vs Euler on the 2-D flow-matching toy.")
     parser.add_argument("--retrain", action="store_true", help="train the toy models from scratch (deterministic) instead of loading the shipped weights")
     parser.add_argument("--out", type=Path, default=Path("toy_study"), help="folder for the table and figures")
     parser.add_argument("--steps", type=int, nargs="+", default=list(STEP_COUNTS), help="step counts N")
