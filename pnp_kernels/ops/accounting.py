@@ -72,8 +72,10 @@ TABLE_SHAPES = {"Wan2.1 480p 81f": (1, 16, 21, 60, 104), "TI2V-5B 480p 121f": (1
 
 
 def byte_table(shapes: dict[str, tuple] = TABLE_SHAPES) -> str:
-    """Markdown table: MB per update before store_state and now, per situation (bf16, guided, philox)."""
-    lines = ["| shape | situation | before (MB) | now (MB) | saved |", "|---|---|---|---|---|"]
+    """Markdown table: MB one update moves, before store_state and now (= what the situation needs),
+    per situation, for bf16 guided velocities and philox noise."""
+    lines = ["| shape | situation | moved before store_state (MB) | moved now = needed (MB) | saved |",
+             "|---|---|---|---|---|"]
     for shape_name, shape in shapes.items():
         for variant in SITUATIONS:
             old = bytes_moved(variant, shape, guided=True, before=True)

@@ -69,11 +69,9 @@ def test_kernel_compiles_for_hopper_without_a_gpu(velocity_dtype, flags, vectori
     loads of the float32 latents whenever S is a multiple of 4 (8 for TI2V's 30x52 frames).
     A subprocess, because kernels defined under TRITON_INTERPRET=1 cannot be compiled."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    code = (
-        f"import sys; sys.path.insert(0, {str(TESTS)!r}); from ops.helpers import compile_for_hopper; "
-        f"print(compile_for_hopper({velocity_dtype!r}, {flags!r}))"
-    )
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    code = f"from ops.helpers import compile_for_hopper; print(compile_for_hopper({velocity_dtype!r}, {flags!r}))"
+    # Run from tests/, where the test package ``ops`` is importable as it is under pytest.
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=TESTS, capture_output=True, text=True, timeout=600)
     if "ptxas" in done.stderr and "not found" in done.stderr.lower():
         pytest.skip("this triton install has no ptxas")
     assert done.returncode == 0, done.stderr[-3000:]
