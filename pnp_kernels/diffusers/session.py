@@ -62,8 +62,8 @@ class PnPSession:
     def register(self, member: PnPScheduler) -> None:
         if not self.in_call:
             raise RuntimeError(
-                "the P&P scheduler stand-in was used outside a call of the pipeline P&P is enabled on (a "
-                "pipeline built from its components or with from_pipe carries it); call disable_pnp(pipe) first"
+                "the P&P scheduler stand-in was used outside a call of the pipeline P&P is enabled on (was "
+                "pipe.scheduler given to another pipeline?); use the real scheduler, pipe.components['scheduler']"
             )
         if member not in self.members:
             self.members.append(member)

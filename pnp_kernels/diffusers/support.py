@@ -24,6 +24,7 @@ TESTED = {
     "LTX2Pipeline": lambda pipe: 0,
     "HunyuanVideo15Pipeline": lambda pipe: 0,
     "MochiPipeline": lambda pipe: 0,
+    "SkyReelsV2Pipeline": lambda pipe: 0,
 }
 
 REFUSED = {

@@ -99,3 +99,18 @@ def mochi_components():
     ))
     return dict(transformer=transformer, vae=None, text_encoder=None, tokenizer=None,
                 scheduler=FlowMatchEulerDiscreteScheduler(invert_sigmas=True))
+
+
+def skyreels_v2_components():
+    """SkyReels-V2 text-to-video: a Wan-like transformer with the tiny Wan VAE and a UniPC flow scheduler."""
+    from diffusers import SkyReelsV2Transformer3DModel
+
+    import tiny
+
+    torch.manual_seed(0)
+    transformer = _perturbed(SkyReelsV2Transformer3DModel(
+        num_attention_heads=tiny.HEADS, attention_head_dim=tiny.HEAD_DIM, text_dim=tiny.TEXT_DIM, freq_dim=32,
+        ffn_dim=32, num_layers=2, rope_max_seq_len=32,
+    ))
+    return dict(transformer=transformer, vae=tiny.vae(), scheduler=tiny.unipc_scheduler(), text_encoder=None,
+                tokenizer=None)
