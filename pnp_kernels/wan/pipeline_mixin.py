@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
-import numbers
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Callable
 
 import torch
 from diffusers.pipelines.wan.pipeline_output import WanPipelineOutput
@@ -29,7 +27,7 @@ from ..config import PnPConfig
 from ..diffusers.session import philox_seed
 from ..engine import IterationEvent, PnPEngine, PnPStats
 from ..sampler import Guided, PnPResult
-from ..validators import check_real
+from ..validators import check_bool, check_callable, check_int, check_real
 from .attention import (
     AttentionChoice,
     AttentionInputs,
@@ -56,12 +54,6 @@ class WanPnPPipelineOutput(WanPipelineOutput):
 
 # Set while from_pipe builds a pipeline without an explicit dtype (see PnPPipelineMixin.to).
 _KEEP_DTYPES = contextvars.ContextVar("pnp_kernels_keep_dtypes", default=False)
-
-
-def _check_flag(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
-    return value
 
 
 class _StepEndCallback:
@@ -129,11 +121,10 @@ class PnPPipelineMixin:
             pnp = PnPConfig(plan=defaults.plan, tau=defaults.tau)
         if not isinstance(pnp, PnPConfig):
             raise TypeError(f"pnp must be a PnPConfig or None, got {type(pnp).__name__}")
-        _check_flag("cfg_batch", cfg_batch)
-        _check_flag("compile", compile)
-        _check_flag("capture_uncertainty", capture_uncertainty)
-        if pnp_callback is not None and not callable(pnp_callback):
-            raise TypeError(f"pnp_callback must be callable, got {type(pnp_callback).__name__}")
+        check_bool("cfg_batch", cfg_batch)
+        check_bool("compile", compile)
+        check_bool("capture_uncertainty", capture_uncertainty)
+        check_callable("pnp_callback", pnp_callback)
         if pnp_seed is not None and pnp.noise != "philox":
             raise ValueError(f"pnp_seed={pnp_seed!r} is only used with PnPConfig(noise='philox'), got noise={pnp.noise!r}")
         return pnp
@@ -141,8 +132,7 @@ class PnPPipelineMixin:
     def _video_size(self, height: int, width: int, num_frames: int) -> tuple[int, int, int]:
         """Round as diffusers' Wan pipelines do: num_frames to 4k + 1, height/width to whole patches."""
         for name, value in (("height", height), ("width", width), ("num_frames", num_frames)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_int(name, value, 1)
         step_t = self.vae_scale_factor_temporal
         if num_frames % step_t != 1:
             num_frames = num_frames // step_t * step_t + 1

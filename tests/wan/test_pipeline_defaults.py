@@ -6,7 +6,7 @@ import torch
 
 import tiny
 from pnp_kernels import PnPConfig
-from pnp_kernels.wan import WanImageToVideoPnPPipeline, WanPnPPipeline
+from pnp_kernels.wan import WanImageToVideoPnPPipeline
 from test_pipeline_wan import PLAN, make_pipe, run
 
 
