@@ -114,6 +114,8 @@ class PnPScheduler:
             raise RuntimeError(
                 f"scheduler.step was called more often than the {len(self.schedule)} timesteps set_timesteps gave"
             )
+        if self.calls == 0:
+            self._check_first_timestep(timestep)
         step, iteration, last = self.schedule[self.calls]
         self.calls += 1
         if iteration == 0:
@@ -138,6 +140,16 @@ class PnPScheduler:
         from diffusers.schedulers.scheduling_utils import SchedulerOutput
 
         return SchedulerOutput(prev_sample=self.returned)
+
+    def _check_first_timestep(self, timestep) -> None:
+        """A loop that skips entries of ``timesteps`` (a strength below 1 slices them) would pair each
+        velocity with the wrong entry; one host read per call rules that out."""
+        first = float(self.timesteps[0])
+        if float(timestep) != first:
+            raise ValueError(
+                f"the loop's first timestep is {float(timestep):g}, but the grid starts at {first:g}: P&P needs "
+                "the loop to run every timestep from the first (a strength below 1 starts part-way down the grid)"
+            )
 
     def _begin_step(self, step: int, sample: torch.Tensor) -> None:
         if self.layout is None:

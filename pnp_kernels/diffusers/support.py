@@ -28,6 +28,8 @@ TESTED = {
 }
 
 REFUSED = {
+    "WanVideoToVideoPipeline": "its strength starts the loop part-way down the timesteps, which the plan is not laid "
+    "out for",
     "LTX2ImageToVideoPipeline": "its loop steps only the unconditioned tokens (per-token conditioning mask), "
     "which the scheduler cannot tell apart",
     "LTX2ConditionPipeline": "its loop steps only the unconditioned tokens (per-token conditioning mask), "

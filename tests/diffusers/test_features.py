@@ -116,9 +116,18 @@ def test_a_loop_without_scheduler_step_is_refused():
 
 
 def test_mid_grid_start_is_refused():
+    from diffusers import WanVideoToVideoPipeline
+
     pipe = enable_pnp(make(), CONFIG)
     with pytest.raises(ValueError, match="begin_index=2"):
         pipe.scheduler.set_begin_index(2)
+    with pytest.raises(ValueError, match="WanVideoToVideoPipeline is not supported: its strength"):
+        enable_pnp(WanVideoToVideoPipeline(**tiny.components("t2v")), CONFIG)
+    session = pipe._pnp_session  # a loop that skips the first timestep is caught at its first step
+    session.in_call = True
+    pipe.scheduler.set_timesteps(STEPS)
+    with pytest.raises(ValueError, match="first timestep is .* but the grid starts at"):
+        pipe.scheduler.step(torch.zeros(1, 16, 3, 6, 4), pipe.scheduler.timesteps[1], torch.zeros(1, 16, 3, 6, 4))
 
 
 def test_from_pipe_and_save_pretrained_see_the_stock_pipeline(tmp_path):
