@@ -145,9 +145,10 @@ class PnPScheduler:
         """A loop that skips entries of ``timesteps`` (a strength below 1 slices them) would pair each
         velocity with the wrong entry; one host read per call rules that out."""
         first = float(self.timesteps[0])
-        if float(timestep) != first:
+        given = float(torch.as_tensor(timestep).reshape(-1)[0])  # a scalar, or one per sample
+        if given != first:
             raise ValueError(
-                f"the loop's first timestep is {float(timestep):g}, but the grid starts at {first:g}: P&P needs "
+                f"the loop's first timestep is {given:g}, but the grid starts at {first:g}: P&P needs "
                 "the loop to run every timestep from the first (a strength below 1 starts part-way down the grid)"
             )
 
