@@ -17,7 +17,8 @@ SIGTERM give 130 and 143. In every case nothing half-written is left behind. ``p
 runs an embedded demo that needs no weights.
 
 Modules: ``args`` (the command line), ``models`` (checkpoint detection and the per-model defaults),
-``settings`` (validation), ``run`` (sampling and the sidecar), ``outputs`` (staged files), ``demo``.
+``settings`` (validation), ``run`` (sampling and the sidecar), ``outputs`` (staged files), ``demo``,
+``parallel`` (--parallel: context parallelism under torchrun, docs/DISTRIBUTED.md).
 Importing this package does not import torch.
 """
 from __future__ import annotations
@@ -47,19 +48,34 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _main(argv: list[str]) -> str:
-    """Run the command; returns what to print on success."""
+def _main(argv: list[str]) -> str | None:
+    """Run the command; returns what to print on success (None: nothing, on the ranks beside rank 0)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.demo:
         from .demo import run_demo
 
         return "\n".join(f"wrote {path}" for path in run_demo(args, parser))
+    from .parallel import parallel_launch
     from .run import run, summary
     from .settings import resolve_settings
 
-    settings, image = resolve_settings(args)
-    return summary(run(settings, image, argv))
+    launch = parallel_launch(args)
+    if launch is None:
+        settings, image = resolve_settings(args)
+        return summary(run(settings, image, argv))
+    from .parallel import Ranks
+
+    ranks = Ranks(launch).start()
+    try:
+        with ranks.together("checking the arguments"):
+            args.device = ranks.device
+            settings, image = resolve_settings(args)
+            settings = ranks.check_fits(settings)
+        record = run(settings, image, argv, ranks)
+    finally:
+        ranks.stop()
+    return summary(record) if ranks.writes else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -69,12 +85,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             report = _main(argv)
         except CommandError as error:
-            print(f"{PROG}: error: {error}", file=sys.stderr)
+            if not error.quiet:
+                print(f"{PROG}: error: {error}", file=sys.stderr)
             return error.exit_status
         except KeyboardInterrupt as interruption:  # SIGINT or SIGTERM; cleanup has already run
             if not isinstance(interruption, Interrupted):  # Python's own SIGINT handler was in place
                 interruption = Interrupted(signal.SIGINT)
             print(f"{PROG}: {interruption.describe()}", file=sys.stderr)
             return interruption.exit_status
-    print(report)
+    if report is not None:
+        print(report)
     return 0

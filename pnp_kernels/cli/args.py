@@ -62,6 +62,8 @@ def _epilog() -> str:
         "  pnp-sample --demo                  # the embedded video demo, no weights needed (writes ./pnp-demo/)",
         '  pnp-sample --model ./Wan2.1-T2V-1.3B-Diffusers --prompt "A cat walks on the grass" \\',
         "      --baseline --save-uncertainty --out outputs/cat.mp4",
+        "  torchrun --nproc-per-node 4 -m pnp_kernels --parallel ulysses --model ./Wan2.1-T2V-14B-Diffusers \\",
+        '      --prompt "A cat walks on the grass" --out outputs/cat.mp4   # one video on 4 GPUs',
     ]
     return "\n".join(lines)
 
@@ -119,6 +121,20 @@ def build_parser() -> argparse.ArgumentParser:
     runtime.add_argument("--dtype", choices=sorted(DTYPES), help="model dtype (default: bfloat16 on CUDA, float32 on CPU)")
     runtime.add_argument("--offload", action="store_true", help="diffusers model CPU offload (needs a CUDA device)")
     runtime.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
+
+    parallel = parser.add_argument_group(
+        "context parallelism", "one video sampled by several processes launched with torchrun "
+        "(torchrun --nproc-per-node N -m pnp_kernels --parallel ulysses ...); each rank runs on cuda:LOCAL_RANK "
+        "(cpu without CUDA) and rank 0 writes the files (docs/DISTRIBUTED.md)")
+    parallel.add_argument("--parallel", choices=("ulysses", "ring"),
+                          help="split every transformer call over the ranks: Ulysses (attention heads exchanged) "
+                          "or ring attention (keys and values passed around)")
+    parallel.add_argument("--parallel-degree", type=_integer, metavar="N",
+                          help="ranks in the --parallel mode (default: all); the remaining factor of the process "
+                          "count uses the other mode, e.g. 4 processes with --parallel ulysses --parallel-degree 2 "
+                          "run 2 Ulysses x 2 ring")
+    parallel.add_argument("--parallel-timeout", type=_real, metavar="SECONDS",
+                          help="seconds a rank waits for the others in a collective before the run fails (default 600)")
 
     output = parser.add_argument_group("output")
     output.add_argument("--out", type=Path,

@@ -10,6 +10,7 @@ class CommandError(Exception):
     """A failure reported in one line; ``exit_status`` is what the command returns."""
 
     exit_status = 1
+    quiet = False  # in a --parallel run, set on the ranks that leave the message to rank 0
 
 
 class UsageError(CommandError):

@@ -84,6 +84,7 @@ class ModelInfo:
     latent_channels: int = 16  # 16 for Wan 2.1 and A14B, 48 for TI2V-5B
     scheduler_class: str = "UniPCMultistepScheduler"  # the diffusers class named in model_index.json
     boundary_ratio: float | None = None  # two experts: the high-noise one runs while sigma >= this
+    heads: int = 40  # attention heads: Ulysses context parallelism splits them over the ranks
 
 
 # Components that are networks: a folder of theirs without a weight file is an incomplete download.
@@ -207,7 +208,8 @@ def detect_model(folder: str | Path) -> ModelInfo:
         multiple = spatial * int(max(patch[1:]))
         head_dim = int(transformer.get("attention_head_dim", 128))
         channels = int(transformer.get("out_channels") or 16)
+        heads = int(transformer.get("num_attention_heads", 40))
     except (TypeError, ValueError, IndexError):
         raise UsageError(f"{what}: vae or transformer config.json holds unexpected scale factors or patch size") from None
     return ModelInfo(folder, MODEL_KINDS[name], multiple, temporal, head_dim, channels, index["scheduler"][1],
-                     index.get("boundary_ratio") if two_experts else None)
+                     index.get("boundary_ratio") if two_experts else None, heads)

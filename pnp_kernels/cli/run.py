@@ -11,12 +11,13 @@ from ..config import PnPConfig, RefinePlan
 from .args import PROG
 from .errors import RunError
 from .outputs import StagedFiles
+from .parallel import Ranks, together
 from .settings import Settings
 
 CHUNK_FRAMES = 16  # composed videos are built and written this many frames at a time
 
 
-def load_pipeline(settings: Settings, with_image: bool):
+def load_pipeline(settings: Settings, with_image: bool, ranks: Ranks | None = None):
     import torch
 
     from ..wan import WanImageToVideoPnPPipeline, WanPnPPipeline
@@ -30,18 +31,21 @@ def load_pipeline(settings: Settings, with_image: bool):
         pipe.enable_model_cpu_offload(device=settings.device)
     else:
         pipe.to(settings.device)
+    if ranks is not None:
+        ranks.enable(pipe)
     return pipe
 
 
-def generate(pipe, settings: Settings, image, pnp: PnPConfig, capture_uncertainty: bool):
-    """One pipeline call; returns (output, seconds). The seed fixes the initial noise and P&P's noise."""
+def generate(pipe, settings: Settings, image, pnp: PnPConfig, capture_uncertainty: bool, decode: bool = True):
+    """One pipeline call; returns (output, seconds). The seed fixes the initial noise and P&P's noise.
+    Without ``decode`` the output holds the latents (the ranks that do not write)."""
     import torch
 
     generator = torch.Generator(device=settings.device).manual_seed(settings.seed)
     call = dict(
         prompt=settings.prompt, negative_prompt=settings.negative_prompt, height=settings.height,
         width=settings.width, num_frames=settings.frames, num_inference_steps=settings.steps,
-        guidance_scale=settings.guidance, generator=generator, output_type="np", pnp=pnp,
+        guidance_scale=settings.guidance, generator=generator, output_type="np" if decode else "latent", pnp=pnp,
         pnp_seed=settings.seed if pnp.noise == "philox" else None, cfg_batch=settings.cfg_batch,
         attention=settings.attention, compile=settings.compile, capture_uncertainty=capture_uncertainty,
     )
@@ -62,27 +66,38 @@ def _run_record(output, seconds: float) -> dict:
     }
 
 
-def _sample(settings: Settings, image, timings: dict) -> tuple:
+def _out_of_memory(settings: Settings) -> RunError:
+    return RunError(f"out of memory on {settings.device}; try --offload, --no-cfg-batch, fewer --frames or a "
+                    "smaller --height/--width")
+
+
+def _sample(settings: Settings, image, timings: dict, ranks: Ranks | None) -> tuple:
     """(refined output, baseline output or None); a model that returns NaN or runs out of memory is a
-    one-line RunError."""
+    one-line RunError. With ranks, all of them load before any samples, and only rank 0 decodes."""
     import torch
 
     from ..sampler import NonFiniteError
 
+    started = time.perf_counter()
+    with together(ranks, "loading the model"):
+        try:
+            pipe = load_pipeline(settings, with_image=image is not None, ranks=ranks)
+        except torch.cuda.OutOfMemoryError:
+            raise _out_of_memory(settings) from None
+    timings["load_s"] = time.perf_counter() - started
+    decode = ranks is None or ranks.writes
     try:
-        started = time.perf_counter()
-        pipe = load_pipeline(settings, with_image=image is not None)
-        timings["load_s"] = time.perf_counter() - started
-        refined, timings["refined_s"] = generate(pipe, settings, image, settings.pnp, settings.save_uncertainty)
+        refined, timings["refined_s"] = generate(pipe, settings, image, settings.pnp, settings.save_uncertainty, decode)
         baseline = None
         if settings.baseline:
             unrefined = replace(settings.pnp, plan=RefinePlan(()))
-            baseline, timings["baseline_s"] = generate(pipe, settings, image, unrefined, capture_uncertainty=False)
-    except NonFiniteError as error:
-        raise RunError(f"{error}; try --dtype float32 or another --seed") from None
-    except torch.cuda.OutOfMemoryError:
-        raise RunError(f"out of memory on {settings.device}; try --offload, --no-cfg-batch, fewer --frames or a "
-                       "smaller --height/--width") from None
+            baseline, timings["baseline_s"] = generate(pipe, settings, image, unrefined, False, decode)
+    except NonFiniteError as error:  # with ranks: raised by all of them at the same model call
+        error = RunError(f"{error}; try --dtype float32 or another --seed")
+        raise (error if ranks is None else ranks.on_every_rank(error)) from None
+    except torch.cuda.OutOfMemoryError:  # with ranks: this rank alone; torchrun stops the others
+        error = _out_of_memory(settings)
+        raise (error if ranks is None else ranks.alone(error)) from None
     return refined, baseline
 
 
@@ -107,19 +122,23 @@ def _write(settings: Settings, frames, baseline_frames, maps, labels, staged: St
     return written
 
 
-def run(settings: Settings, image, argv: Sequence[str]) -> dict:
-    """Sample, write every output file, and return the sidecar record."""
+def run(settings: Settings, image, argv: Sequence[str], ranks: Ranks | None = None) -> dict | None:
+    """Sample, write every output file, and return the sidecar record (None on a rank that does not write)."""
     from ..info import environment
 
     timings = {}
     started = time.perf_counter()
-    refined, baseline = _sample(settings, image, timings)
+    refined, baseline = _sample(settings, image, timings, ranks)
+    if ranks is not None and not ranks.writes:
+        return None
     record = {
         "command": [PROG, *argv], "model": {"folder": str(settings.model.folder), "kind": settings.model.kind.name,
                                             "description": settings.model.kind.description},
         "settings": settings.to_dict(), "seed": settings.seed, "environment": environment(),
         "refined": _run_record(refined, timings["refined_s"]),
     }
+    if ranks is not None:
+        record["parallel"] = ranks.record()
     labels = None
     if baseline is not None:
         record["baseline"] = _run_record(baseline, timings["baseline_s"])

@@ -1,0 +1,255 @@
+"""``pnp-sample --parallel``: one video sampled by several processes together with diffusers' context
+parallelism, launched with torchrun (docs/DISTRIBUTED.md).
+
+Every rank loads the whole pipeline and calls the transformers together; each computes its share of the
+video's tokens. The P&P engine runs on every rank with the same noise and agrees across ranks on every
+early exit and NaN stop (``pnp_kernels.engine``), so all ranks make the same model calls. Only rank 0
+decodes the latents and writes files.
+
+Failures: the flags are checked against torchrun's environment before anything loads (exit 2). At the
+points where all ranks meet outside the model (``Ranks.together``: after the arguments are checked and
+after loading) every rank learns the first rank's failure and all exit with it; rank 0 prints it. A NaN
+stops every rank at the same model call (the engine's agreement). A failure on one rank inside a model
+call (out of memory) cannot be shared, as the other ranks wait inside the model's collectives: that rank
+prints it and exits, and torchrun stops the others. A rank that stops answering fails the others after
+``--parallel-timeout`` seconds (the process group's collective timeout).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import traceback
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, replace
+from typing import Iterator
+
+from .errors import CommandError, UsageError
+
+MODES = ("ulysses", "ring")
+TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+DEFAULT_TIMEOUT_S = 600.0  # torch's own default for NCCL; the ranks meet often enough for it (docs/DISTRIBUTED.md)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """The --parallel flags checked against torchrun's environment."""
+
+    mode: str
+    ulysses_degree: int
+    ring_degree: int
+    rank: int
+    local_rank: int
+    world_size: int
+    timeout_s: float
+
+
+class RankFailure(CommandError):
+    """A failure every rank raises alike; only rank 0 prints it."""
+
+    def __init__(self, message: str, exit_status: int, rank: int):
+        super().__init__(message)
+        self.exit_status = exit_status
+        self.quiet = rank != 0
+
+
+def _torchrun_world_size() -> int:
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
+def _usage(message: str) -> UsageError:
+    """A flag error: every rank finds it alike, so ranks other than 0 stay quiet."""
+    error = UsageError(message)
+    error.quiet = os.environ.get("RANK", "0") != "0"
+    return error
+
+
+def parallel_launch(args: argparse.Namespace) -> Launch | None:
+    """The launch --parallel asks for (None without it); a one-line usage error for a flag combination
+    that cannot work, before anything is loaded."""
+    world = _torchrun_world_size()
+    if args.parallel is None:
+        for flag, value in (("--parallel-degree", args.parallel_degree), ("--parallel-timeout", args.parallel_timeout)):
+            if value is not None:
+                raise _usage(f"{flag} is for --parallel {'|'.join(MODES)}")
+        if world > 1:
+            raise _usage(f"torchrun started {world} processes but --parallel is not set: each would sample and write "
+                         f"the same files; add --parallel {'|'.join(MODES)} (or launch one process)")
+        return None
+    missing = [name for name in TORCHRUN_VARIABLES if name not in os.environ]
+    if missing:
+        raise _usage(f"--parallel {args.parallel} needs the environment torchrun sets ({', '.join(missing)} missing): "
+                     f"launch with torchrun --nproc-per-node N -m pnp_kernels ...")
+    try:
+        rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    except ValueError:
+        raise _usage("--parallel: RANK and LOCAL_RANK must be integers (set by torchrun)") from None
+    if world < 2:
+        raise _usage(f"--parallel {args.parallel} needs at least 2 processes; torchrun started {world}")
+    degree = world if args.parallel_degree is None else args.parallel_degree
+    if not 2 <= degree <= world or world % degree:
+        raise _usage(f"--parallel-degree must be at least 2 and divide the {world} processes, got {degree}")
+    timeout = DEFAULT_TIMEOUT_S if args.parallel_timeout is None else args.parallel_timeout
+    if timeout <= 0:
+        raise _usage(f"--parallel-timeout must be positive, got {timeout:g}")
+    for flag, given in (("--offload", args.offload), ("--compile", args.compile), ("--device", args.device is not None)):
+        if given:
+            reason = ("each rank's device is cuda:LOCAL_RANK (cpu without CUDA)" if flag == "--device"
+                      else "it is not supported with context parallelism")
+            raise _usage(f"{flag} cannot be combined with --parallel: {reason}")
+    other = world // degree  # the ranks left over use the other mode
+    ulysses, ring = (degree, other) if args.parallel == "ulysses" else (other, degree)
+    return Launch(args.parallel, ulysses, ring, rank, local_rank, world, timeout)
+
+
+class Ranks:
+    """The process group of a --parallel run, once started."""
+
+    def __init__(self, launch: Launch):
+        import torch
+
+        self.launch = launch
+        self.rank = launch.rank
+        self.device = f"cuda:{launch.local_rank}" if torch.cuda.is_available() else "cpu"
+
+    @property
+    def writes(self) -> bool:
+        """Whether this rank decodes and writes the outputs."""
+        return self.rank == 0
+
+    def start(self) -> "Ranks":
+        from datetime import timedelta
+
+        import torch
+        import torch.distributed as dist
+
+        backend = "nccl" if self.device.startswith("cuda") else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(self.device)
+        dist.init_process_group(backend, timeout=timedelta(seconds=self.launch.timeout_s))
+        return self
+
+    def stop(self) -> None:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+    @contextmanager
+    def together(self, what: str) -> Iterator[None]:
+        """Run the block on every rank, then meet: if it failed anywhere, every rank raises the failure
+        of the lowest failing rank (rank 0 prints it). The block must make no collective call that a
+        failure could skip."""
+        import torch.distributed as dist
+
+        failure = None
+        try:
+            yield
+        except CommandError as error:
+            failure = (str(error), error.exit_status)
+        except Exception as error:  # an unexpected failure: its traceback stays with the rank that saw it
+            traceback.print_exc()
+            failure = (f"{type(error).__name__}: {error}", 1)
+        failures = [None] * self.launch.world_size
+        dist.all_gather_object(failures, failure)
+        for rank, failed in enumerate(failures):
+            if failed is not None:
+                message, status = failed
+                raise RankFailure(message if rank == 0 else f"rank {rank}, {what}: {message}", status, self.rank)
+
+    def alone(self, error: CommandError) -> CommandError:
+        """A failure of this rank alone (the others are inside a model call): printed, naming the rank."""
+        if self.rank:
+            error.args = (f"rank {self.rank}: {error}",)
+        return error
+
+    def on_every_rank(self, error: CommandError) -> CommandError:
+        """A failure every rank raises at the same point: printed by rank 0 only."""
+        error.quiet = self.rank != 0
+        return error
+
+    def check_fits(self, settings):
+        """The settings with an attention backend that supports context parallelism; a usage error if the
+        video's tokens or the heads do not split over the ranks."""
+        info, launch = settings.model, self.launch
+        latent_frames = (settings.frames - 1) // info.temporal_factor + 1
+        tokens = latent_frames * (settings.height // info.size_multiple) * (settings.width // info.size_multiple)
+        if tokens % launch.world_size:
+            raise UsageError(f"the video has {tokens} tokens ({latent_frames} latent frames of "
+                             f"{settings.height // info.size_multiple}x{settings.width // info.size_multiple}), "
+                             f"which do not split evenly over {launch.world_size} ranks; change --frames, "
+                             "--height or --width")
+        if info.heads % launch.ulysses_degree:
+            raise UsageError(f"--parallel: the model's {info.heads} attention heads do not split over "
+                             f"{launch.ulysses_degree} Ulysses ranks; choose a --parallel-degree that divides them")
+        return replace(settings, attention=_context_parallel_attention(settings))
+
+    def enable(self, pipe) -> None:
+        """Context parallelism on every transformer of the pipeline, and no progress bar beside rank 0's."""
+        from diffusers import ContextParallelConfig
+
+        for model in (pipe.transformer, getattr(pipe, "transformer_2", None)):
+            if model is not None:
+                config = ContextParallelConfig(ulysses_degree=self.launch.ulysses_degree,
+                                               ring_degree=self.launch.ring_degree)
+                with _accelerator_count_for_cpu():
+                    model.enable_parallelism(config=config)
+        if not self.writes:
+            pipe.set_progress_bar_config(disable=True)
+
+    def record(self) -> dict:
+        """What the sidecar says about the launch."""
+        launch = self.launch
+        return {"mode": launch.mode, "world_size": launch.world_size, "ulysses_degree": launch.ulysses_degree,
+                "ring_degree": launch.ring_degree, "timeout_s": launch.timeout_s}
+
+
+def together(ranks: Ranks | None, what: str):
+    """``ranks.together(what)``, or nothing to agree on in a single process."""
+    return nullcontext() if ranks is None else ranks.together(what)
+
+
+def _context_parallel_attention(settings) -> str:
+    """The attention backend to run with: the one asked for if it supports context parallelism, else for
+    "auto" the first of the usual order that does and can run here."""
+    import torch
+    from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
+
+    from ..wan.attention import ATTENTION_BACKEND_PRIORITY, AttentionInputs, choose_attention_backend
+
+    def supports_context_parallel(name: str) -> bool:
+        return _AttentionBackendRegistry._is_context_parallel_available(AttentionBackendName(name))
+
+    if settings.attention != "auto":
+        if not supports_context_parallel(settings.attention):
+            capable = sorted(_AttentionBackendRegistry._supports_context_parallel)
+            raise UsageError(f"--attention {settings.attention} does not support context parallelism; with "
+                             f"--parallel use auto or one of {', '.join(capable)}")
+        return settings.attention
+    inputs = AttentionInputs(torch.device(settings.device), getattr(torch, settings.dtype), settings.model.head_dim)
+    for name in ATTENTION_BACKEND_PRIORITY:
+        if supports_context_parallel(name):
+            try:
+                return choose_attention_backend(name, inputs).backend
+            except ValueError:  # cannot run here (device, dtype, package)
+                continue
+    raise AssertionError("native attention supports context parallelism and always runs")
+
+
+@contextmanager
+def _accelerator_count_for_cpu() -> Iterator[None]:
+    """diffusers (0.42) puts a rank on device ``rank % torch.accelerator.device_count()`` while setting up
+    parallelism, which divides by zero on a machine without an accelerator, although its context
+    parallelism runs on CPU tensors with gloo (that device is used only by tensor-parallel loading). There,
+    the count reads 1 for the duration of the setup."""
+    import torch
+
+    if torch.accelerator.device_count() > 0:
+        yield
+        return
+    from unittest import mock
+
+    with mock.patch.object(torch.accelerator, "device_count", return_value=1):
+        yield
