@@ -24,6 +24,7 @@ NVCC = shutil.which("nvcc")
 # (a) compile checks: a broken kernel fails CI wherever nvcc exists.
 
 
+@pytest.mark.slow  # 15 template instances for two architectures: minutes on a small CPU
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not on PATH")
 def test_kernel_compiles_for_sm80_and_sm90(tmp_path):
     # The kernel translation unit needs only the CUDA toolkit (the torch binding is a separate
