@@ -27,18 +27,22 @@ TESTED = {
     "SkyReelsV2Pipeline": lambda pipe: 0,
 }
 
+_CONDITIONING_MASK = ("a per-token conditioning mask holds the image tokens, which P&P's uncertainty and "
+                      "re-noising would treat as sampled tokens")
+_DIFFUSION_FORCING = "diffusion forcing gives each frame block its own timestep and scheduler"
 REFUSED = {
     "WanVideoToVideoPipeline": "its strength starts the loop part-way down the timesteps, which the plan is not laid "
     "out for",
-    "LTX2ImageToVideoPipeline": "its loop steps only the unconditioned tokens (per-token conditioning mask), "
-    "which the scheduler cannot tell apart",
-    "LTX2ConditionPipeline": "its loop steps only the unconditioned tokens (per-token conditioning mask), "
-    "which the scheduler cannot tell apart",
-    "SkyReelsV2DiffusionForcingPipeline": "diffusion forcing gives each frame block its own timestep and scheduler",
-    "SkyReelsV2DiffusionForcingImageToVideoPipeline": "diffusion forcing gives each frame block its own timestep "
-    "and scheduler",
-    "SkyReelsV2DiffusionForcingVideoToVideoPipeline": "diffusion forcing gives each frame block its own timestep "
-    "and scheduler",
+    "LTX2ImageToVideoPipeline": _CONDITIONING_MASK,
+    "LTX2ConditionPipeline": _CONDITIONING_MASK,
+    "SkyReelsV2DiffusionForcingPipeline": _DIFFUSION_FORCING,
+    "SkyReelsV2DiffusionForcingImageToVideoPipeline": _DIFFUSION_FORCING,
+    "SkyReelsV2DiffusionForcingVideoToVideoPipeline": _DIFFUSION_FORCING,
+}
+
+# Flow-matching schedulers whose step is not a deterministic ODE step that Euler can stand in for.
+REFUSED_SCHEDULERS = {
+    "FlowMatchLCMScheduler": "it re-noises after every step (a consistency sampler), which P&P's Euler steps would drop",
 }
 
 DENOISER_NAMES = ("transformer", "transformer_2")
@@ -67,6 +71,8 @@ def refusal(pipe) -> str | None:
     if scheduler is None:
         return f"{name} has no scheduler component"
     scheduler_name = type(scheduler).__name__
+    if scheduler_name in REFUSED_SCHEDULERS:
+        return f"{name} uses {scheduler_name}: {REFUSED_SCHEDULERS[scheduler_name]}"
     if not is_flow_matching(scheduler):
         return (f"{name} uses {scheduler_name}, which is not a flow-matching scheduler (P&P re-noises along the "
                 "straight path z = (1 - sigma) x + sigma eps)")

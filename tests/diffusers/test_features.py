@@ -1,7 +1,7 @@
 """diffusers features with P&P on (tiny Wan T2V): callbacks, compilation, offloading, caches, refusals."""
 import pytest
 import torch
-from diffusers import DDIMScheduler, FlowMatchHeunDiscreteScheduler, WanPipeline
+from diffusers import DDIMScheduler, FlowMatchHeunDiscreteScheduler, FlowMatchLCMScheduler, WanPipeline
 from diffusers.hooks import FirstBlockCacheConfig, MagCacheConfig, TaylorSeerCacheConfig
 
 import tiny
@@ -99,7 +99,7 @@ def test_lora_loading(reference):
 @pytest.mark.parametrize(
     "scheduler, match",
     [(DDIMScheduler(), "DDIMScheduler, which is not a flow-matching scheduler"),
-     (FlowMatchHeunDiscreteScheduler(), "order 2")],
+     (FlowMatchHeunDiscreteScheduler(), "order 2"), (FlowMatchLCMScheduler(), "re-noises after every step")],
 )
 def test_schedulers_that_cannot_run_are_refused(scheduler, match):
     with pytest.raises(ValueError, match=match):

@@ -184,5 +184,5 @@ def test_image_to_video_is_refused_with_the_reason():
     from diffusers import LTX2ImageToVideoPipeline
 
     pipe = LTX2ImageToVideoPipeline(**tiny_models.ltx2_components())
-    with pytest.raises(ValueError, match="LTX2ImageToVideoPipeline is not supported: its loop steps only the unconditioned"):
+    with pytest.raises(ValueError, match="LTX2ImageToVideoPipeline is not supported: a per-token conditioning mask"):
         enable_pnp(pipe, PnPConfig())
