@@ -57,6 +57,11 @@ class PnPSession:
     # ---- called by the schedulers and the hooks ---------------------------------------------------
 
     def resolve_plan(self, sigmas):
+        if float(sigmas.max()) > 1.0 or float(sigmas.min()) < 0.0:
+            raise ValueError(
+                f"the scheduler's sigmas run from {float(sigmas[0]):g} to {float(sigmas[-1]):g}; P&P needs flow-matching "
+                "sigmas in [0, 1] (z = (1 - sigma) x + sigma eps)"
+            )
         return self.config.plan.resolve(check_sigmas(sigmas), boundary_sigma=self.boundary_sigma)
 
     def register(self, member: PnPScheduler) -> None:

@@ -30,6 +30,8 @@ TESTED = {
 _CONDITIONING_MASK = ("a per-token conditioning mask holds the image tokens, which P&P's uncertainty and "
                       "re-noising would treat as sampled tokens")
 _DIFFUSION_FORCING = "diffusion forcing gives each frame block its own timestep and scheduler"
+_EDM_SIGMAS = ("its flow-matching scheduler runs EDM sigmas up to 80 (z = x + sigma eps), not the straight path "
+               "z = (1 - sigma) x + sigma eps that P&P re-noises along")
 REFUSED = {
     "WanVideoToVideoPipeline": "its strength starts the loop part-way down the timesteps, which the plan is not laid "
     "out for",
@@ -38,6 +40,8 @@ REFUSED = {
     "SkyReelsV2DiffusionForcingPipeline": _DIFFUSION_FORCING,
     "SkyReelsV2DiffusionForcingImageToVideoPipeline": _DIFFUSION_FORCING,
     "SkyReelsV2DiffusionForcingVideoToVideoPipeline": _DIFFUSION_FORCING,
+    "Cosmos2TextToImagePipeline": _EDM_SIGMAS,
+    "Cosmos2VideoToWorldPipeline": _EDM_SIGMAS,
 }
 
 # Flow-matching schedulers whose step is not a deterministic ODE step that Euler can stand in for.

@@ -106,6 +106,13 @@ def test_schedulers_that_cannot_run_are_refused(scheduler, match):
         enable_pnp(make(scheduler=scheduler), CONFIG)
 
 
+def test_sigmas_outside_zero_one_are_refused():
+    pipe = enable_pnp(make(), CONFIG)
+    edm_grid = torch.tensor([80.0, 7.0, 0.5, 0.002])  # Cosmos 2: z = x + sigma eps
+    with pytest.raises(ValueError, match=r"sigmas run from 80 to 0.002; P&P needs flow-matching sigmas in \[0, 1\]"):
+        pipe._pnp_session.resolve_plan(edm_grid)
+
+
 def test_a_loop_without_scheduler_step_is_refused():
     class NoStepPipeline(WanPipeline):
         def __call__(self, **kwargs):
