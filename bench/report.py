@@ -193,11 +193,13 @@ def _end_to_end_targets(run: Run, found: dict) -> None:
         baseline, published = e2e_pair(run, compiled)
         if published:
             share = published["outside_model_share"]
-            found["overhead"].append((f"{mode}: {share:.3%} ({published['problem']}, {published['num_steps']} steps)", _met(share < 0.005)))
+            figure = f"{mode}: {share:.3%} ({published['problem']}, {published['num_steps']} steps)"
+            found["overhead"].append((figure, _met(share < 0.005)))
         if baseline and published and baseline["seconds"] and published["seconds"]:
             allowed = published["nfe"] / baseline["nfe"] * 1.02
             ratio = published["seconds"] / baseline["seconds"]
-            found["ratio"].append((f"{mode}: {ratio:.3f}x wall vs {allowed:.3f}x allowed ({published['rounds']} rounds)", _met(ratio <= allowed)))
+            figure = f"{mode}: {ratio:.3f}x wall vs {allowed:.3f}x allowed ({published['rounds']} rounds)"
+            found["ratio"].append((figure, _met(ratio <= allowed)))
 
 
 def target_rows(runs: list[Run]) -> list[list[str]]:
@@ -297,7 +299,9 @@ def _end_to_end_section(run: Run) -> list[str]:
     if guidance:
         lines += ["Guidance: cond and uncond as one batch-2 forward vs two sequential forwards "
                   f"({guidance[0]['num_steps']} plain steps):", ""]
-        lines += table(["guidance", "NFE", "time / NFE"], [[r["guidance"], r["nfe"], fmt_time(r["seconds"] / r["nfe"] if r["seconds"] else None)] for r in guidance]) + [""]
+        lines += table(["guidance", "NFE", "time / NFE"],
+                       [[r["guidance"], r["nfe"], fmt_time(r["seconds"] / r["nfe"] if r["seconds"] else None)]
+                        for r in guidance]) + [""]
     return lines
 
 
@@ -310,7 +314,8 @@ def run_sections(run: Run, plot_links: dict[str, str]) -> list[str]:
     lines += [f"Versions: torch {env.get('torch')}, CUDA {env.get('cuda') or '-'}, driver {env.get('driver') or '-'}, "
               f"triton {env.get('triton') or '-'}, diffusers {env.get('diffusers') or '-'}, pnp_kernels "
               f"{env.get('pnp_kernels') or '-'}; results in `{_display_path(run.folder)}`.", ""]
-    timing = "device time: CUDA-graph replays (update), CUDA events (forward); median" if run.gpu else "host time (median), CPU-only"
+    timing = ("device time: CUDA-graph replays (update), CUDA events (forward); median" if run.gpu
+              else "host time (median), CPU-only")
     lines += _update_section(run, timing) + _host_section(run) + _sampler_section(run)
     lines += _transformer_section(run, timing) + _end_to_end_section(run)
     for title, link in plot_links.items():

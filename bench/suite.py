@@ -14,8 +14,9 @@ Writes OUT/<UTC time>-<device>/ (OUT: --out, else $OUT, else bench/results): sum
 each ended, the result tables), suite.log (every command and its output), results.jsonl,
 environment.json, report.md. Four or five files one folder down: what the device tool brings back.
 
---dry-run runs every stage's code on this machine with tiny shapes and one round, on CPU in well
-under a minute: it keeps the suite from rotting where no GPU is at hand (bench/test_suite.py).
+--dry-run runs every stage's code on this machine with tiny shapes and one round (about a minute of
+one CPU core; bench/test_suite.py runs it as two halves at once): it keeps the suite from rotting
+where no GPU is at hand.
 """
 from __future__ import annotations
 
@@ -57,17 +58,17 @@ def _pytest(*args: str) -> tuple[str, ...]:
 
 STAGES = (
     Stage("prepare", 20, "device and versions recorded (environment.json)",
-          ("{python}", "-c", "import json, sys, bench.harness as h; open(sys.argv[1], 'w').write(json.dumps(h.environment(), indent=1))",
-           "{run_dir}/environment.json")),
+          ("{python}", "-c", "import json, sys, bench.harness as h; "
+           "open(sys.argv[1], 'w').write(json.dumps(h.environment(), indent=1))", "{run_dir}/environment.json")),
     Stage("build", 75, "CUDA extension compiled for this GPU's architecture only",
           ("{python}", "-m", "bench.build_cuda")),
-    Stage("smoke", 35, "Triton and CUDA update against the reference (stops the run if one disagrees)",
+    Stage("smoke", 30, "Triton and CUDA update against the reference (stops the run if one disagrees)",
           ("{python}", "-m", "bench.smoke"), stops_run_on_exit=3),  # bench.smoke.DISAGREES_EXIT
     Stage("gpu_tests", 45, "correctness tests marked gpu (kernels first)",
           _pytest("tests/ops", "tests", "-m", "gpu"),
           # On CPU every gpu test skips, and CI collects all of tests/ anyway: the command line is what is checked.
           dry_run_command=_pytest("tests/ops", "-m", "gpu", "--collect-only")),
-    Stage("op_bench", 65, "pnp_update device time per provider (graph replay), 4 Wan shapes; host time per update",
+    Stage("op_bench", 70, "pnp_update device time per provider (graph replay), 4 Wan shapes; host time per update",
           _pytest("bench/test_pnp_update.py", "bench/test_op_host_time.py", "--benchmark-only")),
     Stage("end_to_end", 150, "baseline vs published plan, 480p/81 frames, 15 steps, 3 rounds, compile off then on",
           _pytest("bench/test_end_to_end.py", "--benchmark-only"),

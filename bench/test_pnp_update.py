@@ -25,7 +25,8 @@ def _cases() -> list:
     """Most important first, so that a run stopped part-way has the targets' cases: the headline
     variant of every shape, then the other variants; providers in PROVIDERS order within each."""
     ordered = [HEADLINE] + [v for v in variants() if v != HEADLINE]
-    return [pytest.param(shape_name, variant, provider, id=f"{shape_name}-{variant.name.replace(', ', '-').replace(' ', '_')}-{provider}")
+    return [pytest.param(shape_name, variant, provider,
+                         id=f"{shape_name}-{variant.name.replace(', ', '-').replace(' ', '_')}-{provider}")
             for variant in ordered for shape_name in shapes() for provider in PROVIDERS]
 
 
