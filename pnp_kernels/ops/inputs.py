@@ -18,7 +18,7 @@ FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 P_NORMS = (1, 2)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity, not field-wise comparison of tensors
 class PnPUpdateInputs:
     """One Predict-and-Perturb iteration's inputs; construction raises TypeError/ValueError naming a bad one.
 
