@@ -147,7 +147,8 @@ def _status(code: int | None, limit: float) -> str:
 
 
 def write_summary(run_dir: Path, device: str, outcomes: list[Outcome], planned: list[Stage], started: float,
-                  dry_run: bool, note: str = "") -> None:
+                  dry_run: bool, note: str = "") -> str:
+    """Write summary.md (the stages, then report.md's tables when they exist); returns the stages part."""
     done = {o.stage.name for o in outcomes}
     lines = [f"# GPU suite: {device}{' (dry run, tiny shapes)' if dry_run else ''}", "",
              f"Limit {LIMIT_S} s (stage budgets add to {sum(s.budget_s for s in STAGES)} s, margin {MARGIN_S} s); "
@@ -158,10 +159,10 @@ def write_summary(run_dir: Path, device: str, outcomes: list[Outcome], planned: 
     lines += [f"| {o.stage.name} | {o.stage.purpose} | {o.stage.budget_s} s | {o.status} | {o.seconds:.0f} s | "
               f"{o.last_line.replace('|', '/')[:160]} |" for o in outcomes]
     lines += [f"| {s.name} | {s.purpose} | {s.budget_s} s | not run | - | |" for s in planned if s.name not in done]
+    stages = "\n".join(lines) + "\n"
     report = run_dir / "report.md"
-    if report.exists():
-        lines += ["", report.read_text()]
-    (run_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    (run_dir / "summary.md").write_text(stages + ("\n" + report.read_text() if report.exists() else ""))
+    return stages
 
 
 def _install_wheels(env: dict, log_path: Path) -> list[str]:
@@ -239,11 +240,14 @@ def main(argv: list[str] | None = None) -> int:
             env["PNP_KERNELS_NO_JIT"] = "1"  # no later stage may start the compile again
         if stage.stops_run_on_exit is not None and code == stage.stops_run_on_exit:
             note = f"Run stopped: the {stage.name} stage exited {code} ({stage.purpose}); its output is in suite.log."
-        write_summary(run_dir, device, outcomes, planned, started, args.dry_run, note)
+        write_summary(run_dir, device, outcomes, planned, started, args.dry_run, note)  # nothing lost if cut later
         if note:
             break
+    stages = write_summary(run_dir, device, outcomes, planned, started, args.dry_run, note)
     say(f"results in {run_dir}")
-    print((run_dir / "summary.md").read_text())
+    report = run_dir / "report.md"
+    # The stages last: the end of the output is what the device tool shows.
+    print((report.read_text() if report.exists() else "") + "\n" + stages)
     return 0 if all(o.status.startswith("ok") for o in outcomes) and not note else 1
 
 
