@@ -54,11 +54,14 @@ def _cuda_include_dir() -> Path | None:
     return None
 
 
+MACROS_HEADER = "c10/cuda/impl/cuda_cmake_macros.h"
+
+
 def _torch_cuda_headers_complete() -> bool:
     from torch.utils import cpp_extension
 
     # CPU wheels ship c10/cuda headers but not this generated one, without which they do not parse.
-    return any((Path(p) / "c10/cuda/impl/cuda_cmake_macros.h").is_file() for p in cpp_extension.include_paths())
+    return any((Path(p) / MACROS_HEADER).is_file() for p in cpp_extension.include_paths())
 
 
 def test_binding_compiles_against_torch(tmp_path):
@@ -67,9 +70,13 @@ def test_binding_compiles_against_torch(tmp_path):
     compiler = shutil.which("c++")
     if compiler is None or _cuda_include_dir() is None:
         pytest.skip("needs a C++ compiler and the CUDA toolkit headers")
-    if not _torch_cuda_headers_complete():
-        pytest.skip("this torch build does not ship complete c10/cuda headers (CPU wheel)")
     command = [compiler, "-fsyntax-only", "-std=c++20", "-I", str(CSRC), "-I", str(_cuda_include_dir())]
+    if not _torch_cuda_headers_complete():
+        # A CPU wheel lacks the build-generated macros header; an empty one is enough to parse the
+        # binding (a syntax check: nothing is linked), so CPU-only machines check it too.
+        (tmp_path / MACROS_HEADER).parent.mkdir(parents=True)
+        (tmp_path / MACROS_HEADER).write_text("#pragma once\n")
+        command += ["-I", str(tmp_path)]
     for path in cpp_extension.include_paths():
         command += ["-I", path]
     command.append(str(CSRC / "pnp_update_op.cpp"))
