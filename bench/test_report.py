@@ -63,6 +63,7 @@ def test_gpu_targets_from_the_newest_gpu_run(tmp_path):
         end_to_end_record("baseline", 100, 10.0, 0.001), end_to_end_record("published", 142, 14.6, 0.004),
         end_to_end_record("baseline", 100, 8.0, 0.001, compiled=True),
         end_to_end_record("published", 142, 11.4, 0.006, compiled=True),
+        dict(op="pnp_update host", provider="triton (launch stubbed)", shape=[1], seconds=45e-6),
     ])
     rows = {}
     for target, figure, status in report.target_rows(report.load_runs([tmp_path])):
@@ -76,6 +77,7 @@ def test_gpu_targets_from_the_newest_gpu_run(tmp_path):
     assert ratio[0][0].startswith("eager: 1.460x") and ratio[0][1].startswith("NOT met")  # vs 1.4484x allowed
     assert ratio[1][0].startswith("compiled blocks: 1.425x") and ratio[1][1].startswith("met")
     assert rows[report.TARGETS["forward"]][0][1].startswith("not measured")
+    assert rows[report.TARGETS["host"]][0] == ("triton (launch stubbed): 45.0 us per call", "met (Test GPU (GPU), 2026-02-01 00:00 UTC)")
 
 
 def test_without_any_run_every_target_is_pending(tmp_path):
