@@ -170,40 +170,50 @@ class _GeneratorNoise:
     """Perturbation noise in the published order: one latent-shaped float32 ``randn`` per perturbation,
     in (step, iteration) order, filled in logical (B, C, F, H, W) order whatever the latents' strides.
     With a list, each sample draws from its own generator only while it iterates. A draw made for an
-    iteration that then does not run is undone by restoring the generator state (``undo``)."""
+    iteration that then does not run is undone by restoring the generator state (``undo``), but only
+    while nothing else has drawn from that generator since: engines sharing a generator must never
+    hand out numbers another engine already used."""
 
     def __init__(self, generator: torch.Generator | list[torch.Generator], like: torch.Tensor):
         self.generator = generator
         self.buffer = torch.empty(like.shape, dtype=torch.float32, device=like.device)  # contiguous
-        self.saved: list = []
+        self.saved: list = []  # per generator: (state before the last draw, state after it)
 
     def draw(self, active: list[bool]) -> torch.Tensor:
         g = self.generator
         if isinstance(g, list):
-            self.saved = [gen.get_state() for gen in g]
+            before = [gen.get_state() for gen in g]
             for b, (gen, on) in enumerate(zip(g, active)):
                 if on:
                     self.buffer[b].copy_(torch.randn(self.buffer.shape[1:], generator=gen, device=gen.device))
                 else:
                     self.buffer[b].zero_()
+            self.saved = [(state, gen.get_state()) for state, gen in zip(before, g)]
         else:
-            self.saved = [g.get_state()]
+            before = g.get_state()
             if g.device == self.buffer.device:
                 torch.randn(self.buffer.shape, generator=g, out=self.buffer)
             else:  # e.g. a CPU generator for CUDA latents: draw where the generator lives
                 self.buffer.copy_(torch.randn(self.buffer.shape, generator=g, device=g.device))
+            self.saved = [(before, g.get_state())]
         return self.buffer
 
     def undo(self, continuing: list[bool]) -> None:
         """Give the last draw back for the samples that will not use it."""
         g = self.generator
         if isinstance(g, list):
-            for gen, state, on in zip(g, self.saved, continuing):
+            for gen, saved, on in zip(g, self.saved, continuing):
                 if not on:
-                    gen.set_state(state)
+                    _rewind(gen, *saved)
         elif not any(continuing):
-            g.set_state(self.saved[0])
+            _rewind(g, *self.saved[0])
         self.saved = []
+
+
+def _rewind(generator: torch.Generator, before: torch.Tensor, after: torch.Tensor) -> None:
+    """Restore ``before`` unless someone drew from the generator after us (then the draw stays spent)."""
+    if torch.equal(generator.get_state(), after):
+        generator.set_state(before)
 
 
 class _ModelTimer:

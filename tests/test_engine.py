@@ -85,6 +85,32 @@ def test_two_engines_sharing_a_model_call_equal_each_engine_alone():
         assert torch.equal(joint_gen.get_state(), alone_gen.get_state())
 
 
+def test_an_engine_that_stops_never_rewinds_a_generator_another_engine_drew_from_since():
+    # Video (an ideal denoiser) is certain everywhere at iteration 1 and stops; audio (a poor one)
+    # goes on. Video's draw for iteration 2 came before audio's: giving it back would make audio's
+    # next draw repeat numbers it already used. The spent draw must stay spent.
+    video, video_targets = fresh(1, VIDEO, 5)
+    audio, audio_targets = fresh(1, AUDIO, 6)
+    models = [ToyDenoiser(video_targets, [0.0], VIDEO[0]), ToyDenoiser(audio_targets, [50.0], AUDIO[0], seed=1)]
+    cfg = PnPConfig(plan=[(1, 1, 3)], tau=0.05, certain_stop=0.9, backend="torch")
+    shared = torch.Generator().manual_seed(9)
+    engines = [PnPEngine(cfg, SIGMAS, video, generator=shared), PnPEngine(cfg, SIGMAS, audio, generator=shared)]
+    for step in range(len(SIGMAS) - 1):
+        inputs = [e.begin_step(step) for e in engines]
+        while inputs[0] is not None:
+            for e, m, z_in in zip(engines, models, inputs):
+                e.update(m(z_in, step, e.sigmas[step]))
+            inputs = advance_together(engines)
+    video_stats, audio_stats = (e.finish() for e in engines)
+    assert video_stats.steps[1].exit_iteration == [1]
+    assert audio_stats.steps[1].iterations_run == 3
+
+    expected = torch.Generator().manual_seed(9)
+    for shape in (video.shape, audio.shape, video.shape, audio.shape, audio.shape):
+        torch.randn(shape, generator=expected)
+    assert torch.equal(shared.get_state(), expected.get_state())
+
+
 def test_engines_sharing_one_generator_rewind_it_in_order():
     # tau large: every refined step stops after iteration 1, so the draws both engines made for
     # iteration 2 are given back. One shared generator must then hold exactly the draws used:
