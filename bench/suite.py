@@ -64,10 +64,12 @@ STAGES = (
           ("{python}", "-m", "bench.build_cuda")),
     Stage("smoke", 30, "Triton and CUDA update against the reference (stops the run if one disagrees)",
           ("{python}", "-m", "bench.smoke"), stops_run_on_exit=3),  # bench.smoke.DISAGREES_EXIT
-    Stage("gpu_tests", 45, "correctness tests marked gpu (kernels first)",
-          _pytest("tests/ops", "tests", "-m", "gpu"),
-          # On CPU every gpu test skips, and CI collects all of tests/ anyway: the command line is what is checked.
-          dry_run_command=_pytest("tests/ops", "-m", "gpu", "--collect-only")),
+    # On CPU every gpu test skips and CI collects all of tests/ anyway: a dry run checks the command lines.
+    Stage("kernel_tests", 25, "the op's correctness tests marked gpu (Triton, CUDA, philox, compile)",
+          _pytest("tests/ops", "-m", "gpu"), dry_run_command=_pytest("tests/ops", "-m", "gpu", "--collect-only")),
+    Stage("gpu_tests", 20, "the other tests marked gpu (pipelines, attention, command line)",
+          _pytest("tests", "--ignore=tests/ops", "-m", "gpu"),
+          dry_run_command=_pytest("tests/wan", "-m", "gpu", "--collect-only")),
     Stage("op_bench", 70, "pnp_update device time per provider (graph replay), 4 Wan shapes; host time per update",
           _pytest("bench/test_pnp_update.py", "bench/test_op_host_time.py", "--benchmark-only")),
     Stage("end_to_end", 150, "baseline vs published plan, 480p/81 frames, 15 steps, 3 rounds, compile off then on",

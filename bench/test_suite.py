@@ -42,7 +42,7 @@ def test_a_stage_at_its_limit_is_stopped_and_its_output_kept(tmp_path, monkeypat
 
 
 # Two halves of the suite, run at once (one per core of a 2-core CI machine): every stage in well under a minute.
-DRY_RUN_HALVES = ("build,smoke,gpu_tests,op_bench", "end_to_end,transformer,report")
+DRY_RUN_HALVES = ("build,smoke,kernel_tests,gpu_tests,op_bench", "end_to_end,transformer,report")
 
 
 def test_dry_run_goes_through_every_stage(tmp_path):
