@@ -426,7 +426,7 @@ def suite_section() -> list[str]:
         "`torch.cuda.get_device_capability`), in its own stage, so no tested or timed stage waits for it.", "",
         "End to end: 15 steps (the fewest the published plan fits), unguided, one forward per model call.",
         "With classifier-free guidance a model call costs two forwards, so the sampler's share of a run",
-        "is half of what is measured here: both end-to-end targets are tested where they are hardest to meet.", "",
+        "is about half of what is measured here: both end-to-end targets are tested where they are hardest to meet.", "",
     ]
     return lines
 

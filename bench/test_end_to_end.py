@@ -4,7 +4,7 @@ transformer eager and then with its repeated blocks compiled (regional compilati
 pipelines' compile=True does). Targets (docs/PERFORMANCE.md): a refined run's wall time at most its
 NFE ratio x 1.02 of the baseline's; the sampler's work outside the model under 0.5% of a refined run.
 
-The runs are unguided, one forward per model call: the sampler's share of a run is then twice what
+The runs are unguided, one forward per model call: the sampler's share of a run is then about twice what
 it is with classifier-free guidance, so both targets are tested where they are hardest to meet.
 Batched against sequential guidance is compared on a few plain steps at the end.
 """
