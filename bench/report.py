@@ -404,9 +404,10 @@ def suite_section() -> list[str]:
         "with that reason. The run writes `<time>-<device>/` under the tool's output folder: `summary.md`",
         "(stages, how each ended, the tables), `suite.log`, `results.jsonl`, `environment.json` and",
         "`report.md`. Copy that folder into `bench/results/` and run `python -m bench.report`.",
-        "`bash bench/gpu_suite.sh --stages end_to_end,transformer` runs only the stages named (in a later",
-        "call, say); `python -m bench.suite --dry-run` runs every stage on a CPU with tiny shapes (CI does,",
-        "in `bench/test_suite.py`).", "",
+        "`bash bench/gpu_suite.sh --stages end_to_end,transformer` runs only the stages named: in a second",
+        "call, made at once while the machine is still warm, they get the time the first call could not give",
+        "them. `python -m bench.suite --dry-run` runs every stage on a CPU with tiny shapes (CI does, in",
+        "`bench/test_suite.py`).", "",
         "Stages run in this order, each in its own process under a time limit: its budget plus what earlier",
         "stages left unused, never the budgets of later stages. The budgets add to "
         f"{sum(s.budget_s for s in STAGES)} s, {MARGIN_S} s under",

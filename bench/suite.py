@@ -75,9 +75,9 @@ STAGES = (
     Stage("end_to_end", 150, "baseline vs published plan, 480p/81 frames, 15 steps, 3 rounds, compile off then on",
           _pytest("bench/test_end_to_end.py", "--benchmark-only"),
           env={"PNP_BENCH_E2E_STEPS": "15", "PNP_BENCH_E2E_ROUNDS": "3"}),
-    Stage("transformer", 50, "forward per attention backend at 480p, regional compile off/on; 720p if time remains",
+    Stage("transformer", 40, "forward per attention backend at 480p, regional compile off/on; 720p if time remains",
           _pytest("bench/test_transformer.py", "--benchmark-only")),
-    Stage("report", 10, "result tables (report.md, appended to summary.md)",
+    Stage("report", 20, "result tables (report.md, appended to summary.md)",
           ("{python}", "-m", "bench.report", "--results", "{run_dir}", "--output", "{run_dir}/report.md", "--no-plots")),
 )
 # Tiny tensors: more than one thread per process only adds overhead.
