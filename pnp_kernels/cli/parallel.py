@@ -27,6 +27,9 @@ from .errors import CommandError, UsageError
 
 MODES = ("ulysses", "ring")
 TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+# diffusers backends that support context parallelism but not ring attention: they do not return the
+# log-sum-exp of their softmax, which ring attention needs to merge the partial results.
+NO_LOG_SUM_EXP = ("native", "_native_npu")
 DEFAULT_TIMEOUT_S = 600.0  # torch's own default for NCCL; the ranks meet often enough for it (docs/DISTRIBUTED.md)
 
 
@@ -184,18 +187,13 @@ class Ranks:
         if info.heads % launch.ulysses_degree:
             raise UsageError(f"--parallel: the model's {info.heads} attention heads do not split over "
                              f"{launch.ulysses_degree} Ulysses ranks; choose a --parallel-degree that divides them")
-        return replace(settings, attention=_context_parallel_attention(settings))
+        return replace(settings, attention=_context_parallel_attention(settings, ring=launch.ring_degree > 1))
 
     def enable(self, pipe) -> None:
         """Context parallelism on every transformer of the pipeline, and no progress bar beside rank 0's."""
-        from diffusers import ContextParallelConfig
-
         for model in (pipe.transformer, getattr(pipe, "transformer_2", None)):
             if model is not None:
-                config = ContextParallelConfig(ulysses_degree=self.launch.ulysses_degree,
-                                               ring_degree=self.launch.ring_degree)
-                with _accelerator_count_for_cpu():
-                    model.enable_parallelism(config=config)
+                enable_context_parallel(model, self.launch.ulysses_degree, self.launch.ring_degree)
         if not self.writes:
             pipe.set_progress_bar_config(disable=True)
 
@@ -211,31 +209,44 @@ def together(ranks: Ranks | None, what: str):
     return nullcontext() if ranks is None else ranks.together(what)
 
 
-def _context_parallel_attention(settings) -> str:
-    """The attention backend to run with: the one asked for if it supports context parallelism, else for
-    "auto" the first of the usual order that does and can run here."""
+def enable_context_parallel(model, ulysses_degree: int, ring_degree: int) -> None:
+    """diffusers' context parallelism on ``model`` (a transformer with a ``_cp_plan``) over the default
+    process group, on CUDA or, with gloo, on CPU."""
+    from diffusers import ContextParallelConfig
+
+    config = ContextParallelConfig(ulysses_degree=ulysses_degree, ring_degree=ring_degree)
+    with _accelerator_count_for_cpu():
+        model.enable_parallelism(config=config)
+
+
+def _context_parallel_attention(settings, ring: bool) -> str:
+    """The attention backend to run with: the one asked for if it can run under context parallelism, else
+    for "auto" the first of the usual order that can and runs here. Ring attention merges partial
+    softmaxes and so needs a backend that returns their log-sum-exp."""
     import torch
     from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
 
     from ..wan.attention import ATTENTION_BACKEND_PRIORITY, AttentionInputs, choose_attention_backend
 
-    def supports_context_parallel(name: str) -> bool:
-        return _AttentionBackendRegistry._is_context_parallel_available(AttentionBackendName(name))
+    def usable(name: str) -> bool:
+        supported = _AttentionBackendRegistry._is_context_parallel_available(AttentionBackendName(name))
+        return supported and not (ring and name in NO_LOG_SUM_EXP)
 
+    capable = sorted(name for name in _AttentionBackendRegistry._supports_context_parallel if usable(name))
+    needs = f"{'ring attention' if ring else 'context parallelism'} needs one of {', '.join(capable)}"
     if settings.attention != "auto":
-        if not supports_context_parallel(settings.attention):
-            capable = sorted(_AttentionBackendRegistry._supports_context_parallel)
-            raise UsageError(f"--attention {settings.attention} does not support context parallelism; with "
-                             f"--parallel use auto or one of {', '.join(capable)}")
+        if not usable(settings.attention):
+            raise UsageError(f"--attention {settings.attention} cannot run under --parallel: {needs}")
         return settings.attention
     inputs = AttentionInputs(torch.device(settings.device), getattr(torch, settings.dtype), settings.model.head_dim)
-    for name in ATTENTION_BACKEND_PRIORITY:
-        if supports_context_parallel(name):
-            try:
-                return choose_attention_backend(name, inputs).backend
-            except ValueError:  # cannot run here (device, dtype, package)
-                continue
-    raise AssertionError("native attention supports context parallelism and always runs")
+    for name in filter(usable, ATTENTION_BACKEND_PRIORITY):
+        try:
+            return choose_attention_backend(name, inputs).backend
+        except ValueError:  # cannot run here (device, dtype, package)
+            continue
+    raise UsageError(f"--parallel: {needs}, and none of those the automatic choice tries "
+                     f"({', '.join(filter(usable, ATTENTION_BACKEND_PRIORITY))}) can run on {settings.device} in "
+                     f"{settings.dtype}")
 
 
 @contextmanager

@@ -1,0 +1,82 @@
+"""P&P with a tiny Wan transformer under diffusers' context parallelism on 2 ranks equals the same run in
+one process (docs/DISTRIBUTED.md). On CPU the ranks use gloo and Ulysses attention; ring attention needs
+an attention backend that returns the softmax's log-sum-exp, which PyTorch's SDPA ("native", the only one
+on CPU) does not, so it is tested with 2 CUDA devices (NCCL) only."""
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+pytest.importorskip("diffusers", reason="context parallelism is diffusers'")
+sys.path.insert(0, str(Path(__file__).parents[1] / "wan"))
+
+from pnp_kernels import PnPConfig, pnp_sample  # noqa: E402
+from pnp_kernels.cli.parallel import enable_context_parallel  # noqa: E402
+
+WORLD = 2
+SHAPE = (2, 16, 3, 6, 8)  # B, C, F, H, W: 3 x 3 x 4 = 36 tokens of 2x2 patches, split over the ranks
+TIMEOUT_S = 240  # a rank stuck in a collective fails the test instead of hanging it
+CONFIG = PnPConfig(plan=[(0, 2, 3)], tau=1.0, certain_stop=0.8, noise="philox", backend="torch")
+# Ring attention merges partial softmaxes: the same values up to rounding, not bit for bit.
+TOLERANCE = {"ulysses": 0.0, "ring": 1e-4}
+DEGREES = {"ulysses": (WORLD, 1), "ring": (1, WORLD)}  # (ulysses_degree, ring_degree)
+
+
+def denoiser(model, text):
+    def denoise(z, step, sigma):
+        timestep = torch.full((z.shape[0],), sigma * 1000.0, device=z.device)
+        with torch.no_grad():
+            return model(z, timestep, text, return_dict=False)[0].float()
+
+    return denoise
+
+
+def worker(rank: int, init_file: str, device_type: str, modes: tuple[str, ...]) -> None:
+    import tiny
+
+    torch.set_num_threads(1)
+    device = torch.device(device_type, rank) if device_type == "cuda" else torch.device("cpu")
+    if device_type == "cuda":
+        torch.cuda.set_device(device)
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    dist.init_process_group(backend, init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
+    try:
+        g = torch.Generator().manual_seed(5)
+        latents = torch.randn(SHAPE, generator=g).to(device)
+        text = torch.randn(SHAPE[0], tiny.TEXT_LEN, tiny.TEXT_DIM, generator=g).to(device)
+        sigmas = torch.linspace(1.0, 0.0, 6)
+        alone = pnp_sample(denoiser(tiny.transformer().to(device), text), latents, sigmas, CONFIG, seed=3, group=None)
+        for mode in modes:
+            model = tiny.transformer().to(device)
+            enable_context_parallel(model, *DEGREES[mode])
+            together = pnp_sample(denoiser(model, text), latents, sigmas, CONFIG, seed=3)
+            torch.testing.assert_close(together.latents, alone.latents, rtol=0, atol=TOLERANCE[mode], msg=mode)
+            assert together.stats.nfe == alone.stats.nfe, mode
+            assert 0 < together.stats.early_exits < SHAPE[0] * 3, "the plan should exit early for some samples only"
+    finally:
+        dist.destroy_process_group()
+
+
+def run_ranks(function, args, nprocs: int) -> None:
+    """Run ``function(rank, *args)`` in spawned processes; a failing rank fails the test, and so does a
+    rank still running after TIMEOUT_S."""
+    context = mp.start_processes(function, args=args, nprocs=nprocs, join=False, start_method="spawn")
+    deadline = time.monotonic() + TIMEOUT_S
+    while not context.join(timeout=max(deadline - time.monotonic(), 0.1)):  # raises if a rank failed
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"ranks did not finish within {TIMEOUT_S}s: a collective is stuck")
+
+
+@pytest.mark.parametrize("device_type, modes", [
+    ("cpu", ("ulysses",)),
+    pytest.param("cuda", ("ulysses", "ring"), marks=[pytest.mark.gpu, pytest.mark.skipif(
+        torch.cuda.device_count() < WORLD, reason=f"needs {WORLD} CUDA devices")]),
+])
+def test_context_parallel_sampling_equals_one_process(device_type, modes, tmp_path):
+    run_ranks(worker, (str(tmp_path / "rendezvous"), device_type, modes), WORLD)
