@@ -15,7 +15,7 @@ import torch
 
 from pnp_kernels.ops.backends import BACKENDS, select_backend
 from pnp_kernels.ops.philox import PhiloxNoise, philox_bits, philox_normal
-from pnp_kernels.ops.triton_launch import spatial_multiple
+from pnp_kernels.ops.triton_launch import block_spatial, channel_chunk, spatial_multiple
 
 from .helpers import TRITON_DEVICES
 
@@ -32,6 +32,13 @@ def test_auto_picks_triton_for_cuda_tensors_only():
 @pytest.mark.parametrize("positions, multiple", [(16 * 97, 16), (21 * 30 * 52, 8), (12, 4), (6, 2), (35, 1), (0, 16)])
 def test_spatial_multiple_is_the_largest_power_of_two_divisor_up_to_16(positions, multiple):
     assert spatial_multiple(positions) == multiple
+
+
+@pytest.mark.parametrize("channels, chunk, idle", [(4, 4, 0), (16, 16, 0), (48, 16, 0), (64, 16, 0), (20, 16, 12)])
+def test_channels_go_in_chunks_of_at_most_16(channels, chunk, idle):
+    assert channel_chunk(channels) == chunk
+    assert -channels % chunk == idle  # padded lanes of the last chunk: none for Wan's 16 and TI2V's 48
+    assert block_spatial(channels) * chunk == 2048  # elements per program and chunk
 
 
 @pytest.mark.parametrize("backend, device", TRITON_DEVICES)
