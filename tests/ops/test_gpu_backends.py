@@ -60,9 +60,12 @@ def test_store_state_false_writes_neither_x0_nor_certain(noise, backend, device)
     z, v, sigma, sigma_next, kwargs = make_inputs(3, 16, (3, 5, 8), "bf16", 1, 0.25, "active", True, noise, 1, False, device)
     expected = reference_on_cpu(z, v, sigma, sigma_next, kwargs)
     out = poisoned_outputs(z, noise != "none", True)
+    inputs_before = [t.clone() for t in (z, v, *kwargs.values()) if isinstance(t, torch.Tensor)]
     actual = pnp_update(z, v, sigma, sigma_next, backend=backend, out=out, store_state=False, **kwargs)
     assert actual.x0 is None and actual.certain is None
     assert out.x0.isnan().all() and out.certain.all()  # the poison is still there: nothing was written
+    inputs_after = [t for t in (z, v, *kwargs.values()) if isinstance(t, torch.Tensor)]
+    assert all(torch.equal(a, b) for a, b in zip(inputs_before, inputs_after)), "an input was written"
     assert_matches(actual, expected._replace(x0=None, certain=None), "store_state=False")
 
 
