@@ -116,6 +116,7 @@ class Ranks:
         self.launch = launch
         self.rank = launch.rank
         self.device = f"cuda:{launch.local_rank}" if torch.cuda.is_available() else "cpu"
+        self.parallel_models: list[str] = []  # the pipeline's components that run context-parallel
 
     @property
     def writes(self) -> bool:
@@ -191,9 +192,11 @@ class Ranks:
 
     def enable(self, pipe) -> None:
         """Context parallelism on every transformer of the pipeline, and no progress bar beside rank 0's."""
-        for model in (pipe.transformer, getattr(pipe, "transformer_2", None)):
+        for name in ("transformer", "transformer_2"):
+            model = getattr(pipe, name, None)
             if model is not None:
                 enable_context_parallel(model, self.launch.ulysses_degree, self.launch.ring_degree)
+                self.parallel_models.append(name)
         if not self.writes:
             pipe.set_progress_bar_config(disable=True)
 
@@ -201,7 +204,7 @@ class Ranks:
         """What the sidecar says about the launch."""
         launch = self.launch
         return {"mode": launch.mode, "world_size": launch.world_size, "ulysses_degree": launch.ulysses_degree,
-                "ring_degree": launch.ring_degree, "timeout_s": launch.timeout_s}
+                "ring_degree": launch.ring_degree, "timeout_s": launch.timeout_s, "models": self.parallel_models}
 
 
 def together(ranks: Ranks | None, what: str):

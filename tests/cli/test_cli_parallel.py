@@ -146,7 +146,7 @@ def test_torchrun_ulysses_run_equals_one_process(tiny_t2v, tmp_path, capsys):
     assert sorted(p.name for p in out.parent.iterdir()) == ["v.json", "v.mp4"]  # rank 0's files, nothing staged
     record, single = (json.loads(path.with_suffix(".json").read_text()) for path in (out, alone))
     assert record["parallel"] == {"mode": "ulysses", "world_size": 2, "ulysses_degree": 2, "ring_degree": 1,
-                                  "timeout_s": 600.0}
+                                  "timeout_s": 600.0, "models": ["transformer"]}
     assert record["settings"]["attention"] == "native"
     for key in ("nfe", "iterations_per_step", "nfe_per_sample"):
         assert record["refined"][key] == single["refined"][key], key

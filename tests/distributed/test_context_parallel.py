@@ -18,7 +18,8 @@ from pnp_kernels import PnPConfig, pnp_sample  # noqa: E402
 from pnp_kernels.cli.parallel import enable_context_parallel  # noqa: E402
 
 WORLD = 2
-SHAPE = (2, 16, 3, 6, 8)  # B, C, F, H, W: 3 x 3 x 4 = 36 tokens of 2x2 patches, split over the ranks
+SHAPE = (2, 16, 3, 6, 8)  # B, C, F, H, W
+TOKENS = 3 * 3 * 4  # per sample: patches of 1x2x2 latents, split over the ranks
 TIMEOUT_S = 240  # a rank stuck in a collective fails the test instead of hanging it
 CONFIG = PnPConfig(plan=[(0, 2, 3)], tau=1.0, certain_stop=0.8, noise="philox", backend="torch")
 # Ring attention merges partial softmaxes: the same values up to rounding, not bit for bit.
@@ -53,7 +54,11 @@ def worker(rank: int, init_file: str, device_type: str, modes: tuple[str, ...]) 
         for mode in modes:
             model = tiny.transformer().to(device)
             enable_context_parallel(model, *DEGREES[mode])
+            block_tokens = set()
+            # The second block: the first one splits its input inside its call.
+            model.blocks[1].register_forward_hook(lambda block, args, out: block_tokens.add(args[0].shape[1]))
             together = pnp_sample(denoiser(model, text), latents, sigmas, CONFIG, seed=3)
+            assert block_tokens == {TOKENS // WORLD}, f"{mode}: the blocks did not see their share of the tokens"
             torch.testing.assert_close(together.latents, alone.latents, rtol=0, atol=TOLERANCE[mode], msg=mode)
             assert together.stats.nfe == alone.stats.nfe, mode
             assert 0 < together.stats.early_exits < SHAPE[0] * 3, "the plan should exit early for some samples only"
