@@ -166,6 +166,9 @@ TARGETS = {
     "host": "host time of one pnp_update call < 60 us (kernel launch stubbed: the dispatcher alone)",
 }
 HOST_TARGET_S = 60e-6
+# The eager call's record in bench/test_op_host_time.py; its custom-op record is the path torch.compile
+# traces away, reported in the host-time table but not held to the target.
+HOST_TARGET_PROVIDER = "triton (launch stubbed)"
 
 
 def _met(ok: bool) -> str:
@@ -221,7 +224,7 @@ def target_rows(runs: list[Run]) -> list[list[str]]:
             f"native {fmt(native[0] if native else None, '.0f')}", "reported",
         ))
     for r in gpu.of("pnp_update host"):
-        if r["seconds"]:
+        if r["seconds"] and r["provider"] == HOST_TARGET_PROVIDER:
             found["host"].append((f"{r['provider']}: {fmt_time(r['seconds'])} per call", _met(r["seconds"] < HOST_TARGET_S)))
     rows = []
     for key, target in TARGETS.items():

@@ -64,6 +64,7 @@ def test_gpu_targets_from_the_newest_gpu_run(tmp_path):
         end_to_end_record("baseline", 100, 8.0, 0.001, compiled=True),
         end_to_end_record("published", 142, 11.4, 0.006, compiled=True),
         dict(op="pnp_update host", provider="triton (launch stubbed)", shape=[1], seconds=45e-6),
+        dict(op="pnp_update host", provider="custom op dispatch (launch stubbed)", shape=[1], seconds=700e-6),
     ])
     rows = {}
     for target, figure, status in report.target_rows(report.load_runs([tmp_path])):
