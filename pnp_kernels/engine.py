@@ -24,10 +24,9 @@ from typing import Callable, NamedTuple, Sequence
 import torch
 
 from .config import PnPConfig
-from .ops.backends import select_backend
 from .ops.philox import PhiloxNoise, sample_seeds
 from .ops.pnp_update import pnp_update
-from .ops.reference import PnPUpdateOutput
+from .ops.outputs import PnPUpdateOutput
 from .validators import check_bool, check_callable, check_choice, check_int, check_real
 
 # Model calls that may pass without reading the NaN log back from the device. Refined iterations read it
@@ -403,8 +402,8 @@ class PnPEngine:
         self._nonfinite_log = torch.zeros(log_size, dtype=torch.int32, device=latents.device)
         self._computed: list[tuple[int, int]] = []  # (step, iteration) of each model output used: one log entry each
         self._log_read = 0  # log entries read back so far
-        backend = select_backend(config.backend, self._state, self._state, None).name
-        self.stats = PnPStats(num_steps=self.num_steps, backend=backend, nfe_per_sample=[0] * self.batch)
+        # The backend asked for until the first update reports the one that ran.
+        self.stats = PnPStats(num_steps=self.num_steps, backend=config.backend, nfe_per_sample=[0] * self.batch)
         self._timer = _ModelTimer(latents.device)
         self._started = time.perf_counter()
         self._step: StepStats | None = None  # the step in progress

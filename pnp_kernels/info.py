@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 
 from . import __version__
-from .ops.backends import AUTO_PRIORITY, auto_reasons, explicit_reasons
+from .ops.backends import OP_BACKEND_PRIORITY, auto_reasons, explicit_reasons
 
 PACKAGES = ("triton", "diffusers", "transformers", "accelerate")
 
@@ -91,8 +91,8 @@ def backend_reasons(device: str, velocity_dtype: str | torch.dtype = torch.bfloa
     dtype = getattr(torch, velocity_dtype) if isinstance(velocity_dtype, str) else velocity_dtype
     z = torch.zeros((1, channels, 1, 2, 2), dtype=torch.float32, device=device)
     v = torch.zeros_like(z, dtype=dtype)
-    reasons = {name: explicit_reasons(name, z, v) for name in AUTO_PRIORITY}
-    chosen = next((name for name in AUTO_PRIORITY if not auto_reasons(name, z, v)), None)
+    reasons = {name: explicit_reasons(name, z, v) for name in OP_BACKEND_PRIORITY}
+    chosen = next((name for name in OP_BACKEND_PRIORITY if not auto_reasons(name, z, v)), None)
     return BackendReport(reasons, chosen)
 
 
@@ -116,7 +116,7 @@ def format_info(info: dict) -> str:
         lines.append(f"driver      {info['driver']}")
     lines += [f"env         {k}={v}" for k, v in info["settings"].items()]
     for device, (reasons, chosen) in info["backends"].items():
-        lines.append(f"backends for {device} tensors (auto priority {', '.join(AUTO_PRIORITY)}):")
+        lines.append(f"backends for {device} tensors (auto priority {', '.join(OP_BACKEND_PRIORITY)}):")
         for name, why in reasons.items():
             status = "available" if not why else "unavailable: " + "; ".join(why)
             lines.append(f"  {name:<7} {status}")

@@ -16,7 +16,7 @@ def test_collect_info_lists_every_backend_per_device():
     assert collected["torch"] == torch.__version__
     assert set(collected["backends"]) == {"cpu"} | ({"cuda"} if torch.cuda.is_available() else set())
     reasons, chosen = collected["backends"]["cpu"]
-    assert set(reasons) == set(backends.AUTO_PRIORITY)
+    assert set(reasons) == set(backends.OP_BACKEND_PRIORITY)
     assert reasons["torch"] == [] and chosen == "torch"
     assert reasons["cuda"], "the CUDA backend cannot run on CPU tensors and must say why"
     if torch.cuda.is_available():
@@ -29,7 +29,7 @@ def test_unavailable_backend_reason_is_printed(monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert "cuda    unavailable: extension xyz not built" in printed
     assert f"torch       {torch.__version__}" in printed
-    for name in backends.AUTO_PRIORITY:
+    for name in backends.OP_BACKEND_PRIORITY:
         assert f"  {name} " in printed
     assert "auto -> torch" in printed
 

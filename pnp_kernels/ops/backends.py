@@ -29,8 +29,6 @@ logger = logging.getLogger("pnp_kernels")
 AUTO = "auto"
 # config.BACKENDS lists the op's backends after "auto" in the order auto prefers them.
 OP_BACKEND_PRIORITY = tuple(name for name in BACKEND_NAMES if name != AUTO)
-# The name pnp-info (pnp_kernels/info.py) imports; the attention backends have a list of their own.
-AUTO_PRIORITY = OP_BACKEND_PRIORITY
 
 
 class TorchBackend:
