@@ -121,20 +121,24 @@ def _run(argv: list[str], env: dict, limit: float, log_path: Path) -> tuple[int 
             code = process.wait(timeout=limit - GRACE_S)
         except subprocess.TimeoutExpired:
             code = None
-            os.killpg(process.pid, signal.SIGINT)
+            _signal_group(process.pid, signal.SIGINT)
             try:
                 process.wait(timeout=GRACE_S)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+                _signal_group(process.pid, signal.SIGKILL)
                 process.wait()
-        try:  # workers it left behind (compile pools) go with it
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        _signal_group(process.pid, signal.SIGKILL)  # workers it left behind (compile pools) go with it
     with log_path.open("rb") as log:
         log.seek(start)
         lines = [line for line in log.read().decode(errors="replace").splitlines() if line.strip()]
     return code, lines[-1].strip() if lines else ""
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:  # the whole group has already exited
+        pass
 
 
 def stage_limit(planned: list[Stage], index: int, elapsed: float) -> float:
