@@ -17,7 +17,7 @@ from .settings import Settings
 CHUNK_FRAMES = 16  # composed videos are built and written this many frames at a time
 
 
-def load_pipeline(settings: Settings, with_image: bool, ranks: Ranks | None = None):
+def load_pipeline(settings: Settings, with_image: bool):
     import torch
 
     from ..wan import WanImageToVideoPnPPipeline, WanPnPPipeline
@@ -31,8 +31,6 @@ def load_pipeline(settings: Settings, with_image: bool, ranks: Ranks | None = No
         pipe.enable_model_cpu_offload(device=settings.device)
     else:
         pipe.to(settings.device)
-    if ranks is not None:
-        ranks.enable(pipe)
     return pipe
 
 
@@ -81,9 +79,11 @@ def _sample(settings: Settings, image, timings: dict, ranks: Ranks | None) -> tu
     started = time.perf_counter()
     with together(ranks, "loading the model"):
         try:
-            pipe = load_pipeline(settings, with_image=image is not None, ranks=ranks)
+            pipe = load_pipeline(settings, with_image=image is not None)
         except torch.cuda.OutOfMemoryError:
             raise _out_of_memory(settings) from None
+    if ranks is not None:  # collective calls: only once every rank has its pipeline
+        ranks.enable(pipe)
     timings["load_s"] = time.perf_counter() - started
     decode = ranks is None or ranks.writes
     try:
