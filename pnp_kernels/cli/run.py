@@ -5,6 +5,7 @@ import json
 import time
 import warnings
 from dataclasses import replace
+from functools import partial
 from typing import Sequence
 
 from ..config import PnPConfig, RefinePlan
@@ -85,13 +86,13 @@ def _sample(settings: Settings, image, timings: dict, ranks: Ranks | None) -> tu
     if ranks is not None:  # collective calls: only once every rank has its pipeline
         ranks.enable(pipe)
     timings["load_s"] = time.perf_counter() - started
-    decode = ranks is None or ranks.writes
+    sample = generate if ranks is None or ranks.writes else partial(generate, decode=False)  # only rank 0 decodes
     try:
-        refined, timings["refined_s"] = generate(pipe, settings, image, settings.pnp, settings.save_uncertainty, decode)
+        refined, timings["refined_s"] = sample(pipe, settings, image, settings.pnp, settings.save_uncertainty)
         baseline = None
         if settings.baseline:
             unrefined = replace(settings.pnp, plan=RefinePlan(()))
-            baseline, timings["baseline_s"] = generate(pipe, settings, image, unrefined, False, decode)
+            baseline, timings["baseline_s"] = sample(pipe, settings, image, unrefined, capture_uncertainty=False)
     except NonFiniteError as error:  # with ranks: raised by all of them at the same model call
         error = RunError(f"{error}; try --dtype float32 or another --seed")
         raise (error if ranks is None else ranks.on_every_rank(error)) from None
