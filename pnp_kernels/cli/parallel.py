@@ -23,6 +23,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Iterator
 
+from ..validators import check_int, check_real
 from .errors import CommandError, UsageError
 
 MODES = ("ulysses", "ring")
@@ -91,17 +92,20 @@ def parallel_launch(args: argparse.Namespace) -> Launch | None:
         raise _usage("--parallel: RANK and LOCAL_RANK must be integers (set by torchrun)") from None
     if world < 2:
         raise _usage(f"--parallel {args.parallel} needs at least 2 processes; torchrun started {world}")
-    degree = world if args.parallel_degree is None else args.parallel_degree
-    if not 2 <= degree <= world or world % degree:
-        raise _usage(f"--parallel-degree must be at least 2 and divide the {world} processes, got {degree}")
-    timeout = DEFAULT_TIMEOUT_S if args.parallel_timeout is None else args.parallel_timeout
-    if timeout <= 0:
-        raise _usage(f"--parallel-timeout must be positive, got {timeout:g}")
-    for flag, given in (("--offload", args.offload), ("--compile", args.compile), ("--device", args.device is not None)):
-        if given:
-            reason = ("each rank's device is cuda:LOCAL_RANK (cpu without CUDA)" if flag == "--device"
-                      else "it is not supported with context parallelism")
-            raise _usage(f"{flag} cannot be combined with --parallel: {reason}")
+    try:
+        degree = check_int("--parallel-degree", world if args.parallel_degree is None else args.parallel_degree,
+                           low=2, high=world)
+        timeout = check_real("--parallel-timeout", DEFAULT_TIMEOUT_S if args.parallel_timeout is None
+                             else args.parallel_timeout, low=0.0, low_open=True)
+    except ValueError as error:
+        raise _usage(str(error)) from None
+    if world % degree:
+        raise _usage(f"--parallel-degree {degree} does not divide the {world} processes torchrun started")
+    refused = {"--offload": args.offload, "--compile": args.compile, "--device": args.device is not None}
+    for flag in (flag for flag, given in refused.items() if given):
+        reason = ("each rank's device is cuda:LOCAL_RANK (cpu without CUDA)" if flag == "--device"
+                  else "it is not supported with context parallelism")
+        raise _usage(f"{flag} cannot be combined with --parallel: {reason}")
     other = world // degree  # the ranks left over use the other mode
     ulysses, ring = (degree, other) if args.parallel == "ulysses" else (other, degree)
     return Launch(args.parallel, ulysses, ring, rank, local_rank, world, timeout)

@@ -15,7 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from pnp_kernels import cli
-from pnp_kernels.cli.errors import UsageError
+from pnp_kernels.cli.errors import RunError, UsageError
 from pnp_kernels.cli.parallel import Launch, Ranks, RankFailure
 
 SMALL = ["--height", "32", "--width", "48", "--frames", "5", "--steps", "3", "--plan", "0-1:2", "--dtype", "fp32"]
@@ -52,12 +52,13 @@ ARGS = ["--model", "/nonexistent/wan", "--prompt", "a cat"]
 @pytest.mark.parametrize("world, extra, needles", [
     (None, ["--parallel", "ulysses"], ["torchrun", "RANK"]),
     (1, ["--parallel", "ulysses"], ["at least 2 processes"]),
-    (4, ["--parallel", "ring", "--parallel-degree", "3"], ["--parallel-degree", "divide the 4 processes", "got 3"]),
-    (4, ["--parallel", "ulysses", "--parallel-degree", "1"], ["--parallel-degree", "got 1"]),
+    (4, ["--parallel", "ring", "--parallel-degree", "3"], ["--parallel-degree 3 does not divide the 4 processes"]),
+    (4, ["--parallel", "ulysses", "--parallel-degree", "1"], ["--parallel-degree must be >= 2, got 1"]),
+    (2, ["--parallel", "ulysses", "--parallel-degree", "4"], ["--parallel-degree must be <= 2, got 4"]),
     (2, ["--parallel", "ulysses", "--offload"], ["--offload cannot be combined with --parallel"]),
     (2, ["--parallel", "ulysses", "--compile"], ["--compile cannot be combined with --parallel"]),
     (2, ["--parallel", "ulysses", "--device", "cuda:1"], ["--device cannot be combined", "LOCAL_RANK"]),
-    (2, ["--parallel", "ulysses", "--parallel-timeout", "0"], ["--parallel-timeout must be positive"]),
+    (2, ["--parallel", "ulysses", "--parallel-timeout", "0"], ["--parallel-timeout must be > 0.0, got 0.0"]),
     (None, ["--parallel-degree", "2"], ["--parallel-degree is for --parallel"]),
     (2, [], ["torchrun started 2 processes but --parallel is not set"]),
     (None, ["--parallel", "mesh"], ["--parallel", "invalid choice"]),
@@ -83,6 +84,16 @@ def test_demo_refuses_parallel(tmp_path, capsys):
     assert cli.main(["--demo", "--parallel", "ulysses", "--out", str(tmp_path / "demo")]) == 2
     (line,) = _errors(capsys.readouterr().err)
     assert "--demo video does not use --parallel" in line
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_failures_inside_sampling_name_the_rank_or_leave_it_to_rank_0(rank):
+    ranks = Ranks(Launch("ulysses", 2, 1, rank, rank, 2, 60.0))
+    alone = ranks.alone(RunError("out of memory on cuda:1"))  # only this rank saw it: it must say so
+    assert not alone.quiet
+    assert str(alone) == ("out of memory on cuda:1" if rank == 0 else f"rank {rank}: out of memory on cuda:1")
+    shared = ranks.on_every_rank(RunError("the model returned NaN/Inf at step 2, iteration 0"))  # the same on all
+    assert shared.quiet == (rank != 0) and str(shared) == "the model returned NaN/Inf at step 2, iteration 0"
 
 
 FAILING = [(2,), (1, 2), (0, 2)]  # the ranks that fail at a meeting point, one case after the other
