@@ -35,7 +35,7 @@ FILES = ("demo.mp4", "demo_baseline.mp4", "demo_side_by_side.mp4", "demo_uncerta
 
 
 def default_plan(num_steps: int) -> RefinePlan:
-    """P&P K=3 on the first third of the steps after step 0 (steps 1-3 of 10)."""
+    """P&P K=3 on the first third of the steps after step 0 (steps 1-6 of 20)."""
     from .study import placement_steps
 
     first, last = placement_steps("early", num_steps)

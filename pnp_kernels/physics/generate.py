@@ -20,7 +20,7 @@ from ..toy.experiment import single_thread
 from ..validators import check_bool, check_int
 from .model import PhysicsVelocityNet, load_weights
 
-DEFAULT_STEPS = 10
+DEFAULT_STEPS = 20  # 10 Euler steps were too few for this model to pass the quality gate (docs/PHYSICS_STUDY.md)
 # Perturbation generators (noise="generator") must not replay the initial noise's stream.
 PERTURBATION_STREAM = 0x5EED
 

@@ -4,16 +4,14 @@ Loss: E || v(z, s) - (eps - x) ||^2 with z = (1 - s) x + s eps, s ~ U(0, 1), fre
 The learning rate warms up, stays constant, and falls to 0 over the run's last steps, so it depends on
 the total ``--steps``: resume with the same total.
 The clips, noise and sigmas of step i depend only on (seed, i), so a run resumed from a checkpoint
-draws what an uninterrupted run would. What gets exported is the exponential moving average (EMA) of
-the weights, bias-corrected as Adam corrects its moments: the average starts at the initial weights,
-whose share d^n after n steps (d = EMA_DECAY) is taken out again. ``python -m pnp_kernels.physics.train --out DIR`` logs DIR/loss.csv and DIR/loss.png,
+draws what an uninterrupted run would. The final weights are exported (a moving average of the weights
+was tried and measured worse than the weights at the end of the cooldown; docs/PHYSICS_STUDY.md). ``python -m pnp_kernels.physics.train --out DIR`` logs DIR/loss.csv and DIR/loss.png,
 checkpoints to DIR/checkpoint.pt (``--resume`` continues from it) and writes DIR/weights.safetensors;
 ``--export`` also copies those weights to the shipped file.
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import shutil
 import time
@@ -30,8 +28,7 @@ BATCH = 24
 LEARNING_RATE = 1.5e-3
 WARMUP_STEPS = 200
 COOLDOWN_STEPS = 500  # the learning rate falls linearly to 0 over the last 500 steps (a quarter of short runs)
-EMA_DECAY = 0.999
-TRAIN_STEPS = 7000
+TRAIN_STEPS = 3500  # what the shipped weights had (~64 min on one busy CPU core)
 
 
 def clips_to_latents(clips: np.ndarray) -> torch.Tensor:
@@ -56,7 +53,7 @@ def flow_matching_loss(model: PhysicsVelocityNet, x: torch.Tensor, eps: torch.Te
 
 
 class Trainer:
-    """Model, EMA copy and optimiser, stepped by ``run`` and saved/restored by ``save``/``load``."""
+    """Model and optimiser, stepped by ``train_step`` and saved/restored by ``save``/``load``."""
 
     def __init__(self, seed: int = 0, batch: int = BATCH):
         self.seed = check_int("seed", seed, low=0)
@@ -64,8 +61,6 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):  # seeded initialisation, the caller's RNG untouched
             torch.manual_seed(self.seed)
             self.model = PhysicsVelocityNet()
-        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
-        self.initial = copy.deepcopy(self.model.state_dict())
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=LEARNING_RATE, weight_decay=0.0)
         self.step = 0
 
@@ -81,26 +76,12 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        with torch.no_grad():
-            for average, current in zip(self.ema.parameters(), self.model.parameters()):
-                average.lerp_(current, 1.0 - EMA_DECAY)
         self.step += 1
         return loss.item()
 
-    def averaged_model(self) -> PhysicsVelocityNet:
-        """The bias-corrected EMA of the weights: (ema - d^n w0) / (1 - d^n)."""
-        share = EMA_DECAY ** self.step
-        model = copy.deepcopy(self.ema)
-        if self.step == 0:
-            return model
-        corrected = {name: (value - share * self.initial[name]) / (1.0 - share)
-                     for name, value in self.ema.state_dict().items()}
-        model.load_state_dict(corrected)
-        return model
-
     def save(self, path: Path) -> None:
         state = {"step": self.step, "seed": self.seed, "batch": self.batch, "model": self.model.state_dict(),
-                 "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict()}
+                 "optimizer": self.optimizer.state_dict()}
         partial = path.with_suffix(".partial")
         torch.save(state, partial)
         partial.replace(path)  # a crash while saving never leaves a broken checkpoint
@@ -111,7 +92,6 @@ class Trainer:
             raise ValueError(f"checkpoint {path} was made with seed {state['seed']}, batch {state['batch']}; "
                              f"this run has seed {self.seed}, batch {self.batch}")
         self.model.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = state["step"]
 
@@ -141,7 +121,7 @@ def plot_loss(csv_path: Path, png_path: Path) -> None:
 
 def train(out_dir: Path, steps: int = TRAIN_STEPS, *, seed: int = 0, batch: int = BATCH, resume: bool = False,
           log_every: int = 50, checkpoint_every: int = 500, threads: int = 1) -> Trainer:
-    """Train until ``steps`` steps are done; log, checkpoint and write ``weights.safetensors`` (EMA) in out_dir."""
+    """Train until ``steps`` steps are done; log, checkpoint and write ``weights.safetensors`` in out_dir."""
     steps = check_int("steps", steps, low=1)
     log_every = check_int("log_every", log_every, low=1)
     checkpoint_every = check_int("checkpoint_every", checkpoint_every, low=1)
@@ -188,9 +168,9 @@ def _truncate_log(log_path: Path, step: int) -> None:
 
 
 def _write_outputs(trainer: Trainer, out_dir: Path) -> None:
-    """Checkpoint, averaged weights and the loss plot."""
+    """Checkpoint, weights and the loss plot."""
     trainer.save(out_dir / "checkpoint.pt")
-    save_weights(trainer.averaged_model(), out_dir / "weights.safetensors")
+    save_weights(trainer.model, out_dir / "weights.safetensors")
     plot_loss(out_dir / "loss.csv", out_dir / "loss.png")
 
 
@@ -202,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on shared cores)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    parser.add_argument("--export", action="store_true", help=f"copy the EMA weights to {SHIPPED_WEIGHTS}")
+    parser.add_argument("--export", action="store_true", help=f"copy the final weights to {SHIPPED_WEIGHTS}")
     args = parser.parse_args(argv)
     train(args.out, args.steps, seed=args.seed, batch=args.batch, resume=args.resume, threads=args.threads)
     if args.export:
