@@ -101,11 +101,12 @@ def parallel_launch(args: argparse.Namespace) -> Launch | None:
         raise _usage(str(error)) from None
     if world % degree:
         raise _usage(f"--parallel-degree {degree} does not divide the {world} processes torchrun started")
-    refused = {"--offload": args.offload, "--compile": args.compile, "--device": args.device is not None}
-    for flag in (flag for flag, given in refused.items() if given):
-        reason = ("each rank's device is cuda:LOCAL_RANK (cpu without CUDA)" if flag == "--device"
+    given = {"--offload": args.offload, "--compile": args.compile, "--device": args.device is not None}
+    refused = [flag for flag, on in given.items() if on]
+    if refused:
+        reason = ("each rank's device is cuda:LOCAL_RANK (cpu without CUDA)" if refused[0] == "--device"
                   else "it is not supported with context parallelism")
-        raise _usage(f"{flag} cannot be combined with --parallel: {reason}")
+        raise _usage(f"{refused[0]} cannot be combined with --parallel: {reason}")
     other = world // degree  # the ranks left over use the other mode
     ulysses, ring = (degree, other) if args.parallel == "ulysses" else (other, degree)
     return Launch(args.parallel, ulysses, ring, rank, local_rank, world, timeout)
