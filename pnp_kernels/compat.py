@@ -16,6 +16,21 @@ ATTENTION_VERSION_FLOORS = {"flash": "2.6.3", "xformers": "0.0.29", "sage": "2.1
 
 # ---- attention processors -------------------------------------------------------------------------
 
+def context_parallel_backends() -> set[str]:
+    """Attention backends that can run under context parallelism: diffusers registers them in the
+    private ``_AttentionBackendRegistry._supports_context_parallel`` set."""
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    return set(_AttentionBackendRegistry._supports_context_parallel)
+
+
+def is_context_parallel(model) -> bool:
+    """Whether the model runs context-parallel: ``enable_parallelism`` records a ``ParallelConfig`` in
+    the private ``_parallel_config`` attribute, whose ``context_parallel_config`` is then set."""
+    config = getattr(model, "_parallel_config", None)
+    return getattr(config, "context_parallel_config", None) is not None
+
+
 def processors_with_backend(models) -> list:
     """Attention processors that carry a per-model backend: ``ModelMixin.set_attention_backend`` stores
     it in the processor's private ``_attention_backend`` attribute."""

@@ -232,15 +232,14 @@ def _context_parallel_attention(settings, ring: bool) -> str:
     for "auto" the first of the usual order that can and runs here. Ring attention merges partial
     softmaxes and so needs a backend that returns their log-sum-exp."""
     import torch
-    from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
 
+    from ..compat import context_parallel_backends
     from ..wan.attention import ATTENTION_BACKEND_PRIORITY, AttentionInputs, choose_attention_backend
 
     def usable(name: str) -> bool:
-        supported = _AttentionBackendRegistry._is_context_parallel_available(AttentionBackendName(name))
-        return supported and not (ring and name in NO_LOG_SUM_EXP)
+        return name in context_parallel_backends() and not (ring and name in NO_LOG_SUM_EXP)
 
-    capable = sorted(name for name in _AttentionBackendRegistry._supports_context_parallel if usable(name))
+    capable = sorted(filter(usable, context_parallel_backends()))
     needs = f"{'ring attention' if ring else 'context parallelism'} needs one of {', '.join(capable)}"
     if settings.attention != "auto":
         if not usable(settings.attention):

@@ -17,7 +17,13 @@ from typing import Callable
 
 import torch
 
-from ..compat import ATTENTION_VERSION_FLOORS, processor_backend, processors_with_backend, set_processor_backend
+from ..compat import (
+    ATTENTION_VERSION_FLOORS,
+    context_parallel_backends,
+    processor_backend,
+    processors_with_backend,
+    set_processor_backend,
+)
 
 logger = logging.getLogger("pnp_kernels")
 
@@ -34,6 +40,9 @@ class AttentionInputs:
     device: torch.device
     dtype: torch.dtype
     head_dim: int
+    # enable_parallelism was called: each rank holds a share of the tokens, and a backend diffusers does not
+    # run context-parallel would attend over that share only (wrong results, no error).
+    context_parallel: bool = False
 
 
 def _cuda_reasons(inputs: AttentionInputs, min_capability: tuple[int, int] | None = None,
@@ -136,6 +145,13 @@ def known_backend_names() -> set[str]:
     return {member.value for member in AttentionBackendName}
 
 
+def _reasons(name: str, inputs: AttentionInputs) -> list[str]:
+    reasons = NOT_SUPPORTED_REASONS[name](inputs) if name in NOT_SUPPORTED_REASONS else []
+    if inputs.context_parallel and name not in context_parallel_backends():
+        reasons.append("diffusers does not run it under context parallelism")
+    return reasons
+
+
 def choose_attention_backend(requested: str, inputs: AttentionInputs, model_backend: str | None = None) -> AttentionChoice:
     """Resolve ``"auto"`` or a diffusers backend name; raise ValueError with the reasons if a requested
     backend cannot run on ``inputs``. ``model_backend`` (set on the model by the user) is what "auto"
@@ -144,21 +160,24 @@ def choose_attention_backend(requested: str, inputs: AttentionInputs, model_back
         raise TypeError(f"attention must be 'auto' or a diffusers attention backend name, got {requested!r}")
     name = requested.lower()
     if name == "auto" and model_backend is not None:
+        if inputs.context_parallel and model_backend not in context_parallel_backends():
+            raise ValueError(f"the transformer's attention backend {model_backend!r} (set_attention_backend) "
+                             "does not run under context parallelism in diffusers")
         return AttentionChoice(model_backend, requested)
     if name == "auto":
         refused = {}
         for candidate in ATTENTION_BACKEND_PRIORITY:
-            reasons = NOT_SUPPORTED_REASONS[candidate](inputs)
+            reasons = _reasons(candidate, inputs)
             if not reasons:
                 choice = AttentionChoice(candidate, requested, refused)
                 logger.info(choice.describe())
                 return choice
             refused[candidate] = reasons
-        raise AssertionError("native attention has no requirements; auto cannot run out of candidates")
+        raise ValueError("no attention backend can run: " + "; ".join(f"{n}: {', '.join(r)}" for n, r in refused.items()))
     known = known_backend_names()
     if name not in known:
         raise ValueError(f"attention must be 'auto' or one of {sorted(known)}, got {requested!r}")
-    reasons = NOT_SUPPORTED_REASONS[name](inputs) if name in NOT_SUPPORTED_REASONS else []
+    reasons = _reasons(name, inputs)
     if reasons:
         raise ValueError(f"attention={requested!r} cannot run: {'; '.join(reasons)}")
     return AttentionChoice(name, requested)

@@ -22,7 +22,7 @@ import torch
 from diffusers.pipelines.wan.pipeline_output import WanPipelineOutput
 
 from ..cli.models import WAN21_I2V, WAN21_T2V, WAN22_I2V, WAN22_T2V, Defaults
-from ..compat import is_compiled, is_from_pipe_dtype_cast, set_call_state
+from ..compat import is_compiled, is_context_parallel, is_from_pipe_dtype_cast, set_call_state
 from ..config import PnPConfig
 from ..diffusers.session import philox_seed
 from ..engine import IterationEvent, PnPEngine, PnPStats
@@ -201,7 +201,8 @@ class PnPPipelineMixin:
 
     def _choose_attention(self, attention: str) -> AttentionChoice:
         models = self._experts_models()
-        inputs = AttentionInputs(self._execution_device, models[0].dtype, int(models[0].config.attention_head_dim))
+        inputs = AttentionInputs(self._execution_device, models[0].dtype, int(models[0].config.attention_head_dim),
+                                 context_parallel=any(is_context_parallel(m) for m in models))
         return choose_attention_backend(attention, inputs, model_attention_backend(models))
 
     def _compile_transformers(self) -> None:

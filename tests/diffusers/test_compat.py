@@ -148,3 +148,25 @@ def test_pipeline_properties_read_the_call_state():
                           attention_kwargs={"scale": 1.0})
     assert (pipe.guidance_scale, pipe.do_classifier_free_guidance, pipe.num_timesteps) == (3.0, True, 7)
     assert (pipe.current_timestep, pipe.interrupt, pipe.attention_kwargs) == (5, True, {"scale": 1.0})
+
+
+def test_context_parallel_backends_come_from_diffusers_registry():
+    from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
+
+    names = compat.context_parallel_backends()
+    assert "native" in names and names <= {member.value for member in AttentionBackendName}
+    assert all(_AttentionBackendRegistry._is_context_parallel_available(AttentionBackendName(n)) for n in names)
+
+
+def test_enable_parallelism_records_its_config_on_the_model():
+    from diffusers import ContextParallelConfig, ModelMixin
+    from diffusers.models._modeling_parallel import ParallelConfig
+
+    model = tiny.transformer()
+    assert not compat.is_context_parallel(model)
+    assert "self._parallel_config = config" in inspect.getsource(ModelMixin._resolve_parallel_config)
+    # what enable_parallelism records (the call itself needs a process group)
+    model._parallel_config = ParallelConfig(context_parallel_config=ContextParallelConfig(ulysses_degree=2))
+    assert compat.is_context_parallel(model)
+    model._parallel_config = ParallelConfig()  # tensor parallelism only: every rank holds all tokens
+    assert not compat.is_context_parallel(model)

@@ -118,3 +118,20 @@ def test_backend_set_on_the_model_is_kept_by_auto_and_restored_after_a_request()
         assert run(pipe, attention="native").attention_backend == "native"
     assert seen[0] == "_native_math" and seen[-1] == "native"
     assert processor._attention_backend.value == "_native_math"  # the user's setting is back
+
+
+def test_context_parallel_refuses_backends_diffusers_does_not_run_split(monkeypatch):
+    # Under context parallelism a backend without diffusers' support would attend over this rank's
+    # tokens only: a silently wrong video. It must be refused, explicitly, by auto and when set on the model.
+    import pnp_kernels.wan.attention as attention
+
+    split = AttentionInputs(torch.device("cpu"), torch.float32, 128, context_parallel=True)
+    assert choose_attention_backend("auto", split).backend == "native"  # native runs split in diffusers
+    monkeypatch.setattr(attention, "context_parallel_backends", lambda: {"flash"})
+    with pytest.raises(ValueError, match="context parallelism"):
+        choose_attention_backend("auto", split)
+    with pytest.raises(ValueError, match="context parallelism"):
+        choose_attention_backend("native", split)
+    with pytest.raises(ValueError, match="context parallelism"):
+        choose_attention_backend("auto", split, model_backend="native")
+    assert choose_attention_backend("auto", CPU_FP32).backend == "native"  # one process: unchanged
