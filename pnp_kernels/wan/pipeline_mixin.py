@@ -6,7 +6,7 @@ diffusers'); only the denoising loop is replaced: the P&P engine (``pnp_kernels.
 scheduler's sigma grid (Euler steps, the scheduler's ``step`` is never called). Each pipeline adds
 its own input checks and conditioning (``_check_call``, ``_prepare``).
 
-Defaults follow the authors' published P&P scripts (the table in ``pnp_kernels.cli.models``): the
+Defaults follow the authors' published P&P scripts (the table in ``pnp_kernels.published``): the
 text-to-video plan 2-5:3,6-14:1 with tau 0.25 (Wan 2.2 A14B: 40 steps, 2-5:3,6-13:1, tau 0.2, guidance
 4 / 3); image-to-video tau 0 (Wan 2.2 I2V-A14B: plan 1-5:3,6-13:1, guidance 3.5 for both experts); the
 negative prompt "low quality".
@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import torch
 from diffusers.pipelines.wan.pipeline_output import WanPipelineOutput
 
-from ..cli.models import WAN21_I2V, WAN21_T2V, WAN22_I2V, WAN22_T2V, Defaults
+from ..published import WAN21_I2V, WAN21_T2V, WAN22_I2V, WAN22_T2V, Defaults
 from ..compat import is_compiled, is_context_parallel, is_from_pipe_dtype_cast, set_call_state
 from ..config import PnPConfig
 from ..diffusers.session import philox_seed
