@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import inspect
 from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import Callable
 
 import torch
 from diffusers.pipelines.wan.pipeline_output import WanPipelineOutput
@@ -80,6 +82,51 @@ class _StepEndCallback:
                 returned.pop("negative_prompt_embeds", c.negative_prompt_embeds),
             )
         return new_latents
+
+
+# The P&P arguments every Wan P&P pipeline takes after diffusers' own call arguments (keyword only).
+_PNP_PARAMETERS = [
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+    for name, default, annotation in (
+        ("pnp", None, "PnPConfig | None"),
+        ("pnp_seed", None, "int | list[int] | None"),
+        ("cfg_batch", True, "bool"),
+        ("attention", "auto", "str"),
+        ("compile", False, "bool"),
+        ("capture_uncertainty", False, "bool"),
+        ("pnp_callback", None, "Callable[[IterationEvent], None] | None"),
+    )
+]
+# Left unset (None), these follow the authors' published scripts for the model (pnp_kernels.published).
+_PUBLISHED_WHEN_UNSET = ("num_inference_steps", "guidance_scale")
+# Every diffusers call argument the shared run reads; a diffusers release that adds one fails
+# tests/wan/test_pipeline_defaults.py instead of having it silently ignored.
+HANDLED_CALL_ARGUMENTS = frozenset({
+    "image", "prompt", "negative_prompt", "height", "width", "num_frames", "num_inference_steps",
+    "guidance_scale", "guidance_scale_2", "num_videos_per_prompt", "generator", "latents", "prompt_embeds",
+    "negative_prompt_embeds", "image_embeds", "last_image", "output_type", "return_dict", "attention_kwargs",
+    "callback_on_step_end", "callback_on_step_end_tensor_inputs", "max_sequence_length",
+})
+
+
+def pnp_call(stock_pipeline: type) -> Callable:
+    """The ``__call__`` of a P&P subclass of ``stock_pipeline``: diffusers' own call arguments, by
+    position or name, followed by the P&P keywords (one signature, derived, never copied)."""
+    stock = inspect.signature(stock_pipeline.__call__)
+    parameters = [p.replace(default=None) if p.name in _PUBLISHED_WHEN_UNSET else p for p in stock.parameters.values()]
+    signature = stock.replace(parameters=parameters + _PNP_PARAMETERS, return_annotation="WanPnPPipelineOutput | tuple")
+
+    @torch.no_grad()
+    def __call__(self, *args, **kwargs):
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        del arguments["self"]
+        return self._run(arguments)
+
+    __call__.__signature__ = signature
+    __call__.__doc__ = f"{stock_pipeline.__name__}'s call arguments, then the P&P keywords (see the class docstring)."
+    return __call__
 
 
 class PnPPipelineMixin:

@@ -1,15 +1,11 @@
 """Text-to-video Wan 2.1 / 2.2 (A14B two-expert, TI2V-5B) with Predict-and-Perturb sampling."""
 from __future__ import annotations
 
-from typing import Any, Callable
-
 import torch
 from diffusers import WanPipeline
 
-from ..config import PnPConfig
-from ..engine import IterationEvent
 from .denoiser import WanConditioning
-from .pipeline_mixin import PnPPipelineMixin, WanPnPPipelineOutput
+from .pipeline_mixin import PnPPipelineMixin, pnp_call
 
 
 class WanPnPPipeline(PnPPipelineMixin, WanPipeline):
@@ -43,40 +39,7 @@ class WanPnPPipeline(PnPPipelineMixin, WanPipeline):
 
     _image_to_video = False
 
-    @torch.no_grad()
-    def __call__(
-        self,
-        prompt: str | list[str] = None,
-        negative_prompt: str | list[str] = None,
-        height: int = 480,
-        width: int = 832,
-        num_frames: int = 81,
-        num_inference_steps: int | None = None,
-        guidance_scale: float | None = None,
-        guidance_scale_2: float | None = None,
-        num_videos_per_prompt: int | None = 1,
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        latents: torch.Tensor | None = None,
-        prompt_embeds: torch.Tensor | None = None,
-        negative_prompt_embeds: torch.Tensor | None = None,
-        output_type: str | None = "np",
-        return_dict: bool = True,
-        attention_kwargs: dict[str, Any] | None = None,
-        callback_on_step_end: Callable | None = None,
-        callback_on_step_end_tensor_inputs: list[str] = ["latents"],
-        max_sequence_length: int = 512,
-        *,
-        pnp: PnPConfig | None = None,
-        pnp_seed: int | list[int] | None = None,
-        cfg_batch: bool = True,
-        attention: str = "auto",
-        compile: bool = False,
-        capture_uncertainty: bool = False,
-        pnp_callback: Callable[[IterationEvent], None] | None = None,
-    ) -> WanPnPPipelineOutput | tuple:
-        arguments = dict(locals())
-        del arguments["self"]
-        return self._run(arguments)
+    __call__ = pnp_call(WanPipeline)
 
     def _check_call(self, a, tensor_inputs) -> None:
         self.check_inputs(

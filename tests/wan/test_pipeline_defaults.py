@@ -1,12 +1,15 @@
 """Published defaults, guidance checks and per-sample compute of the Wan P&P pipelines."""
+import inspect
 import math
 
 import pytest
 import torch
+from diffusers import WanImageToVideoPipeline, WanPipeline
 
 import tiny
 from pnp_kernels import PnPConfig
-from pnp_kernels.wan import WanImageToVideoPnPPipeline
+from pnp_kernels.wan import WanImageToVideoPnPPipeline, WanPnPPipeline
+from pnp_kernels.wan.pipeline_mixin import HANDLED_CALL_ARGUMENTS
 from test_pipeline_wan import PLAN, make_pipe, run
 
 
@@ -71,3 +74,21 @@ def test_a_plan_for_one_expert_is_resolved_with_the_boundary():
     planned = {s.step: s.planned for s in out.pnp_stats.steps}
     assert planned == {s.step: (1 if s.sigma < boundary else 0) for s in out.pnp_stats.steps}
     assert 0 < sum(planned.values()) < len(planned)  # both experts have steps
+
+
+@pytest.mark.parametrize("ours, stock", [(WanPnPPipeline, WanPipeline), (WanImageToVideoPnPPipeline, WanImageToVideoPipeline)])
+def test_call_takes_every_stock_argument_and_handles_each(ours, stock):
+    # The P&P __call__ is derived from diffusers' signature: every stock argument (same order, same
+    # defaults, but those the published scripts set) followed by the P&P keywords, and none the shared
+    # run would silently ignore.
+    stock_parameters = inspect.signature(stock.__call__).parameters
+    parameters = inspect.signature(ours.__call__).parameters
+    assert list(parameters)[: len(stock_parameters)] == list(stock_parameters)
+    for name, p in stock_parameters.items():
+        expected = None if name in ("num_inference_steps", "guidance_scale") else p.default
+        assert parameters[name].default == expected, name
+    assert list(parameters)[len(stock_parameters):] == [
+        "pnp", "pnp_seed", "cfg_batch", "attention", "compile", "capture_uncertainty", "pnp_callback"]
+    assert set(stock_parameters) - {"self"} <= HANDLED_CALL_ARGUMENTS
+    with pytest.raises(TypeError, match="unexpected keyword argument 'pnp_sed'"):
+        inspect.signature(ours.__call__).bind(None, *([None] if "image" in stock_parameters else []), pnp_sed=3)
