@@ -68,6 +68,16 @@ def _epilog() -> str:
     return "\n".join(lines)
 
 
+def add_sampling_arguments(group) -> None:
+    """The sampling options pnp-sample and pnp-eval share (unset: the model's published defaults)."""
+    group.add_argument("--steps", type=_integer, help="denoising steps")
+    group.add_argument("--guidance", type=_real, help="classifier-free guidance scale (<= 1: no guidance)")
+    group.add_argument("--guidance-2", type=_real, help="guidance of the low-noise expert (A14B only)")
+    group.add_argument("--height", type=_integer, help="frame height in pixels")
+    group.add_argument("--width", type=_integer, help="frame width in pixels")
+    group.add_argument("--frames", type=_integer, help="number of frames (4k + 1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -89,12 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "the toy --seed")
 
     sampling = parser.add_argument_group("sampling")
-    sampling.add_argument("--steps", type=_integer, help="denoising steps")
-    sampling.add_argument("--guidance", type=_real, help="classifier-free guidance scale (<= 1: no guidance)")
-    sampling.add_argument("--guidance-2", type=_real, help="guidance of the low-noise expert (A14B only)")
-    sampling.add_argument("--height", type=_integer, help="frame height in pixels")
-    sampling.add_argument("--width", type=_integer, help="frame width in pixels")
-    sampling.add_argument("--frames", type=_integer, help="number of frames (4k + 1)")
+    add_sampling_arguments(sampling)
     sampling.add_argument("--fps", type=_integer, help="frames per second of the written video")
     sampling.add_argument("--seed", type=_integer, default=0, help="seed of the initial noise and of P&P (default 0)")
 

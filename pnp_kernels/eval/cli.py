@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
-from ..cli.args import DTYPES  # pnp-sample's dtype names (the parser module imports no torch)
+from ..cli.args import DTYPES, add_sampling_arguments  # pnp-sample's (the parser module imports no torch)
 from ..config import BACKENDS, NOISE_MODES, P_NORMS
 from ..validators import check_int
 
@@ -74,13 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     refine.add_argument("--backend", choices=BACKENDS, help="implementation of the fused P&P update")
 
     sampling = parser.add_argument_group("sampling (Wan checkpoints; unset: the model's pnp-sample defaults)")
-    sampling.add_argument("--steps", type=int, help="denoising steps (also for the demo)")
-    sampling.add_argument("--guidance", type=float, help="classifier-free guidance scale")
-    sampling.add_argument("--guidance-2", type=float, help="guidance of the low-noise expert (A14B)")
-    sampling.add_argument("--height", type=int, help="frame height in pixels")
-    sampling.add_argument("--width", type=int, help="frame width in pixels")
-    sampling.add_argument("--frames", type=int, help="number of frames (4k + 1)")
-    sampling.add_argument("--negative-prompt", default="", help="negative prompt")
+    add_sampling_arguments(sampling)  # --steps also applies to the demo model
+    sampling.add_argument("--negative-prompt", help="negative prompt (default: the model's)")
     sampling.add_argument("--image", type=Path, help="conditioning image (I2V; optional for TI2V-5B)")
     sampling.add_argument("--dtype", choices=sorted(DTYPES), help="model dtype")
     sampling.add_argument("--device", help="torch device")
