@@ -7,19 +7,16 @@ timing is kept next to them. CPU figures are pytest-benchmark's host timing, lab
 """
 from __future__ import annotations
 
-import datetime
-import importlib.metadata
 import math
 import os
-import platform
-import shutil
 import statistics
-import subprocess
 import time
 from typing import Callable, Sequence
 
 import pytest
 import torch
+
+import pnp_kernels.info
 
 ON_GPU = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if ON_GPU else "cpu")
@@ -177,47 +174,6 @@ def skip_unless_backend_runs(name: str, z: torch.Tensor, v: torch.Tensor, v_unco
         pytest.skip(str(error))
 
 
-def _package_version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _driver_version() -> str | None:
-    if shutil.which("nvidia-smi") is None:
-        return None
-    try:
-        done = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=20, check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip().splitlines()[0] if done.stdout.strip() else None
-
-
 def environment() -> dict:
-    """Device, driver and library versions and the date, saved with every result file."""
-    info = {
-        "device": torch.cuda.get_device_name(0) if ON_GPU else f"CPU ({platform.processor() or platform.machine()})",
-        "gpu": ON_GPU,
-        "driver": _driver_version() if ON_GPU else None,
-        "cuda": torch.version.cuda,
-        "torch": torch.__version__,
-        "triton": _package_version("triton"),
-        "diffusers": _package_version("diffusers"),
-        "pnp_kernels": _package_version("pnp-kernels"),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "size": bench_size(),
-        "triton_interpret": os.environ.get("TRITON_INTERPRET") == "1",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    if ON_GPU:
-        props = torch.cuda.get_device_properties(0)
-        info["multiprocessors"] = props.multi_processor_count
-        info["memory_gib"] = round(props.total_memory / 2**30, 1)
-        info["l2_mib"] = round(props.L2_cache_size / 2**20, 1)
-        info["capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
-    return info
+    """Device, driver and library versions and the date (pnp-info's record), plus the bench size."""
+    return {**pnp_kernels.info.environment(), "size": bench_size()}

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .metrics import METRIC_NAMES
+
+if TYPE_CHECKING:
+    import numpy as np
 
 PLACEMENT_COLOURS = {"early": "tab:blue", "middle": "tab:green", "late": "tab:orange"}
 TAU_MARKERS = {0.0: "o", 0.25: "s"}

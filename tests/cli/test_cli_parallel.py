@@ -6,21 +6,22 @@ import json
 import os
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from pnp_kernels import cli
 from pnp_kernels.cli.errors import RunError, UsageError
 from pnp_kernels.cli.parallel import Launch, Ranks, RankFailure
 
+sys.path.insert(0, str(Path(__file__).parents[1] / "distributed"))
+from ranks import TIMEOUT_S, run_ranks  # noqa: E402
+
 SMALL = ["--height", "32", "--width", "48", "--frames", "5", "--steps", "3", "--plan", "0-1:2", "--dtype", "fp32"]
 TORCHRUN = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29555"}
-TIMEOUT_S = 240
 
 
 def _errors(err: str) -> list[str]:
@@ -124,14 +125,7 @@ def _meeting_worker(rank: int, init_file: str) -> None:
 
 
 def test_a_failure_at_a_meeting_point_ends_every_rank(tmp_path):
-    context = mp.start_processes(_meeting_worker, args=(str(tmp_path / "rendezvous"),), nprocs=3, join=False,
-                                 start_method="spawn")
-    deadline = time.monotonic() + TIMEOUT_S
-    while not context.join(timeout=max(deadline - time.monotonic(), 0.1)):  # raises if a rank failed
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f"ranks did not finish within {TIMEOUT_S}s")
+    run_ranks(_meeting_worker, (str(tmp_path / "rendezvous"),), 3)
 
 
 def _torchrun(*args, cwd):

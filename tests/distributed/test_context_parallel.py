@@ -3,24 +3,22 @@ one process (docs/DISTRIBUTED.md). On CPU the ranks use gloo and Ulysses attenti
 an attention backend that returns the softmax's log-sum-exp, which PyTorch's SDPA ("native", the only one
 on CPU) does not, so it is tested with 2 CUDA devices (NCCL) only."""
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 pytest.importorskip("diffusers", reason="context parallelism is diffusers'")
 sys.path.insert(0, str(Path(__file__).parents[1] / "wan"))
 
 from pnp_kernels import PnPConfig, pnp_sample  # noqa: E402
 from pnp_kernels.cli.parallel import enable_context_parallel  # noqa: E402
+from ranks import run_ranks  # noqa: E402
 
 WORLD = 2
 SHAPE = (2, 16, 3, 6, 8)  # B, C, F, H, W
 TOKENS = 3 * 3 * 4  # per sample: patches of 1x2x2 latents, split over the ranks
-TIMEOUT_S = 240  # a rank stuck in a collective fails the test instead of hanging it
 CONFIG = PnPConfig(plan=[(0, 2, 3)], tau=1.0, certain_stop=0.8, noise="philox", backend="torch")
 # Ring attention merges partial softmaxes: the same values up to rounding, not bit for bit.
 TOLERANCE = {"ulysses": 0.0, "ring": 1e-4}
@@ -64,18 +62,6 @@ def worker(rank: int, init_file: str, device_type: str, modes: tuple[str, ...]) 
             assert 0 < together.stats.early_exits < SHAPE[0] * 3, "the plan should exit early for some samples only"
     finally:
         dist.destroy_process_group()
-
-
-def run_ranks(function, args, nprocs: int) -> None:
-    """Run ``function(rank, *args)`` in spawned processes; a failing rank fails the test, and so does a
-    rank still running after TIMEOUT_S."""
-    context = mp.start_processes(function, args=args, nprocs=nprocs, join=False, start_method="spawn")
-    deadline = time.monotonic() + TIMEOUT_S
-    while not context.join(timeout=max(deadline - time.monotonic(), 0.1)):  # raises if a rank failed
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f"ranks did not finish within {TIMEOUT_S}s: a collective is stuck")
 
 
 @pytest.mark.parametrize("device_type, modes", [

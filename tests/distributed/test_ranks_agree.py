@@ -2,19 +2,17 @@
 with sequence parallelism: equal to one process bit for bit, the same model calls on every rank when
 rounding differs between ranks, and a clear error when the ranks' noise differs (docs/ALGORITHM.md,
 "Several ranks")."""
-import time
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from pnp_kernels import PnPConfig, pnp_sample
+from ranks import run_ranks
 
 SHAPE = (2, 4, 3, 4, 5)  # B, C, F, H, W: 60 tokens, split evenly over 2 or 3 ranks
 SIGMAS = torch.linspace(1.0, 0.0, 7)
 CONFIG = dict(plan=[(1, 3, 3), (4, 4, 1)], tau=0.05, certain_stop=0.9, backend="torch")
-TIMEOUT_S = 240  # a rank stuck in a collective fails the test instead of hanging it
 
 
 class ToyModel:
@@ -103,11 +101,4 @@ def worker(rank: int, world: int, init_file: str) -> None:
 @pytest.mark.slow  # about a minute on two CPU cores: process start-up
 @pytest.mark.parametrize("world", [2, 3])
 def test_ranks_sampling_together(world, tmp_path):
-    context = mp.start_processes(worker, args=(world, str(tmp_path / "rendezvous")), nprocs=world, join=False,
-                                 start_method="spawn")
-    deadline = time.monotonic() + TIMEOUT_S
-    while not context.join(timeout=max(deadline - time.monotonic(), 0.1)):  # raises if a rank failed
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f"ranks did not finish within {TIMEOUT_S}s: a collective is stuck")
+    run_ranks(worker, (world, str(tmp_path / "rendezvous")), world)

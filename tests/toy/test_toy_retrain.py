@@ -1,6 +1,5 @@
 """Retraining from scratch reproduces the shipped weights and passes the same criterion (slow: ~2 min)."""
 import pytest
-import torch
 
 from pnp_kernels.toy.data import DATASETS
 from pnp_kernels.toy.experiment import Variant, generate, initial_noise, placement, single_thread
