@@ -32,6 +32,16 @@ def drive(engine, denoise):
     return engine.finish()
 
 
+def drive_together(engines, models):
+    """Engines that share each model call, each with its own (uncoupled) model."""
+    for step in range(len(SIGMAS) - 1):
+        inputs = [e.begin_step(step) for e in engines]
+        while inputs[0] is not None:
+            for e, m, z_in in zip(engines, models, inputs):
+                e.update(m(z_in, step, e.sigmas[step]))
+            inputs = advance_together(engines)
+
+
 def test_driven_engine_matches_naive_loop():
     seed = int(torch.randint(0, 2**31, ()))
     latents, targets = fresh(3, VIDEO, seed)
@@ -95,12 +105,7 @@ def test_an_engine_that_stops_never_rewinds_a_generator_another_engine_drew_from
     cfg = PnPConfig(plan=[(1, 1, 3)], tau=0.05, certain_stop=0.9, backend="torch")
     shared = torch.Generator().manual_seed(9)
     engines = [PnPEngine(cfg, SIGMAS, video, generator=shared), PnPEngine(cfg, SIGMAS, audio, generator=shared)]
-    for step in range(len(SIGMAS) - 1):
-        inputs = [e.begin_step(step) for e in engines]
-        while inputs[0] is not None:
-            for e, m, z_in in zip(engines, models, inputs):
-                e.update(m(z_in, step, e.sigmas[step]))
-            inputs = advance_together(engines)
+    drive_together(engines, models)
     video_stats, audio_stats = (e.finish() for e in engines)
     assert video_stats.steps[1].exit_iteration == [1]
     assert audio_stats.steps[1].iterations_run == 3
@@ -121,12 +126,7 @@ def test_engines_sharing_one_generator_rewind_it_in_order():
     cfg = PnPConfig(plan=[(1, 2, 3), (4, 4, 2)], tau=10.0, backend="torch")
     shared = torch.Generator().manual_seed(9)
     engines = [PnPEngine(cfg, SIGMAS, video, generator=shared), PnPEngine(cfg, SIGMAS, audio, generator=shared)]
-    for step in range(len(SIGMAS) - 1):
-        inputs = [e.begin_step(step) for e in engines]
-        while inputs[0] is not None:
-            for e, m, z_in in zip(engines, models, inputs):
-                e.update(m(z_in, step, e.sigmas[step]))
-            inputs = advance_together(engines)
+    drive_together(engines, models)
     assert [s.iterations_run for s in engines[0].finish().steps] == [0, 1, 1, 0, 1, 0]
 
     expected = torch.Generator().manual_seed(9)
