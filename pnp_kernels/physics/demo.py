@@ -22,7 +22,7 @@ import torch
 from .. import PnPConfig, RefinePlan
 from ..validators import check_bool, check_int
 from ..video import export_video, side_by_side, stream_video, uncertainty_grid, uncertainty_segments
-from .generate import DEFAULT_STEPS, GeneratedClips, generate
+from .generate import DEFAULT_STEPS, GeneratedClips, generate, sigma_grid
 from .metrics import METRIC_NAMES, batch_metrics
 from .model import SHIPPED_WEIGHTS
 
@@ -80,8 +80,8 @@ def run_demo(out_dir: Path, *, seed: int = 0, steps: int | None = None, plan: st
     steps = DEFAULT_STEPS if steps is None else check_int("steps", steps, low=4)
     if plan is not None and not isinstance(plan, str):
         raise TypeError(f"plan must be a string such as '1-3:3' or None, got {plan!r}")
-    refine = default_plan(steps) if plan is None else RefinePlan.parse(plan)
-    refine.validate(steps)
+    # Any plan form (step indices, fractions, sigma ranges, presets) on the demo's own grid.
+    refine = default_plan(steps) if plan is None else RefinePlan.parse(plan).resolve(sigma_grid(steps))
     if not refine:
         raise ValueError(f"plan {plan!r} refines no step; the demo compares P&P with Euler")
     check_bool("progress", progress)
@@ -108,7 +108,7 @@ def run_demo(out_dir: Path, *, seed: int = 0, steps: int | None = None, plan: st
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     print(format_summary(record))
-    print(f"wrote {', '.join(FILES)} to {out_dir} ({time.perf_counter() - started:.1f}s)")
+    print(f"sampled and wrote {', '.join(FILES)} in {time.perf_counter() - started:.1f}s")
     return record
 
 

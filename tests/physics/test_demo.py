@@ -6,8 +6,10 @@ import pytest
 from pnp_kernels.physics import demo
 
 
-def test_demo_writes_every_file_and_returns_the_record(tmp_path, capsys):
-    record = demo.run_demo(tmp_path / "out", seed=1, steps=4, plan="1-2:1", progress=False)
+@pytest.mark.parametrize("plan", ["1-2:1", "f0.25-0.75:1"])  # step indices, or fractions of the run
+def test_demo_writes_every_file_and_returns_the_record(tmp_path, capsys, plan):
+    record = demo.run_demo(tmp_path / "out", seed=1, steps=4, plan=plan, progress=False)
+    assert record["plan"] == "1-2:1"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(demo.FILES)
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging folder left behind
     assert record["euler"]["nfe"] == 4 and record["pnp"]["nfe"] == 6
