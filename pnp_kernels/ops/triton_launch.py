@@ -87,7 +87,7 @@ def run_triton(inputs: PnPUpdateInputs, outputs: PnPUpdateOutput) -> None:
         _pnp_update_kernel[grid](
             z, _contiguous(inputs.v), pointer(_contiguous(inputs.v_uncond)), pointer(_contiguous(inputs.prev_x0)),
             pointer(_contiguous(inputs.prev_z_next)), pointer(_as_bytes(_contiguous(inputs.prev_certain))),
-            pointer(_as_bytes(inputs.active)), pointer(noise_tensor), pointer(philox_key),
+            pointer(_as_bytes(_contiguous(inputs.active))), pointer(noise_tensor), pointer(philox_key),
             pointer(written.x0), written.z_next, pointer(_as_bytes(written.certain)),
             pointer(written.z_perturbed), pointer(written.uncertainty), certain_count, written.nonfinite,
             spatial // multiple, inputs.num_pinned_frames * z.shape[3] * z.shape[4],

@@ -88,6 +88,17 @@ def test_non_contiguous_inputs_and_outputs(backend, device):
 
 
 @pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
+def test_strided_active_mask(backend, device):
+    # A (B,) view with stride 2: the kernel indexes active by sample, so it must get a contiguous copy.
+    z, v, sigma, sigma_next, kwargs = make_inputs(3, 4, (2, 3, 5), "fp32", 1, 0.25, "active", False, "none", 0, False, device)
+    kwargs["active"] = torch.stack([kwargs["active"], ~kwargs["active"]], dim=1)[:, 0]
+    assert not kwargs["active"].is_contiguous()
+    expected = reference_on_cpu(z, v, sigma, sigma_next, kwargs)
+    actual = pnp_update(z, v, sigma, sigma_next, backend=backend, out=poisoned_outputs(z, False, True), **kwargs)
+    assert_matches(actual, expected, "strided active")
+
+
+@pytest.mark.parametrize("backend, device", BACKEND_DEVICES)
 # S = 105 is odd: one Philox call per element; S = 12: one call per four positions of a channel.
 @pytest.mark.parametrize("shape", [(2, 16, 3, 7, 5), (2, 5, 2, 3, 2)], ids=["element-wise", "grouped"])
 def test_philox_noise_in_kernel_equals_reference_normals(shape, backend, device):
