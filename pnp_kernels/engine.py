@@ -184,16 +184,13 @@ class _GeneratorNoise:
             before = [gen.get_state() for gen in g]
             for b, (gen, on) in enumerate(zip(g, active)):
                 if on:
-                    self.buffer[b].copy_(torch.randn(self.buffer.shape[1:], generator=gen, device=gen.device))
+                    _randn_into(self.buffer[b], gen)
                 else:
                     self.buffer[b].zero_()
             self.saved = [(state, gen.get_state()) for state, gen in zip(before, g)]
         else:
             before = g.get_state()
-            if g.device == self.buffer.device:
-                torch.randn(self.buffer.shape, generator=g, out=self.buffer)
-            else:  # e.g. a CPU generator for CUDA latents: draw where the generator lives
-                self.buffer.copy_(torch.randn(self.buffer.shape, generator=g, device=g.device))
+            _randn_into(self.buffer, g)
             self.saved = [(before, g.get_state())]
         return self.buffer
 
@@ -207,6 +204,15 @@ class _GeneratorNoise:
         elif not any(continuing):
             _rewind(g, *self.saved[0])
         self.saved = []
+
+
+def _randn_into(buffer: torch.Tensor, generator: torch.Generator) -> None:
+    """Fill the contiguous ``buffer`` with one ``randn`` draw, made where the generator lives (e.g. a CPU
+    generator for CUDA latents draws on the CPU and is copied over)."""
+    if generator.device == buffer.device:
+        torch.randn(buffer.shape, generator=generator, out=buffer)
+    else:
+        buffer.copy_(torch.randn(buffer.shape, generator=generator, device=generator.device))
 
 
 def _rewind(generator: torch.Generator, before: torch.Tensor, after: torch.Tensor) -> None:
