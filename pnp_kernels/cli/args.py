@@ -16,7 +16,7 @@ DEMOS = ("video", "toy")
 DEFAULT_DEMO_FOLDER = Path("pnp-demo")
 
 
-class _Parser(argparse.ArgumentParser):
+class CommandParser(argparse.ArgumentParser):
     """argparse, but a bad argument raises UsageError (one line) instead of printing the usage."""
 
     def error(self, message):
@@ -79,7 +79,7 @@ def add_sampling_arguments(group) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = CommandParser(
         prog=PROG,
         description="Sample a video from a local Wan checkpoint (diffusers format) with Predict-and-Perturb "
         "self-refinement (docs/ALGORITHM.md). Options left unset follow the published scripts for the "

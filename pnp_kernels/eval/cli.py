@@ -19,7 +19,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
-from ..cli.args import DTYPES, add_sampling_arguments  # pnp-sample's (the parser module imports no torch)
+from ..cli.args import DTYPES, CommandParser, add_sampling_arguments  # pnp-sample's (imports no torch)
+from ..cli.errors import UsageError  # a bad argument or output folder: one line, exit status 2
+from ..cli.outputs import existing_ancestor
 from ..config import BACKENDS, NOISE_MODES, P_NORMS
 from ..validators import check_int
 
@@ -30,17 +32,8 @@ MAX_SETTINGS = 12  # a grid larger than this is almost surely a mistake (each se
 DEFAULT_SEEDS = 8
 
 
-class UsageError(Exception):
-    """A bad argument or output folder: reported in one line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = CommandParser(
         prog=PROG,
         description="Compare P&P settings with the unrefined baseline on any checkpoint pnp-sample loads, or on\n"
         "the embedded demo model: every (prompt, seed) runs the baseline and each setting from the same\n"
@@ -165,9 +158,7 @@ def _grid(args) -> list[tuple[str | None, float | None]]:
 def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: not a folder")
-    ancestor = out.absolute()
-    while not ancestor.exists():
-        ancestor = ancestor.parent
+    ancestor = out.absolute() if out.exists() else existing_ancestor(out)
     if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
         raise UsageError(f"--out {out}: cannot write in {ancestor}")
 
@@ -220,19 +211,13 @@ def _wan_namespace(args, prompt: str, plan: str | None, tau: float | None) -> ar
 
 
 def _wan_settings(args, grid, prompts):
-    from pnp_kernels.cli import UsageError as SampleUsageError
     from pnp_kernels.cli import resolve_settings
 
     from .models import WanSampler
 
     if not prompts:
         raise UsageError(f"--prompt or --prompts is required for a Wan checkpoint (--model {args.model})")
-    resolved = []
-    for plan, tau in grid:
-        try:
-            resolved.append(resolve_settings(_wan_namespace(args, prompts[0], plan, tau)))
-        except SampleUsageError as error:
-            raise UsageError(str(error)) from None
+    resolved = [resolve_settings(_wan_namespace(args, prompts[0], plan, tau)) for plan, tau in grid]
     settings, image = resolved[0]
     return WanSampler(settings, image), [each.pnp for each, _ in resolved], []
 
