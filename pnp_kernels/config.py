@@ -140,9 +140,8 @@ class RefinePlan:
         stripped = text.strip()
         if stripped.lower() in ("", "none"):
             return cls._build([], [], text)
-        if stripped.lower() in PRESETS:
-            return cls._build(*_parse_entries(PRESETS[stripped.lower()], text), text)
-        return cls._build(*_parse_entries(stripped, text), text)
+        body = PRESETS.get(stripped.lower(), stripped)
+        return cls._build(*_parse_entries(body, text), text)
 
     @property
     def is_resolved(self) -> bool:
