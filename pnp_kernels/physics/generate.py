@@ -8,6 +8,7 @@ clip, seeded from the clip seed. Sigma runs from 1 (noise) to 0 (data) on a unif
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
@@ -104,23 +105,13 @@ def generate(seeds: Sequence[int], config: PnPConfig | None, *, num_steps: int =
     return GeneratedClips(latents_to_frames(latents), stats, latents)
 
 
-class _progress_bar:
-    """A tqdm bar over model calls (a callback for pnp_sample), or nothing when ``enabled`` is False."""
+@contextmanager
+def _progress_bar(enabled: bool, total: int):
+    """A tqdm bar over model calls as a pnp_sample callback, or None when ``enabled`` is False."""
+    if not enabled:
+        yield None
+        return
+    from tqdm.auto import tqdm
 
-    def __init__(self, enabled: bool, total: int):
-        self.enabled, self.total, self.bar = enabled, total, None
-
-    def __enter__(self):
-        if not self.enabled:
-            return None
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=self.total, desc="model calls", unit="call")
-        return self._update
-
-    def _update(self, event) -> None:
-        self.bar.update(event.nfe - self.bar.n)
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.close()
+    with tqdm(total=total, desc="model calls", unit="call") as bar:
+        yield lambda event: bar.update(event.nfe - bar.n)
