@@ -588,15 +588,16 @@ class PnPEngine:
                 noise = PhiloxNoise(self._noise_source, step.step, k + 1)
         out = self._slots[self._slot]
         self._slot = 1 - self._slot
+        capture = self.capture_uncertainty and prev is not None  # refined iterations have uncertainty maps
         result = pnp_update(
             self._input, v, step.sigma, step.sigma_next, v_uncond=v_uncond, guidance_scale=scale,
             prev_x0=prev.x0 if prev is not None else None,
             prev_z_next=prev.z_next if prev is not None else None,
             prev_certain=prev.certain if prev is not None else None,
-            noise=noise, active=self._active_device if prev is not None else None,
-            return_uncertainty=self.capture_uncertainty and prev is not None,
+            noise=noise, active=self._active_device,  # None until a refined iteration freezes a sample
+            return_uncertainty=capture,
             # x0 and the mask are read by a next iteration or an uncertainty capture only
-            store_state=k < step.planned or (self.capture_uncertainty and prev is not None),
+            store_state=k < step.planned or capture,
             # rounding to float32 changes nothing: no need to restrict the backends then
             round_products_to=v.dtype if self.config.published_rounding and v.dtype != torch.float32 else None,
             out=out._replace(z_perturbed=out.z_perturbed if noise is not None else None),
