@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Sequence
 
 from ..cli.args import DTYPES, CommandParser, add_sampling_arguments  # pnp-sample's (imports no torch)
 from ..cli.errors import UsageError  # a bad argument or output folder: one line, exit status 2
-from ..cli.outputs import existing_ancestor
+from ..cli.outputs import check_output_folder
 from ..config import BACKENDS, NOISE_MODES, P_NORMS
 from ..validators import check_int
 
@@ -158,9 +157,7 @@ def _grid(args) -> list[tuple[str | None, float | None]]:
 def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: not a folder")
-    ancestor = out.absolute() if out.exists() else existing_ancestor(out)
-    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
-        raise UsageError(f"--out {out}: cannot write in {ancestor}")
+    check_output_folder(out / "report.md")  # pnp-sample's check: a probe file, not permission bits
 
 
 def _label(pnp) -> str:
