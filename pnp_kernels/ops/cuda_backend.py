@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .inputs import PnPUpdateInputs, reference_only_reasons
+from .inputs import PnPUpdateInputs, contiguous_or_none, reference_only_reasons
 from .outputs import PnPUpdateOutput, contiguous_buffers, copy_back, write_certain_fraction
 
 logger = logging.getLogger("pnp_kernels")
@@ -143,19 +143,16 @@ class CudaBackend:
         written = contiguous_buffers(outputs)
         counts = torch.empty((inputs.batch, 2), dtype=torch.int32, device=inputs.z.device)
         torch.ops.pnp_kernels.pnp_update_cuda(
-            _contiguous(inputs.z), _contiguous(v), _contiguous(v_uncond), inputs.guidance_scale, inputs.sigma,
-            inputs.sigma_next - inputs.sigma, _contiguous(inputs.prev_x0), _contiguous(inputs.prev_z_next),
-            _contiguous(inputs.prev_certain), inputs.tau, inputs.p_norm,
-            None if noise is None else _contiguous(noise.to(torch.float32)),
+            contiguous_or_none(inputs.z), contiguous_or_none(v), contiguous_or_none(v_uncond),
+            inputs.guidance_scale, inputs.sigma, inputs.sigma_next - inputs.sigma,
+            contiguous_or_none(inputs.prev_x0), contiguous_or_none(inputs.prev_z_next),
+            contiguous_or_none(inputs.prev_certain), inputs.tau, inputs.p_norm,
+            None if noise is None else contiguous_or_none(noise.to(torch.float32)),
             None if philox is None else philox.key_table(inputs.z.device),  # cached: no copy per call
             0 if philox is None else philox.step, 0 if philox is None else philox.iteration,
-            _contiguous(inputs.active), inputs.num_pinned_frames,
+            contiguous_or_none(inputs.active), inputs.num_pinned_frames,
             written.x0, written.z_next, written.certain, counts, written.z_perturbed, written.uncertainty,
         )
         write_certain_fraction(written, counts[:, 0], inputs)
         written.nonfinite.copy_(counts[:, 1])
         copy_back(written, outputs)
-
-
-def _contiguous(t: torch.Tensor | None) -> torch.Tensor | None:
-    return None if t is None else t.contiguous()

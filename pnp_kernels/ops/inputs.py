@@ -148,6 +148,11 @@ def reference_only_reasons(inputs: PnPUpdateInputs) -> list[str]:
     return [f"round_products_to={inputs.round_products_to} is implemented by the torch backend only"]
 
 
+def contiguous_or_none(t: torch.Tensor | None) -> torch.Tensor | None:
+    """``t`` in dense memory (itself when it already is), None kept: the kernels index their inputs densely."""
+    return None if t is None else t.contiguous()
+
+
 def _check_tensor(name: str, t, z: torch.Tensor | None, dtypes, shape=None) -> None:
     """``t`` is a tensor of one of ``dtypes`` with ``shape`` (default: z's) on z's device."""
     if not isinstance(t, torch.Tensor):

@@ -12,7 +12,7 @@ import math
 import torch
 import triton
 
-from .inputs import PnPUpdateInputs
+from .inputs import PnPUpdateInputs, contiguous_or_none
 from .outputs import PnPUpdateOutput, contiguous_buffers, copy_back, write_certain_fraction
 from .philox import NORMALS_PER_CALL, PhiloxNoise
 from .triton_kernel import NOISE_NONE, NOISE_PHILOX, NOISE_TENSOR, _philox_normal_kernel, _pnp_update_kernel
@@ -49,10 +49,6 @@ def spatial_multiple(positions: int) -> int:
     return min(positions & -positions, MAX_SPATIAL_MULTIPLE)
 
 
-def _contiguous(t: torch.Tensor | None) -> torch.Tensor | None:
-    return t if t is None or t.is_contiguous() else t.contiguous()
-
-
 def _as_bytes(mask: torch.Tensor | None) -> torch.Tensor | None:
     # The kernel reads and writes bool masks as bytes.
     return None if mask is None else mask.view(torch.uint8)
@@ -60,7 +56,7 @@ def _as_bytes(mask: torch.Tensor | None) -> torch.Tensor | None:
 
 def run_triton(inputs: PnPUpdateInputs, outputs: PnPUpdateOutput) -> None:
     """``reference_update(inputs)`` in one Triton kernel launch, written into ``outputs``."""
-    z = _contiguous(inputs.z)
+    z = contiguous_or_none(inputs.z)
     batch, channels = inputs.batch, inputs.channels
     spatial = inputs.positions
     written = contiguous_buffers(outputs)
@@ -71,7 +67,7 @@ def run_triton(inputs: PnPUpdateInputs, outputs: PnPUpdateOutput) -> None:
         philox_key, philox_step, philox_iteration = philox.key_table(z.device), philox.step, philox.iteration
     else:
         noise_mode = NOISE_NONE if inputs.noise is None else NOISE_TENSOR
-        noise_tensor, philox_key, philox_step, philox_iteration = _contiguous(inputs.noise), None, 0, 0
+        noise_tensor, philox_key, philox_step, philox_iteration = contiguous_or_none(inputs.noise), None, 0, 0
     # Counted with atomics: certain positions into a zeroed scratch, non-finite ones into the output.
     certain_count = torch.zeros((batch,), dtype=torch.int32, device=z.device)
     written.nonfinite.zero_()
@@ -85,9 +81,10 @@ def run_triton(inputs: PnPUpdateInputs, outputs: PnPUpdateOutput) -> None:
     if batch * spatial > 0:  # an empty grid is no launch; the counts stay 0, as in the reference
         sigma = inputs.sigma
         _pnp_update_kernel[grid](
-            z, _contiguous(inputs.v), pointer(_contiguous(inputs.v_uncond)), pointer(_contiguous(inputs.prev_x0)),
-            pointer(_contiguous(inputs.prev_z_next)), pointer(_as_bytes(_contiguous(inputs.prev_certain))),
-            pointer(_as_bytes(_contiguous(inputs.active))), pointer(noise_tensor), pointer(philox_key),
+            z, contiguous_or_none(inputs.v), pointer(contiguous_or_none(inputs.v_uncond)),
+            pointer(contiguous_or_none(inputs.prev_x0)), pointer(contiguous_or_none(inputs.prev_z_next)),
+            pointer(_as_bytes(contiguous_or_none(inputs.prev_certain))),
+            pointer(_as_bytes(contiguous_or_none(inputs.active))), pointer(noise_tensor), pointer(philox_key),
             pointer(written.x0), written.z_next, pointer(_as_bytes(written.certain)),
             pointer(written.z_perturbed), pointer(written.uncertainty), certain_count, written.nonfinite,
             spatial // multiple, inputs.num_pinned_frames * z.shape[3] * z.shape[4],
