@@ -20,7 +20,7 @@ from ..compat import hook_registry, set_component_keeping_config
 from ..config import PnPConfig
 from ..validators import check_int
 from .hooks import HOOK_NAME, SkipIdleCallsHook
-from .session import PnPSession
+from .session import PnPSession, check_seed_noise
 from .support import REFUSED, TESTED, denoisers, refusal, warn_if_untested
 
 __all__ = ["REFUSED", "TESTED", "disable_pnp", "enable_pnp", "is_pnp_enabled"]
@@ -77,9 +77,8 @@ def enable_pnp(pipe, config: PnPConfig | None = None, *, seed: int | list[int] |
     config = PnPConfig() if config is None else config
     if not isinstance(config, PnPConfig):
         raise TypeError(f"config must be a PnPConfig or None, got {type(config).__name__}")
+    check_seed_noise("seed", seed, config)
     if seed is not None:
-        if config.noise != "philox":
-            raise ValueError(f"seed={seed!r} is only used with PnPConfig(noise='philox'), got noise={config.noise!r}")
         for s in seed if isinstance(seed, (list, tuple)) else [seed]:
             check_int("seed", s, 0)
     if is_pnp_enabled(pipe):

@@ -29,6 +29,20 @@ def philox_seed(generator) -> int | list[int]:
     return int(torch.randint(0, 2**62, ()).item())
 
 
+def check_seed_noise(name: str, seed, config: PnPConfig) -> None:
+    """A philox seed is only meaningful with ``noise="philox"``; refuse it otherwise."""
+    if seed is not None and config.noise != "philox":
+        raise ValueError(f"{name}={seed!r} is only used with PnPConfig(noise='philox'), got noise={config.noise!r}")
+
+
+def engine_noise(config: PnPConfig, seed, generator) -> dict:
+    """The engine's noise keywords: the call's generator (noise="generator"), or philox seeds (``seed``,
+    by default derived from the generator, see ``philox_seed``)."""
+    if config.noise == "generator":
+        return {"generator": generator}
+    return {"seed": philox_seed(generator) if seed is None else seed}
+
+
 class PnPSession:
     """P&P state of one pipeline: the settings, the scheduler stand-in, and per call the schedulers
     in use (the pipeline's own and the copies its loop made), their engines and statistics."""
@@ -83,14 +97,10 @@ class PnPSession:
     def new_engine(self, member: PnPScheduler, z: torch.Tensor) -> PnPEngine:
         config = dataclasses.replace(self.config, plan=member.plan)
         is_copy = member is not self.scheduler
-        if config.noise == "generator":
-            noise = {"generator": self.generator}
-        else:
-            seed = self.seed if self.seed is not None else philox_seed(self.generator)
-            if is_copy:
-                copy_index = [m for m in self.members if m is not self.scheduler].index(member) + 1
-                seed = [(s + copy_index * COPY_SEED_OFFSET) % 2**64 for s in sample_seeds(seed, z.shape[0])]
-            noise = {"seed": seed}
+        noise = engine_noise(config, self.seed, self.generator)
+        if is_copy and "seed" in noise:
+            copy_index = [m for m in self.members if m is not self.scheduler].index(member) + 1
+            noise["seed"] = [(s + copy_index * COPY_SEED_OFFSET) % 2**64 for s in sample_seeds(noise["seed"], z.shape[0])]
         pinned = 0 if is_copy else self.num_pinned_frames
         return PnPEngine(config, member.grid, z, num_pinned_frames=pinned, **noise)
 

@@ -26,7 +26,7 @@ from diffusers.pipelines.wan.pipeline_output import WanPipelineOutput
 from ..published import WAN21_I2V, WAN21_T2V, WAN22_I2V, WAN22_T2V, Defaults
 from ..compat import is_compiled, is_context_parallel, is_from_pipe_dtype_cast, set_call_state
 from ..config import PnPConfig
-from ..diffusers.session import philox_seed
+from ..diffusers.session import check_seed_noise, engine_noise
 from ..engine import IterationEvent, PnPEngine, PnPStats
 from ..sampler import Guided, PnPResult
 from ..validators import check_bool, check_callable, check_int, check_real
@@ -172,8 +172,7 @@ class PnPPipelineMixin:
         check_bool("compile", compile)
         check_bool("capture_uncertainty", capture_uncertainty)
         check_callable("pnp_callback", pnp_callback)
-        if pnp_seed is not None and pnp.noise != "philox":
-            raise ValueError(f"pnp_seed={pnp_seed!r} is only used with PnPConfig(noise='philox'), got noise={pnp.noise!r}")
+        check_seed_noise("pnp_seed", pnp_seed, pnp)
         return pnp
 
     def _video_size(self, height: int, width: int, num_frames: int) -> tuple[int, int, int]:
@@ -313,10 +312,7 @@ class PnPPipelineMixin:
         step_end = None
         if a.callback_on_step_end is not None:
             step_end = _StepEndCallback(self, a.callback_on_step_end, tensor_inputs, denoiser, timesteps)
-        if pnp.noise == "philox":
-            noise = {"seed": philox_seed(a.generator) if a.pnp_seed is None else a.pnp_seed}
-        else:
-            noise = {"generator": a.generator}
+        noise = engine_noise(pnp, a.pnp_seed, a.generator)
 
         with self.progress_bar(total=num_steps + pnp.plan.extra_nfe(num_steps)) as bar:
 
