@@ -15,7 +15,7 @@ from pathlib import Path
 from ..config import RefinePlan
 from ..validators import check_int
 from .args import DEFAULT_DEMO_FOLDER, given_options
-from .errors import RunError, UsageError
+from .errors import RunError, UsageError, usage_errors
 from .outputs import StagedFiles, check_output_folder, existing_ancestor
 from .settings import MAX_SEED
 
@@ -34,12 +34,10 @@ def _check_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     if ignored:
         raise UsageError(f"--demo {args.demo} does not use {', '.join(map(_flag, ignored))}; it takes "
                          f"{', '.join(map(_flag, honoured + ALWAYS[1:]))}")
-    try:
+    with usage_errors():
         check_int("--seed", args.seed, low=0, high=MAX_SEED)
         if args.steps is not None:
             check_int("--steps", args.steps, low=1)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
     if args.plan is not None:
         try:
             plan = RefinePlan.parse(args.plan)

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import signal
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 
 class CommandError(Exception):
@@ -17,6 +18,16 @@ class UsageError(CommandError):
     """A bad argument, model folder, image or output path: exit status 2, found before any model loads."""
 
     exit_status = 2
+
+
+@contextmanager
+def usage_errors() -> Iterator[None]:
+    """The TypeError / ValueError of a shared validator (pnp_kernels.validators, called with the flag as
+    the argument's name) as a one-line UsageError."""
+    try:
+        yield
+    except (TypeError, ValueError) as error:
+        raise UsageError(str(error)) from None
 
 
 class RunError(CommandError):

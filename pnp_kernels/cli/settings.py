@@ -11,7 +11,7 @@ from typing import Sequence
 from ..config import P_NORMS, PnPConfig, RefinePlan
 from ..validators import check_choice, check_int, check_real
 from .args import DTYPES
-from .errors import UsageError
+from .errors import UsageError, usage_errors
 from .models import ModelInfo, detect_model
 from .outputs import check_not_overwriting, check_output_folder, output_paths
 
@@ -185,7 +185,7 @@ def resolve_settings(args: argparse.Namespace) -> tuple[Settings, object]:
         value = getattr(args, name)
         return getattr(defaults, name) if value is None else value
 
-    try:
+    with usage_errors():
         steps = check_int("--steps", pick("steps"), low=1)
         guidance = check_real("--guidance", pick("guidance"), low=0.0)
         height, width = pick("height"), pick("width")
@@ -198,8 +198,6 @@ def resolve_settings(args: argparse.Namespace) -> tuple[Settings, object]:
         guidance_2 = args.guidance_2
         if kind.two_experts:
             guidance_2 = check_real("--guidance-2", pick("guidance_2"), low=0.0)
-    except (TypeError, ValueError) as error:
-        raise UsageError(str(error)) from None
     if guidance_2 is not None and not kind.two_experts:
         raise UsageError(f"--guidance-2 is for two-expert (A14B) models; {info.folder} is a {kind.description}")
     for flag, value in (("--height", height), ("--width", width)):

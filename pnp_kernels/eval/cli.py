@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Sequence
 
 from ..cli.args import DTYPES, CommandParser, add_sampling_arguments  # pnp-sample's (imports no torch)
-from ..cli.errors import UsageError  # a bad argument or output folder: one line, exit status 2
+from ..cli.errors import UsageError, usage_errors  # a bad argument or output folder: one line, exit status 2
 from ..cli.outputs import check_output_folder
+from ..cli.settings import MAX_SEED
 from ..config import BACKENDS, NOISE_MODES, P_NORMS
 from ..validators import check_int
 
 PROG = "pnp-eval"
 DEMO = "demo"
-MAX_SEED = 2**63 - 1
 MAX_SETTINGS = 12  # a grid larger than this is almost surely a mistake (each setting is a full run per sample)
 DEFAULT_SEEDS = 8
 
@@ -112,18 +112,12 @@ def _seeds(args) -> list[int]:
             raise UsageError(f"--seed-list {args.seed_list!r} repeats a seed")
     else:
         count = DEFAULT_SEEDS if args.seeds is None else args.seeds
-        seeds = list(range(_checked("--seeds", check_int, count, low=1)))
-    for seed in seeds:
-        _checked("--seed-list", check_int, seed, low=0, high=MAX_SEED)
+        with usage_errors():
+            seeds = list(range(check_int("--seeds", count, low=1)))
+    with usage_errors():
+        for seed in seeds:
+            check_int("--seed-list", seed, low=0, high=MAX_SEED)
     return seeds
-
-
-def _checked(flag: str, check, value, **bounds):
-    """A shared validator's check, its error turned into a usage error naming the flag."""
-    try:
-        return check(flag, value, **bounds)
-    except (TypeError, ValueError) as error:
-        raise UsageError(str(error)) from None
 
 
 def _prompts(args) -> list[str]:
@@ -177,7 +171,8 @@ def _demo_settings(args, grid):
     for name in WAN_ONLY + ("negative_prompt",):
         if getattr(args, name) not in (None, "", False):
             raise UsageError(f"--{name.replace('_', '-')} does not apply to --model {DEMO}")
-    steps = None if args.steps is None else _checked("--steps", check_int, args.steps, low=1)
+    with usage_errors():
+        steps = None if args.steps is None else check_int("--steps", args.steps, low=1)
     configs = []
     try:
         steps, defaults = demo_defaults(steps)
