@@ -27,6 +27,7 @@ from ..published import WAN21_I2V, WAN21_T2V, WAN22_I2V, WAN22_T2V, Defaults
 from ..compat import is_compiled, is_context_parallel, is_from_pipe_dtype_cast, set_call_state
 from ..config import PnPConfig
 from ..diffusers.session import check_seed_noise, engine_noise
+from ..diffusers.support import denoisers
 from ..engine import IterationEvent, PnPEngine, PnPStats
 from ..sampler import Guided, PnPResult
 from ..validators import check_bool, check_callable, check_int, check_real
@@ -187,7 +188,7 @@ class PnPPipelineMixin:
         return height // multiple_h * multiple_h, width // multiple_w * multiple_w, max(num_frames, 1)
 
     def _experts_models(self) -> list:
-        models = [m for m in (self.transformer, self.transformer_2) if m is not None]
+        models = [model for _, model in denoisers(self)]
         if not models:
             raise ValueError("the pipeline has neither transformer nor transformer_2")
         return models
@@ -238,11 +239,6 @@ class PnPPipelineMixin:
             guidance_scale_2 = check_real("guidance_scale_2", guidance_scale_2)
         return guidance_scale, guidance_scale_2
 
-    def _set_call_state(self, guidance_scale, guidance_scale_2, attention_kwargs):
-        """The attributes diffusers' properties (guidance_scale, ...) and callbacks read."""
-        set_call_state(self, guidance_scale=guidance_scale, guidance_scale_2=guidance_scale_2,
-                       attention_kwargs=attention_kwargs, current_timestep=None, interrupt=False)
-
     # ---- the run ---------------------------------------------------------------------------------
 
     def _choose_attention(self, attention: str) -> AttentionChoice:
@@ -274,7 +270,9 @@ class PnPPipelineMixin:
         if negative_prompt is None and a.negative_prompt_embeds is None and a.prompt is not None:
             negative_prompt = defaults.negative_prompt
         a.height, a.width, a.num_frames = self._video_size(a.height, a.width, a.num_frames)
-        self._set_call_state(a.guidance_scale, a.guidance_scale_2, a.attention_kwargs)
+        # What diffusers' properties (guidance_scale, ...) and callbacks read.
+        set_call_state(self, guidance_scale=a.guidance_scale, guidance_scale_2=a.guidance_scale_2,
+                       attention_kwargs=a.attention_kwargs, current_timestep=None, interrupt=False)
         device = self._execution_device
         videos_per_prompt = a.num_videos_per_prompt or 1
         batch = self._prompt_batch(a.prompt, a.prompt_embeds) * videos_per_prompt
