@@ -8,7 +8,7 @@ Heavy imports (imageio, PIL, matplotlib) happen inside the functions that need t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -248,3 +248,23 @@ def uncertainty_grid(frames: np.ndarray, maps: Sequence[dict], tau: float, path:
     plt.close(figure)
     return Path(path)
 
+
+def write_comparison(frames: np.ndarray, fps: int, path_for: Callable[[str], Path], *,
+                     baseline: np.ndarray | None = None, labels: Sequence[str] = ("baseline", "P&P"),
+                     maps: Sequence[dict] | None = None, tau: float = 0.0, chunk_frames: int = 16) -> list[str]:
+    """Write one sampled clip and what compares it, each file to ``path_for(name)``: "video" (the clip);
+    with ``baseline`` frames, "baseline" and "side_by_side" (labelled ``labels``); with uncertainty
+    ``maps``, "uncertainty_video" and "uncertainty_grid". Returns the names written, in that order."""
+    export_video(frames, path_for("video"), fps)
+    written = ["video"]
+    if baseline is not None:
+        export_video(baseline, path_for("baseline"), fps)
+        chunks = (side_by_side(baseline[i : i + chunk_frames], frames[i : i + chunk_frames], labels)
+                  for i in range(0, len(frames), chunk_frames))
+        stream_video(chunks, path_for("side_by_side"), fps)
+        written += ["baseline", "side_by_side"]
+    if maps is not None:
+        stream_video(uncertainty_segments(frames, maps, tau, chunk_frames), path_for("uncertainty_video"), fps)
+        uncertainty_grid(frames, maps, tau, path_for("uncertainty_grid"))
+        written += ["uncertainty_video", "uncertainty_grid"]
+    return written

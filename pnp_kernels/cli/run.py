@@ -106,21 +106,12 @@ def _write(settings: Settings, frames, baseline_frames, maps, labels, staged: St
     """Write every video and picture under staged names; returns {name: final path}."""
     from .. import video
 
-    paths, fps, written = settings.outputs, settings.fps, {}
-    video.export_video(frames, staged.path_for(paths["video"]), fps)
-    written["video"] = paths["video"]
-    if baseline_frames is not None:
-        video.export_video(baseline_frames, staged.path_for(paths["baseline"]), fps)
-        chunks = (video.side_by_side(baseline_frames[i : i + CHUNK_FRAMES], frames[i : i + CHUNK_FRAMES], labels)
-                  for i in range(0, len(frames), CHUNK_FRAMES))
-        video.stream_video(chunks, staged.path_for(paths["side_by_side"]), fps)
-        written.update(baseline=paths["baseline"], side_by_side=paths["side_by_side"])
-    if settings.save_uncertainty:
-        video.stream_video(video.uncertainty_segments(frames, maps, settings.pnp.tau),
-                           staged.path_for(paths["uncertainty_video"]), fps)
-        video.uncertainty_grid(frames, maps, settings.pnp.tau, staged.path_for(paths["uncertainty_grid"]))
-        written.update(uncertainty_video=paths["uncertainty_video"], uncertainty_grid=paths["uncertainty_grid"])
-    return written
+    paths = settings.outputs
+    names = video.write_comparison(
+        frames, settings.fps, lambda name: staged.path_for(paths[name]), baseline=baseline_frames, labels=labels,
+        maps=maps if settings.save_uncertainty else None, tau=settings.pnp.tau, chunk_frames=CHUNK_FRAMES,
+    )
+    return {name: paths[name] for name in names}
 
 
 def run(settings: Settings, image, argv: Sequence[str], ranks: Ranks | None = None) -> dict | None:

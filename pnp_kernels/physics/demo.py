@@ -21,7 +21,7 @@ import torch
 
 from .. import PnPConfig, RefinePlan
 from ..validators import check_bool, check_int
-from ..video import export_video, side_by_side, stream_video, uncertainty_grid, uncertainty_segments
+from ..video import write_comparison
 from .generate import DEFAULT_STEPS, GeneratedClips, generate, sigma_grid
 from .metrics import METRIC_NAMES, batch_metrics
 from .model import SHIPPED_WEIGHTS
@@ -30,8 +30,10 @@ GRID_ROWS, GRID_COLUMNS = 2, 4
 UPSCALE = 6  # 16 px -> 96 px per clip
 FPS = 6
 DEMO_TAU = 0.25
-FILES = ("demo.mp4", "demo_baseline.mp4", "demo_side_by_side.mp4", "demo_uncertainty.mp4",
-         "demo_uncertainty.png", "demo.json")
+# video.write_comparison's files under the names pnp-sample gives them for --out demo.mp4.
+VIDEO_FILES = {"video": "demo.mp4", "baseline": "demo_baseline.mp4", "side_by_side": "demo_side_by_side.mp4",
+               "uncertainty_video": "demo_uncertainty.mp4", "uncertainty_grid": "demo_uncertainty.png"}
+FILES = (*VIDEO_FILES.values(), "demo.json")
 
 
 def default_plan(num_steps: int) -> RefinePlan:
@@ -116,13 +118,9 @@ def _write_files(folder: Path, baseline: GeneratedClips, refined: GeneratedClips
                  record: dict) -> None:
     euler_frames = tile(baseline.frames).astype(np.float32) / 255.0
     pnp_frames = tile(refined.frames).astype(np.float32) / 255.0
-    export_video(pnp_frames, folder / "demo.mp4", FPS)
-    export_video(euler_frames, folder / "demo_baseline.mp4", FPS)
     labels = (f"Euler, {record['euler']['nfe']} calls", f"P&P {record['plan']}, {record['pnp']['nfe']} calls")
-    export_video(side_by_side(euler_frames, pnp_frames, labels), folder / "demo_side_by_side.mp4", FPS)
-    maps = tiled_maps(refined.stats.uncertainty_maps)
-    stream_video(uncertainty_segments(pnp_frames, maps, config.tau), folder / "demo_uncertainty.mp4", FPS)
-    uncertainty_grid(pnp_frames, maps, config.tau, folder / "demo_uncertainty.png")
+    write_comparison(pnp_frames, FPS, lambda name: folder / VIDEO_FILES[name], baseline=euler_frames, labels=labels,
+                     maps=tiled_maps(refined.stats.uncertainty_maps), tau=config.tau)
     (folder / "demo.json").write_text(json.dumps(record, indent=1) + "\n")
 
 

@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from pnp_kernels import video
 from pnp_kernels.physics import demo
 
 
@@ -22,7 +23,7 @@ def test_nothing_is_written_when_a_writer_fails(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(demo, "uncertainty_grid", broken)  # the last picture: the others are written
+    monkeypatch.setattr(video, "uncertainty_grid", broken)  # the last picture: the others are written
     with pytest.raises(OSError, match="disk full"):
         demo.run_demo(tmp_path / "out", steps=4, plan="1:1", progress=False)
     assert list(tmp_path.iterdir()) == []
