@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 from diffusers.pipelines.wan.pipeline_output import WanPipelineOutput
 
-from ..published import WAN21_I2V, WAN21_T2V, WAN22_I2V, WAN22_T2V, Defaults
+from ..published import Defaults
 from ..compat import is_compiled, is_context_parallel, is_from_pipe_dtype_cast, set_call_state
 from ..config import PnPConfig
 from ..diffusers.session import check_seed_noise, engine_noise
@@ -135,7 +135,8 @@ class PnPPipelineMixin:
     Each pipeline provides ``_check_call`` (diffusers' input checks) and ``_prepare`` (timesteps, latents,
     conditioning)."""
 
-    _image_to_video = False  # which published defaults apply
+    # The authors' published settings for this pipeline: (one model, two experts); set by each pipeline.
+    _published: tuple[Defaults, Defaults]
 
     @classmethod
     def from_pipe(cls, pipeline, **kwargs):
@@ -158,10 +159,8 @@ class PnPPipelineMixin:
 
     def _published_defaults(self) -> Defaults:
         """The authors' published settings for this pipeline and model (see the module docstring)."""
-        two_experts = self.config.boundary_ratio is not None
-        if self._image_to_video:
-            return WAN22_I2V if two_experts else WAN21_I2V
-        return WAN22_T2V if two_experts else WAN21_T2V
+        one_model, two_experts = self._published
+        return two_experts if self.config.boundary_ratio is not None else one_model
 
     def _check_pnp_arguments(self, pnp, pnp_seed, cfg_batch, compile, capture_uncertainty, pnp_callback) -> PnPConfig:
         if pnp is None:

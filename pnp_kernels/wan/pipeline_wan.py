@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from diffusers import WanPipeline
 
+from ..published import WAN21_T2V, WAN22_T2V
 from .denoiser import WanConditioning
 from .pipeline_mixin import PnPPipelineMixin, pnp_call
 
@@ -37,7 +38,7 @@ class WanPnPPipeline(PnPPipelineMixin, WanPipeline):
     ``(frames, pnp_stats)``.
     """
 
-    _image_to_video = False
+    _published = (WAN21_T2V, WAN22_T2V)
 
     __call__ = pnp_call(WanPipeline)
 

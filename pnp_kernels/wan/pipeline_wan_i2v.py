@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from diffusers import WanImageToVideoPipeline
 
+from ..published import WAN21_I2V, WAN22_I2V
 from .denoiser import WanConditioning
 from .pipeline_mixin import PnPPipelineMixin, pnp_call
 
@@ -22,7 +23,7 @@ class WanImageToVideoPnPPipeline(PnPPipelineMixin, WanImageToVideoPipeline):
     1-5:3,6-13:1, guidance 3.5 for both experts; negative prompt "low quality" for text prompts.
     """
 
-    _image_to_video = True
+    _published = (WAN21_I2V, WAN22_I2V)
 
     __call__ = pnp_call(WanImageToVideoPipeline)
 
