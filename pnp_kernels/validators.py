@@ -26,7 +26,8 @@ def check_bool(name: str, value: Any) -> bool:
 
 def check_int(name: str, value: Any, low: int | None = None, high: int | None = None) -> int:
     """An integer (not a bool or a tensor) in ``[low, high]``."""
-    if _is_bool_like(value) or not isinstance(value, numbers.Integral):
+    # A plain int skips the ABC check: these run on every op call.
+    if type(value) is not int and (_is_bool_like(value) or not isinstance(value, numbers.Integral)):
         raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
     value = int(value)
     if low is not None and value < low:
@@ -45,12 +46,16 @@ def check_real(
     low_open: bool = False,
 ) -> float:
     """A finite real number (not a bool or a tensor) in ``[low, high]`` (``(low, high]`` with low_open)."""
-    if _is_bool_like(value) or not isinstance(value, numbers.Real):
+    if type(value) is float:  # the common case, without the ABC check: these run on every op call
+        as_float = value
+    elif _is_bool_like(value) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
-    try:
-        as_float = float(value)
-    except OverflowError:  # e.g. 10**400: an int too large for a float
-        raise ValueError(f"{name} must be a finite number, got an integer with {len(str(value))} digits") from None
+    else:
+        try:
+            as_float = float(value)
+        except OverflowError:  # e.g. 10**400: an int too large for a float
+            digits = len(str(value))
+            raise ValueError(f"{name} must be a finite number, got an integer with {digits} digits") from None
     if not math.isfinite(as_float):
         raise ValueError(f"{name} must be finite, got {as_float!r}")
     if low is not None and (as_float <= low if low_open else as_float < low):

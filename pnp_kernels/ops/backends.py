@@ -19,8 +19,8 @@ import math
 import torch
 
 from ..config import BACKENDS as BACKEND_NAMES
-from .cuda_backend import CudaBackend
-from .inputs import PnPUpdateInputs, reference_only_reasons
+from .cuda_backend import MAX_BATCH, MAX_CHANNELS, CudaBackend
+from .inputs import PnPUpdateInputs, kernel_limit_reasons
 from .outputs import TENSOR_FIELDS, PnPUpdateOutput
 from .reference import reference_update
 
@@ -53,25 +53,19 @@ class TritonBackend:
 
     name = "triton"
     auto_devices = ("cuda",)  # the CPU interpreter is for tests, far slower than the reference
-    MAX_CHANNELS = 64  # all channels of a position stay in one program's registers
-    MAX_BATCH = 65535  # the sample is the second grid axis
 
     def not_supported_reasons(self, inputs: PnPUpdateInputs) -> list[str]:
-        reasons = []
+        # The CUDA kernel's limits: the Triton kernel keeps a position's channels in one program too.
+        reasons = kernel_limit_reasons(inputs, MAX_CHANNELS, MAX_BATCH)
         z = inputs.z
-        if z.device.type != "cuda" and not _triton_interpreter_on():
+        if not z.is_cuda and not _triton_interpreter_on():
             reasons.append(
                 f"needs CUDA tensors, got {z.device.type} tensors (on the CPU it runs only in Triton's "
                 "interpreter: set TRITON_INTERPRET=1 before triton is imported)"
             )
-        if not 1 <= inputs.channels <= self.MAX_CHANNELS:
-            reasons.append(f"handles 1 to {self.MAX_CHANNELS} channels, got C={inputs.channels}")
-        if inputs.batch > self.MAX_BATCH:
-            reasons.append(f"handles at most {self.MAX_BATCH} samples per launch, got B={inputs.batch}")
         per_sample = math.prod(z.shape[1:])
         if per_sample >= 2**31:
             reasons.append(f"indexes a sample with int32, got {per_sample} elements per sample")
-        reasons += reference_only_reasons(inputs)
         load_error = _triton_load_error()
         if load_error:
             reasons.append(load_error)

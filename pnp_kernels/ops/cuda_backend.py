@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .inputs import PnPUpdateInputs, contiguous_or_none, reference_only_reasons
+from .inputs import PnPUpdateInputs, contiguous_or_none, kernel_limit_reasons
 from .outputs import PnPUpdateOutput, contiguous_buffers, copy_back, write_certain_fraction
 
 logger = logging.getLogger("pnp_kernels")
@@ -116,15 +116,9 @@ class CudaBackend:
     auto_devices = None
 
     def not_supported_reasons(self, inputs: PnPUpdateInputs) -> list[str]:
-        reasons = []
         z = inputs.z
-        if not z.is_cuda:
-            reasons.append(f"z is on {z.device}, not a CUDA device")
-        if not 1 <= inputs.channels <= MAX_CHANNELS:
-            reasons.append(f"z has {inputs.channels} channels; one thread keeps 1 to {MAX_CHANNELS} in registers")
-        if inputs.batch > MAX_BATCH:
-            reasons.append(f"z has {inputs.batch} samples, more than the {MAX_BATCH} of one launch")
-        reasons += reference_only_reasons(inputs)
+        reasons = [] if z.is_cuda else [f"z is on {z.device}, not a CUDA device"]
+        reasons += kernel_limit_reasons(inputs, MAX_CHANNELS, MAX_BATCH)
         if not reasons:  # only a CUDA call may load or compile the extension
             error = extension_error()
             if error is not None:

@@ -18,7 +18,7 @@ FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 P_NORMS = (1, 2)
 
 
-@dataclass(frozen=True, eq=False)  # identity, not field-wise comparison of tensors
+@dataclass(frozen=True, eq=False, slots=True)  # identity, not field-wise comparison of tensors
 class PnPUpdateInputs:
     """One Predict-and-Perturb iteration's inputs; construction raises TypeError/ValueError naming a bad one.
 
@@ -55,51 +55,53 @@ class PnPUpdateInputs:
     round_products_to: torch.dtype | None = None
 
     def __post_init__(self):
-        _check_tensor("z", self.z, None, (torch.float32,))
         z = self.z
-        _check_tensor("v", self.v, z, FLOAT_DTYPES)
+        _check_tensor("z", z, (torch.float32,))
+        if z.dim() != 5:
+            raise ValueError(f"z must have shape (B, C, F, H, W), got {tuple(z.shape)}")
+        latent, device = z.shape, z.device
+        _check_tensor("v", self.v, FLOAT_DTYPES, latent, device)
         if self.v_uncond is not None:
-            _check_tensor("v_uncond", self.v_uncond, z, FLOAT_DTYPES)
+            _check_tensor("v_uncond", self.v_uncond, FLOAT_DTYPES, latent, device)
         # The ranges PnPConfig accepts: finite numbers, tau >= 0, 1 >= sigma >= sigma_next >= 0.
         sigma = check_real("sigma", self.sigma, 0.0, 1.0)
         sigma_next = check_real("sigma_next", self.sigma_next, 0.0, 1.0)
         if sigma_next > sigma:
             raise ValueError(f"sigma_next must be <= sigma (sampling goes towards 0), got {sigma_next} > {sigma}")
-        scalars = dict(
-            sigma=sigma, sigma_next=sigma_next,
-            guidance_scale=check_real("guidance_scale", self.guidance_scale),
-            tau=check_real("tau", self.tau, low=0.0),
-            p_norm=check_choice("p_norm", self.p_norm, P_NORMS),
-            num_pinned_frames=check_int("num_pinned_frames", self.num_pinned_frames, 0, z.shape[2] - 1),
-        )
-        for name, value in scalars.items():
-            object.__setattr__(self, name, value)
-        for name in ("return_uncertainty", "store_state"):
-            check_bool(name, getattr(self, name))
+        set_field = object.__setattr__  # frozen: normalised values are stored once, here
+        set_field(self, "sigma", sigma)
+        set_field(self, "sigma_next", sigma_next)
+        set_field(self, "guidance_scale", check_real("guidance_scale", self.guidance_scale))
+        set_field(self, "tau", check_real("tau", self.tau, low=0.0))
+        set_field(self, "p_norm", check_choice("p_norm", self.p_norm, P_NORMS))
+        pinned = check_int("num_pinned_frames", self.num_pinned_frames, 0, z.shape[2] - 1)
+        set_field(self, "num_pinned_frames", pinned)
+        check_bool("return_uncertainty", self.return_uncertainty)
+        check_bool("store_state", self.store_state)
         if self.round_products_to is not None and self.round_products_to not in FLOAT_DTYPES:
             raise ValueError(
                 f"round_products_to must be None or one of {[str(d) for d in FLOAT_DTYPES]}, got {self.round_products_to!r}"
             )
-        self._check_previous_iteration()
+        self._check_previous_iteration(latent, device)
         if isinstance(self.noise, PhiloxNoise):
             if len(self.noise.seeds) != z.shape[0]:
                 raise ValueError(f"philox noise has {len(self.noise.seeds)} seeds for a batch of {z.shape[0]}")
         elif self.noise is not None:
-            _check_tensor("noise", self.noise, z, FLOAT_DTYPES)
+            _check_tensor("noise", self.noise, FLOAT_DTYPES, latent, device)
 
-    def _check_previous_iteration(self) -> None:
-        z = self.z
+    def _check_previous_iteration(self, latent: torch.Size, device: torch.device) -> None:
         if (self.prev_x0 is None) != (self.prev_z_next is None):
             raise ValueError("prev_x0 and prev_z_next must be given together")
-        if self.prev_x0 is None and (self.prev_certain is not None or self.active is not None):
-            raise ValueError("prev_certain and active need a previous iteration (prev_x0, prev_z_next)")
-        if self.prev_x0 is not None:
-            _check_tensor("prev_x0", self.prev_x0, z, (torch.float32,))
-            _check_tensor("prev_z_next", self.prev_z_next, z, (torch.float32,))
+        if self.prev_x0 is None:
+            if self.prev_certain is not None or self.active is not None:
+                raise ValueError("prev_certain and active need a previous iteration (prev_x0, prev_z_next)")
+            return
+        _check_tensor("prev_x0", self.prev_x0, (torch.float32,), latent, device)
+        _check_tensor("prev_z_next", self.prev_z_next, (torch.float32,), latent, device)
         if self.prev_certain is not None:
-            _check_tensor("prev_certain", self.prev_certain, z, (torch.bool,), self.mask_shape)
+            _check_tensor("prev_certain", self.prev_certain, (torch.bool,), self.mask_shape, device)
         if self.active is not None:
-            _check_tensor("active", self.active, z, (torch.bool,), (self.batch,))
+            _check_tensor("active", self.active, (torch.bool,), (self.batch,), device)
 
     @property
     def batch(self) -> int:
@@ -132,20 +134,26 @@ class PnPUpdateInputs:
     def noise_tensor(self) -> torch.Tensor | None:
         return None if isinstance(self.noise, PhiloxNoise) else self.noise
 
-    def tensors(self) -> dict[str, torch.Tensor]:
-        """The given input tensors by name (for overlap checks and contiguous copies)."""
-        names = ("z", "v", "v_uncond", "prev_x0", "prev_z_next", "prev_certain", "active")
-        found = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
-        if self.noise_tensor is not None:
-            found["noise"] = self.noise_tensor
-        return found
+    def tensors(self) -> list[tuple[str, torch.Tensor]]:
+        """(name, tensor) of every input tensor given (for the overlap check of output buffers)."""
+        named = (("z", self.z), ("v", self.v), ("v_uncond", self.v_uncond), ("prev_x0", self.prev_x0),
+                 ("prev_z_next", self.prev_z_next), ("prev_certain", self.prev_certain), ("active", self.active),
+                 ("noise", self.noise_tensor))
+        return [(name, t) for name, t in named if t is not None]
 
 
-def reference_only_reasons(inputs: PnPUpdateInputs) -> list[str]:
-    """Why a kernel backend refuses these inputs whatever the device: options only the reference has."""
-    if inputs.round_products_to is None:
-        return []
-    return [f"round_products_to={inputs.round_products_to} is implemented by the torch backend only"]
+def kernel_limit_reasons(inputs: PnPUpdateInputs, max_channels: int, max_batch: int) -> list[str]:
+    """Why a kernel backend with these limits refuses the inputs whatever the device ([] = it does not)."""
+    reasons = []
+    batch, channels = inputs.z.shape[:2]
+    if not 1 <= channels <= max_channels:
+        reasons.append(f"handles 1 to {max_channels} channels, got C={channels} (a position's channels stay "
+                       "in registers)")
+    if batch > max_batch:
+        reasons.append(f"handles at most {max_batch} samples per launch, got B={batch} (the sample is a grid axis)")
+    if inputs.round_products_to is not None:
+        reasons.append(f"round_products_to={inputs.round_products_to} is implemented by the torch backend only")
+    return reasons
 
 
 def contiguous_or_none(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -153,18 +161,15 @@ def contiguous_or_none(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.contiguous()
 
 
-def _check_tensor(name: str, t, z: torch.Tensor | None, dtypes, shape=None) -> None:
-    """``t`` is a tensor of one of ``dtypes`` with ``shape`` (default: z's) on z's device."""
+def _check_tensor(name: str, t, dtypes, shape=None, device=None) -> None:
+    """``t`` is a tensor of one of ``dtypes``; with ``shape`` and ``device`` given, of that shape on that device."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.dtype not in dtypes:
         raise TypeError(f"{name} must have dtype in {[str(d) for d in dtypes]}, got {t.dtype}")
-    if z is None:
-        if t.dim() != 5:
-            raise ValueError(f"{name} must have shape (B, C, F, H, W), got {tuple(t.shape)}")
+    if shape is None:
         return
-    expected = tuple(z.shape) if shape is None else tuple(shape)
-    if tuple(t.shape) != expected:
-        raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {expected}")
-    if t.device != z.device:
-        raise ValueError(f"{name} is on {t.device} but z is on {z.device}")
+    if t.shape != shape:
+        raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(shape)}")
+    if t.device != device:
+        raise ValueError(f"{name} is on {t.device} but z is on {device}")

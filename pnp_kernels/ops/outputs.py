@@ -7,6 +7,7 @@ caller buffer is computed in a contiguous one and copied back (``contiguous_buff
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import torch
@@ -34,79 +35,84 @@ NO_BUFFERS = PnPUpdateOutput(None, None, None, None, None, None, None)
 TENSOR_FIELDS = PnPUpdateOutput._fields[:-1]
 
 
-def expected_layouts(inputs: PnPUpdateInputs) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-    """(shape, dtype) of every output these inputs produce; fields left out stay None."""
-    latent, mask, batch = tuple(inputs.z.shape), inputs.mask_shape, (inputs.batch,)
-    layouts = {"z_next": (latent, torch.float32), "certain_fraction": (batch, torch.float32),
-               "nonfinite": (batch, torch.int32)}
-    if inputs.store_state:
-        layouts.update(x0=(latent, torch.float32), certain=(mask, torch.bool))
-    if inputs.noise is not None:
-        layouts["z_perturbed"] = (latent, torch.float32)
-    if inputs.return_uncertainty:
-        layouts["uncertainty"] = (mask, torch.float32)
-    return layouts
-
-
-def output_buffers(inputs: PnPUpdateInputs, out: PnPUpdateOutput | None) -> PnPUpdateOutput:
+def output_buffers(inputs: PnPUpdateInputs, out: PnPUpdateOutput | None, backend: str | None = None) -> PnPUpdateOutput:
     """The buffers an update writes: the caller's ``out`` fields where given (checked), new tensors elsewhere.
 
-    A given field the inputs do not produce (z_perturbed without noise, say) is left alone.
+    Fields the inputs do not produce are None (x0 and certain without store_state, z_perturbed
+    without noise, uncertainty unless asked for); a given buffer for one of them is left alone.
+    ``backend`` fills the result's ``backend`` field.
     """
     if out is None:
         out = NO_BUFFERS
     elif not isinstance(out, PnPUpdateOutput):
         raise TypeError(f"out must be a PnPUpdateOutput or None, got {type(out).__name__}")
-    device = inputs.z.device
-    buffers, given = {}, {}
-    for name, (shape, dtype) in expected_layouts(inputs).items():
-        t = getattr(out, name)
-        if t is None:
-            buffers[name] = torch.empty(shape, dtype=dtype, device=device)
-            continue
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"out.{name} must be a torch.Tensor or None, got {type(t).__name__}")
-        if tuple(t.shape) != shape or t.dtype != dtype or t.device != device:
-            raise ValueError(
-                f"out.{name} has shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}; "
-                f"expected {shape}, {dtype}, {device}"
-            )
-        buffers[name] = given[name] = t
+    z = inputs.z
+    latent, mask, batch, device = z.shape, inputs.mask_shape, (z.shape[0],), z.device
+    store, given = inputs.store_state, []
+    f32 = torch.float32
+    buffers = PnPUpdateOutput(
+        _buffer("x0", out.x0, latent, f32, device, given) if store else None,
+        _buffer("z_next", out.z_next, latent, f32, device, given),
+        _buffer("certain", out.certain, mask, torch.bool, device, given) if store else None,
+        _buffer("certain_fraction", out.certain_fraction, batch, f32, device, given),
+        _buffer("nonfinite", out.nonfinite, batch, torch.int32, device, given),
+        _buffer("z_perturbed", out.z_perturbed, latent, f32, device, given) if inputs.noise is not None else None,
+        _buffer("uncertainty", out.uncertainty, mask, f32, device, given) if inputs.return_uncertainty else None,
+        backend,
+    )
     if given and not torch.compiler.is_compiling():  # traced tensors have no addresses to compare
         _check_no_overlap(given, inputs.tensors())
-    return NO_BUFFERS._replace(**buffers)
+    return buffers
 
 
-def _byte_range(t: torch.Tensor) -> tuple[int, int] | None:
-    """[first, last) byte addresses ``t`` can touch (None when empty); strides are never negative in torch."""
-    start = t.data_ptr()
-    if t.is_contiguous():
-        return (start, start + t.nbytes) if t.nbytes else None
-    if t.numel() == 0:
-        return None
-    extent = 1 + sum((size - 1) * stride for size, stride in zip(t.shape, t.stride()))
-    return start, start + extent * t.element_size()
+def _buffer(name: str, t, shape, dtype: torch.dtype, device: torch.device, given: list) -> torch.Tensor:
+    """The caller's buffer ``t`` for output ``name`` once checked (recorded in ``given``), or a new one."""
+    if t is None:
+        return torch.empty(shape, dtype=dtype, device=device)
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"out.{name} must be a torch.Tensor or None, got {type(t).__name__}")
+    if t.shape != shape or t.dtype != dtype or t.device != device:
+        raise ValueError(
+            f"out.{name} has shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}; "
+            f"expected {tuple(shape)}, {dtype}, {device}"
+        )
+    given.append(("out." + name, t))
+    return t
 
 
-def _check_no_overlap(outputs: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]) -> None:
+def _byte_ranges(named: list[tuple[str, torch.Tensor]], is_output: bool) -> list[tuple[int, int, str, bool]]:
+    """(first, last + 1, name, is_output) byte addresses each non-empty tensor can touch."""
+    ranges = []
+    for name, t in named:
+        if t.is_contiguous():
+            size = t.nbytes
+        else:  # strides are never negative in torch
+            size = t.element_size() * (1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride()))) if t.numel() else 0
+        if size:
+            start = t.data_ptr()
+            ranges.append((start, start + size, name, is_output))
+    return ranges
+
+
+def _check_no_overlap(outputs: list[tuple[str, torch.Tensor]], inputs: list[tuple[str, torch.Tensor]]) -> None:
     """Raise ValueError when a caller's output buffer shares memory with another output or an input.
 
     An output aliasing an input would be overwritten while the kernel still reads it (out.x0 given as
-    prev_x0 or z_next, say); byte ranges are compared, so views of one buffer are caught too. One
-    sweep over the ranges sorted by start: an item overlaps an earlier one exactly when it starts
-    before the furthest end seen so far (of any item, or of an output when it is an input itself).
+    prev_x0 or z_next, say); byte ranges are compared, so views of one buffer are caught too. Inputs
+    may share memory with each other (v and v_uncond as halves of one batch, say). One sweep over the
+    ranges sorted by start: a range overlaps an earlier one exactly when it starts before the furthest
+    end seen so far (of any range when it is an output, of an output when it is an input).
     """
-    spans = [(r, f"out.{name}", True) for name, t in outputs.items() if (r := _byte_range(t)) is not None]
-    spans += [(r, name, False) for name, t in inputs.items() if (r := _byte_range(t)) is not None]
-    spans.sort()
-    reach = output_reach = (0, "")  # (furthest end so far, whose)
-    for (start, end), name, is_output in spans:
-        end_before, owner = reach if is_output else output_reach
-        if start < end_before:
-            raise ValueError(f"{name} shares memory with {owner}; pass separate buffers")
-        reach = max(reach, (end, name))
-        if is_output:
-            output_reach = max(output_reach, (end, name))
+    reach = output_reach = 0
+    reach_name = output_reach_name = ""
+    for start, end, name, is_output in sorted(_byte_ranges(outputs, True) + _byte_ranges(inputs, False)):
+        if start < (reach if is_output else output_reach):
+            raise ValueError(f"{name} shares memory with {reach_name if is_output else output_reach_name}; "
+                             "pass separate buffers")
+        if end > reach:
+            reach, reach_name = end, name
+        if is_output and end > output_reach:
+            output_reach, output_reach_name = end, name
 
 
 def contiguous_buffers(buffers: PnPUpdateOutput) -> PnPUpdateOutput:
@@ -128,4 +134,11 @@ def copy_back(written: PnPUpdateOutput, buffers: PnPUpdateOutput) -> None:
 
 def write_certain_fraction(buffers: PnPUpdateOutput, certain_count: torch.Tensor, inputs: PnPUpdateInputs) -> None:
     """certain_fraction from a kernel's per-sample int32 count of certain positions (count / free positions)."""
-    buffers.certain_fraction.copy_(certain_count).div_(max(inputs.num_free_positions, 1))
+    buffers.certain_fraction.copy_(certain_count).div_(_divisor(inputs.num_free_positions))
+
+
+@functools.lru_cache(maxsize=64)
+def _divisor(free_positions: int) -> torch.Tensor:
+    # A 0-dim float32 CPU tensor holding float32(n), n = max(free_positions, 1): what torch divides by
+    # when the reference divides a float32 tensor by the Python int n, at a third of the host time.
+    return torch.tensor(float(max(free_positions, 1)), dtype=torch.float32)

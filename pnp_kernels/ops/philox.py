@@ -77,11 +77,11 @@ class PhiloxNoise:
     def key_table(self, device) -> torch.Tensor:
         """(B, 2) int64 tensor of (k0, k1) per sample, for kernels. Cached per (seeds, device): building
         it anew each iteration would be a host-to-device copy, which synchronises on CUDA."""
-        return _key_table(self.seeds, str(torch.device(device)))
+        return _key_table(self.seeds, device if isinstance(device, torch.device) else torch.device(device))
 
 
 @functools.lru_cache(maxsize=32)
-def _key_table(seeds: tuple[int, ...], device: str) -> torch.Tensor:
+def _key_table(seeds: tuple[int, ...], device: torch.device) -> torch.Tensor:
     return torch.tensor(to_words(seeds), dtype=torch.int64, device=device).view(len(seeds), 2)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 
 from ..config import BACKENDS as BACKEND_NAMES
-from ..validators import check_choice
 from .backends import choose_backend
 from .custom_op import call_op
 from .inputs import PnPUpdateInputs
@@ -56,11 +55,12 @@ def pnp_update(
     inputs = PnPUpdateInputs(z, v, sigma, sigma_next, **options)
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a string, got {backend!r}")
-    check_choice("backend", backend, BACKEND_NAMES)
+    if backend not in BACKEND_NAMES:
+        raise ValueError(f"backend must be one of {BACKEND_NAMES}, got {backend!r}")
     chosen = choose_backend(backend, inputs)
-    outputs = output_buffers(inputs, out)
+    outputs = output_buffers(inputs, out, chosen.name)
     if torch.compiler.is_compiling():
         call_op(inputs, outputs, chosen.name)
     else:
         chosen.run(inputs, outputs)
-    return outputs._replace(backend=chosen.name)
+    return outputs

@@ -156,7 +156,7 @@ def _pnp_update_kernel(
         certain = certain & free
         if HAS_ACTIVE:
             # An inactive sample left the step: keep every previous value, discard this prediction.
-            keep = tl.load(active_ptr + sample) == 0  # bool tensors arrive as uint8 views
+            keep = tl.load(active_ptr + sample) == 0  # Triton reads a bool tensor's bytes as int1
             if HAS_PREV_CERTAIN:
                 certain = tl.where(keep, prev_certain, certain)
             else:

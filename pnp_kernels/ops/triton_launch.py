@@ -7,12 +7,13 @@ buffer is computed in a contiguous one and copied back: correct, at the price of
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import triton
 
-from .inputs import PnPUpdateInputs, contiguous_or_none
+from .inputs import PnPUpdateInputs
 from .outputs import PnPUpdateOutput, contiguous_buffers, copy_back, write_certain_fraction
 from .philox import NORMALS_PER_CALL, PhiloxNoise
 from .triton_kernel import NOISE_NONE, NOISE_PHILOX, NOISE_TENSOR, _philox_normal_kernel, _pnp_update_kernel
@@ -49,16 +50,17 @@ def spatial_multiple(positions: int) -> int:
     return min(positions & -positions, MAX_SPATIAL_MULTIPLE)
 
 
-def _as_bytes(mask: torch.Tensor | None) -> torch.Tensor | None:
-    # The kernel reads and writes bool masks as bytes.
-    return None if mask is None else mask.view(torch.uint8)
+@functools.lru_cache(maxsize=64)
+def launch_shape(channels: int, spatial: int) -> tuple[int, int, int]:
+    """(channel chunk, spatial block, spatial multiple) for a latent: computed once per shape."""
+    return channel_chunk(channels), block_spatial(channels), spatial_multiple(spatial)
 
 
 def run_triton(inputs: PnPUpdateInputs, outputs: PnPUpdateOutput) -> None:
     """``reference_update(inputs)`` in one Triton kernel launch, written into ``outputs``."""
-    z = contiguous_or_none(inputs.z)
-    batch, channels = inputs.batch, inputs.channels
-    spatial = inputs.positions
+    z = inputs.z.contiguous()
+    batch, channels, frames, height, width = z.shape
+    spatial = frames * height * width
     written = contiguous_buffers(outputs)
     philox = inputs.philox
     if philox is not None:
@@ -67,33 +69,30 @@ def run_triton(inputs: PnPUpdateInputs, outputs: PnPUpdateOutput) -> None:
         philox_key, philox_step, philox_iteration = philox.key_table(z.device), philox.step, philox.iteration
     else:
         noise_mode = NOISE_NONE if inputs.noise is None else NOISE_TENSOR
-        noise_tensor, philox_key, philox_step, philox_iteration = contiguous_or_none(inputs.noise), None, 0, 0
+        noise_tensor, philox_key, philox_step, philox_iteration = inputs.noise, None, 0, 0
     # Counted with atomics: certain positions into a zeroed scratch, non-finite ones into the output.
-    certain_count = torch.zeros((batch,), dtype=torch.int32, device=z.device)
+    certain_count = torch.zeros_like(written.nonfinite)  # (B,) int32
     written.nonfinite.zero_()
 
-    def pointer(t: torch.Tensor | None) -> torch.Tensor:
-        return z if t is None else t  # any valid pointer where the constexpr flags switch a use off
+    def dense(t: torch.Tensor | None) -> torch.Tensor:
+        # Contiguous, as the kernel indexes densely; z stands in where the constexpr flags switch a use off.
+        return z if t is None else t.contiguous()
 
-    block = block_spatial(channels)
-    multiple = spatial_multiple(spatial)
+    chunk, block, multiple = launch_shape(channels, spatial)
     grid = (-(-spatial // block), batch)  # ceil division
     if batch * spatial > 0:  # an empty grid is no launch; the counts stay 0, as in the reference
         sigma = inputs.sigma
         _pnp_update_kernel[grid](
-            z, contiguous_or_none(inputs.v), pointer(contiguous_or_none(inputs.v_uncond)),
-            pointer(contiguous_or_none(inputs.prev_x0)), pointer(contiguous_or_none(inputs.prev_z_next)),
-            pointer(_as_bytes(contiguous_or_none(inputs.prev_certain))),
-            pointer(_as_bytes(contiguous_or_none(inputs.active))), pointer(noise_tensor), pointer(philox_key),
-            pointer(written.x0), written.z_next, pointer(_as_bytes(written.certain)),
-            pointer(written.z_perturbed), pointer(written.uncertainty), certain_count, written.nonfinite,
-            spatial // multiple, inputs.num_pinned_frames * z.shape[3] * z.shape[4],
+            z, dense(inputs.v), dense(inputs.v_uncond), dense(inputs.prev_x0), dense(inputs.prev_z_next),
+            dense(inputs.prev_certain), dense(inputs.active), dense(noise_tensor),
+            dense(philox_key), dense(written.x0), written.z_next, dense(written.certain),
+            dense(written.z_perturbed), dense(written.uncertainty), certain_count, written.nonfinite,
+            spatial // multiple, inputs.num_pinned_frames * height * width,
             # Scalars are formed in float64 on the host; Triton passes them as float32, as torch
             # rounds Python scalars for float32 tensors in the reference.
             sigma, inputs.sigma_next - sigma, 1.0 - sigma, inputs.guidance_scale, inputs.tau,
             philox_step, philox_iteration,
-            CHANNELS=channels, CHANNEL_CHUNK=channel_chunk(channels), BLOCK_SPATIAL=block,
-            SPATIAL_MULTIPLE=multiple,
+            CHANNELS=channels, CHANNEL_CHUNK=chunk, BLOCK_SPATIAL=block, SPATIAL_MULTIPLE=multiple,
             HAS_GUIDANCE=inputs.v_uncond is not None, HAS_PREV=inputs.prev_x0 is not None,
             HAS_PREV_CERTAIN=inputs.prev_certain is not None, HAS_ACTIVE=inputs.active is not None,
             NOISE_MODE=noise_mode.value, P_NORM=inputs.p_norm, WRITE_UNCERTAINTY=inputs.return_uncertainty,

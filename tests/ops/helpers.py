@@ -136,8 +136,8 @@ def compile_for_hopper(velocity_dtype: str, flags: dict) -> str:
                       WRITE_UNCERTAINTY=True, STORE_STATE=True)
     kernel = triton_kernel._pnp_update_kernel
     names = list(inspect.signature(kernel.fn).parameters)
-    pointer_types = {"v_ptr": velocity_dtype, "v_uncond_ptr": velocity_dtype, "prev_certain_ptr": "u8",
-                     "active_ptr": "u8", "certain_ptr": "u8", "philox_key_ptr": "i64", "certain_count_ptr": "i32",
+    pointer_types = {"v_ptr": velocity_dtype, "v_uncond_ptr": velocity_dtype, "prev_certain_ptr": "i1",
+                     "active_ptr": "i1", "certain_ptr": "i1", "philox_key_ptr": "i64", "certain_count_ptr": "i32",
                      "nonfinite_ptr": "i32"}
     floats = {"sigma", "dt", "one_minus_sigma", "guidance_scale", "tau"}
     constants = {**full_flags, **flags}

@@ -98,7 +98,7 @@ def test_cpu_tensors_are_refused_without_loading(monkeypatch):
     assert reasons == ["z is on cpu, not a CUDA device"]
     wide = torch.zeros(1, 65, 2, 3, 3)
     reasons = CudaBackend().not_supported_reasons(PnPUpdateInputs(wide, wide, 0.5, 0.4, v_uncond=wide))
-    assert len(reasons) == 2 and "65 channels" in reasons[1]
+    assert len(reasons) == 2 and "C=65" in reasons[1]
 
 
 def test_cuda_backend_refuses_explicit_request_on_cpu():
