@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping, NamedTuple, Sequence, Union
 
-from .validators import check_bool, check_choice, check_int, check_real
+from .validators import check_bool, check_choice, check_int, check_real, check_sigma_grid
 
 NOISE_MODES = ("generator", "philox")
 BACKENDS = ("auto", "triton", "cuda", "torch")
@@ -153,10 +153,7 @@ class RefinePlan:
         a sequence or a 1-D tensor). boundary_sigma: where a two-expert model switches from the
         high-noise expert (sigma >= boundary) to the low-noise one, for ``@high`` / ``@low`` entries.
         A step-index plan is checked against the run and returned as it is."""
-        values = sigmas.tolist() if hasattr(sigmas, "tolist") else sigmas
-        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) < 2:
-            raise ValueError(f"sigmas must hold N + 1 >= 2 values (a sequence or a 1-D tensor), got {sigmas!r}")
-        values = [check_real(f"sigmas[{i}]", s) for i, s in enumerate(values)]
+        values = check_sigma_grid(sigmas)
         num_steps = len(values) - 1
         self._check_fits(num_steps)
         if self.is_resolved:

@@ -27,7 +27,7 @@ from .config import PnPConfig
 from .ops.philox import PhiloxNoise, sample_seeds
 from .ops.pnp_update import pnp_update
 from .ops.outputs import PnPUpdateOutput
-from .validators import check_bool, check_callable, check_choice, check_int, check_real
+from .validators import check_bool, check_callable, check_choice, check_int, check_real, check_sigma_grid
 
 # Model calls that may pass without reading the NaN log back from the device. Refined iterations read it
 # with their one host read anyway; plain steps read it every this many calls, so a NaN is reported at
@@ -127,18 +127,8 @@ def check_sigmas(sigmas) -> list[float]:
     if isinstance(sigmas, torch.Tensor):
         if sigmas.dim() != 1:
             raise ValueError(f"sigmas must be 1-D, got shape {tuple(sigmas.shape)}")
-        values = sigmas.detach().double().tolist()
-    elif isinstance(sigmas, Sequence) and not isinstance(sigmas, (str, bytes)):
-        values = list(sigmas)
-    else:
-        raise TypeError(f"sigmas must be a 1-D tensor or a sequence of floats, got {type(sigmas).__name__}")
-    if len(values) < 2:
-        raise ValueError(f"sigmas must hold at least 2 values (N steps need N + 1), got {len(values)}")
-    values = [check_real(f"sigmas[{i}]", s, 0.0, 1.0) for i, s in enumerate(values)]
-    for i in range(len(values) - 1):
-        if values[i + 1] > values[i]:
-            raise ValueError(f"sigmas must be non-increasing, got sigmas[{i}]={values[i]} < sigmas[{i + 1}]={values[i + 1]}")
-    return values
+        sigmas = sigmas.detach().double()
+    return check_sigma_grid(sigmas)
 
 
 def _check_noise_source(config: PnPConfig, generator, seed, batch: int, device: torch.device):

@@ -80,3 +80,20 @@ def check_callable(name: str, value: Any, optional: bool = True) -> Any:
     if not callable(value):
         raise TypeError(f"{name} must be callable{' or None' if optional else ''}, got {value!r} ({type(value).__name__})")
     return value
+
+
+def check_sigma_grid(sigmas: Any) -> list[float]:
+    """A sampling run's noise levels: N + 1 >= 2 non-increasing values in [0, 1] (a sequence, or
+    anything with ``tolist()`` such as a 1-D tensor or array), as floats."""
+    values = sigmas.tolist() if hasattr(sigmas, "tolist") else sigmas
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise TypeError(f"sigmas must be a 1-D tensor or a sequence of floats, got {type(sigmas).__name__}")
+    if len(values) < 2:
+        raise ValueError(f"sigmas must hold at least 2 values (N steps need N + 1), got {len(values)}")
+    values = [check_real(f"sigmas[{i}]", s, 0.0, 1.0) for i, s in enumerate(values)]
+    for i in range(len(values) - 1):
+        if values[i + 1] > values[i]:
+            raise ValueError(
+                f"sigmas must be non-increasing, got sigmas[{i}]={values[i]} < sigmas[{i + 1}]={values[i + 1]}"
+            )
+    return values
