@@ -25,6 +25,7 @@ import datetime
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -183,10 +184,25 @@ def _install_wheels(env: dict, log_path: Path) -> list[str]:
     return [w.name for w in wheels]
 
 
+def cuda_toolkit_root(env: dict, fallback: Path = Path("/usr/local/cuda")) -> str | None:
+    """The CUDA toolkit to build against: that of the ``nvcc`` on PATH (through symlinks), else ``fallback``;
+    None when neither has the CUDA headers.
+
+    torch's extension builder, given no CUDA_HOME, takes the folder above the folder of nvcc as found,
+    which has no CUDA headers when nvcc is a link or a wrapper script (/usr/local/bin/nvcc calling
+    /usr/local/cuda-13.0/bin/nvcc).
+    """
+    nvcc = shutil.which("nvcc", path=env.get("PATH"))
+    candidates = ([Path(nvcc).resolve().parent.parent] if nvcc else []) + [fallback]
+    return next((str(root) for root in candidates if (root / "include" / "cuda_runtime.h").is_file()), None)
+
+
 def _base_env(run_dir: Path, dry_run: bool, on_cpu: bool) -> dict:
     env = dict(os.environ, PYTHONUNBUFFERED="1", TORCH_EXTENSIONS_DIR=EXTENSIONS_DIR,
                PNP_BENCH_RESULTS=str(run_dir / "results.jsonl"))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    if not (env.get("CUDA_HOME") or env.get("CUDA_PATH")) and (root := cuda_toolkit_root(env)):
+        env["CUDA_HOME"] = root  # the same for the build and every later load of the cached build
     if dry_run and on_cpu:
         env["TRITON_INTERPRET"] = "1"  # Triton kernels run in its interpreter
     return env

@@ -12,6 +12,26 @@ from bench import suite
 REPO = Path(__file__).resolve().parent.parent
 
 
+def test_cuda_toolkit_is_found_through_a_linked_nvcc(tmp_path):
+    toolkit, fallback = tmp_path / "cuda-13.0", tmp_path / "cuda"
+    (toolkit / "bin").mkdir(parents=True)
+    (toolkit / "include").mkdir()
+    (toolkit / "bin" / "nvcc").write_text("#!/bin/sh\n")
+    (toolkit / "bin" / "nvcc").chmod(0o755)
+    links = tmp_path / "local" / "bin"
+    links.mkdir(parents=True)
+    (links / "nvcc").symlink_to(toolkit / "bin" / "nvcc")
+    env = {"PATH": str(links)}
+    assert suite.cuda_toolkit_root(env, fallback) is None  # no headers anywhere: nothing to build against
+    (toolkit / "include" / "cuda_runtime.h").write_text("")
+    assert suite.cuda_toolkit_root(env, fallback) == str(toolkit.resolve())
+    # nvcc not on PATH (or a wrapper script whose folder has no headers): the fallback, when it has them
+    assert suite.cuda_toolkit_root({"PATH": str(tmp_path / "empty")}, fallback) is None
+    (fallback / "include").mkdir(parents=True)
+    (fallback / "include" / "cuda_runtime.h").write_text("")
+    assert suite.cuda_toolkit_root({"PATH": str(tmp_path / "empty")}, fallback) == str(fallback)
+
+
 def test_stage_budgets_fit_the_device_call():
     budgets = [stage.budget_s for stage in suite.STAGES]
     assert sum(budgets) + suite.MARGIN_S <= suite.LIMIT_S <= 8 * 60
