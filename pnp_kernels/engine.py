@@ -246,6 +246,19 @@ class _ModelTimer:
         return self.host_seconds
 
 
+def check_process_group(name: str, group):
+    """``group`` as the engine takes it: "auto", None, or a torch.distributed ProcessGroup."""
+    if isinstance(group, str):
+        return check_choice(name, group, ("auto",))
+    if group is None:
+        return None
+    import torch.distributed as dist
+
+    if not (dist.is_available() and isinstance(group, dist.ProcessGroup)):
+        raise TypeError(f"{name} must be 'auto', None or a torch.distributed ProcessGroup, got {group!r}")
+    return group
+
+
 class _RankAgreement:
     """Makes the ranks of a process group decide alike. In a sequence- or context-parallel run every rank
     holds the whole latents and calls the model together; if rounding made one rank stop a step early,
@@ -267,15 +280,13 @@ class _RankAgreement:
         every rank decides alone), or None when there is nobody to agree with."""
         import torch.distributed as dist
 
-        if isinstance(group, str):
-            check_choice("group", group, ("auto",))
+        check_process_group("group", group)
+        if group == "auto":
             if not (dist.is_available() and dist.is_initialized()):
                 return None
             group = dist.group.WORLD
         elif group is None:
             return None
-        elif not (dist.is_available() and isinstance(group, dist.ProcessGroup)):
-            raise TypeError(f"group must be 'auto', None or a torch.distributed ProcessGroup, got {group!r}")
         agreement = cls(group, device)
         return agreement if agreement.world_size > 1 else None
 
@@ -296,7 +307,8 @@ class _RankAgreement:
             raise ValueError(
                 f"the ranks of the process group start from different {what} (ranks {differing} differ from rank "
                 "0): in a sequence- or context-parallel run every rank must seed the same noise. For ranks that "
-                "sample different videos (data parallel), pass group=None"
+                "sample different videos (data parallel), pass group=None (enable_pnp(..., group=None); "
+                "pnp_group=None to the Wan P&P pipelines)"
             )
 
 

@@ -18,6 +18,7 @@ import functools
 
 from ..compat import hook_registry, set_component_keeping_config
 from ..config import PnPConfig
+from ..engine import check_process_group
 from ..validators import check_int
 from .hooks import HOOK_NAME, SkipIdleCallsHook
 from .session import PnPSession, check_seed_noise
@@ -58,7 +59,7 @@ def is_pnp_enabled(pipe) -> bool:
     return getattr(pipe, "_pnp_session", None) is not None
 
 
-def enable_pnp(pipe, config: PnPConfig | None = None, *, seed: int | list[int] | None = None):
+def enable_pnp(pipe, config: PnPConfig | None = None, *, seed: int | list[int] | None = None, group="auto"):
     """Run every later call of ``pipe`` with Predict-and-Perturb; returns ``pipe``.
 
     config: PnPConfig (None: ``PnPConfig()``, the published default plan). Plans by step index,
@@ -66,6 +67,9 @@ def enable_pnp(pipe, config: PnPConfig | None = None, *, seed: int | list[int] |
     expert boundary is known to the plan.
     seed: philox seed (noise="philox" only); default: the call's generator's ``initial_seed()``.
     With noise="generator" the perturbation noise is drawn from the generator passed to the call.
+    group: the torch.distributed ranks that sample each call together (context parallel), which agree
+    on early exits; "auto": the default group when torch.distributed runs; None when every rank samples
+    its own videos (data parallel). See docs/DISTRIBUTED.md.
 
     Raises ValueError naming why when the pipeline's loop cannot run P&P (see ``REFUSED`` and
     docs/DIFFUSERS.md).
@@ -78,6 +82,7 @@ def enable_pnp(pipe, config: PnPConfig | None = None, *, seed: int | list[int] |
     if not isinstance(config, PnPConfig):
         raise TypeError(f"config must be a PnPConfig or None, got {type(config).__name__}")
     check_seed_noise("seed", seed, config)
+    check_process_group("group", group)
     if seed is not None:
         for s in seed if isinstance(seed, (list, tuple)) else [seed]:
             check_int("seed", s, 0)
@@ -88,7 +93,7 @@ def enable_pnp(pipe, config: PnPConfig | None = None, *, seed: int | list[int] |
         raise ValueError(f"P&P cannot run: {reason}")
     warn_if_untested(pipe)
 
-    session = PnPSession(pipe, config, seed)
+    session = PnPSession(pipe, config, seed, group)
     for _, model in denoisers(pipe):
         hook = SkipIdleCallsHook(session)
         hook_registry(model).register_hook(hook, HOOK_NAME)

@@ -47,10 +47,11 @@ class PnPSession:
     """P&P state of one pipeline: the settings, the scheduler stand-in, and per call the schedulers
     in use (the pipeline's own and the copies its loop made), their engines and statistics."""
 
-    def __init__(self, pipe, config: PnPConfig, seed):
+    def __init__(self, pipe, config: PnPConfig, seed, group):
         self.pipe = pipe
         self.config = config
         self.seed = seed
+        self.group = group
         self.original_class = type(pipe)
         self.original_scheduler = pipe.scheduler
         self.scheduler = PnPScheduler(pipe.scheduler, self)
@@ -102,7 +103,7 @@ class PnPSession:
             copy_index = [m for m in self.members if m is not self.scheduler].index(member) + 1
             noise["seed"] = [(s + copy_index * COPY_SEED_OFFSET) % 2**64 for s in sample_seeds(noise["seed"], z.shape[0])]
         pinned = 0 if is_copy else self.num_pinned_frames
-        return PnPEngine(config, member.grid, z, num_pinned_frames=pinned, **noise)
+        return PnPEngine(config, member.grid, z, num_pinned_frames=pinned, group=self.group, **noise)
 
     def finished(self, member: PnPScheduler) -> None:
         self.stats[id(member)] = member.engine.finish()

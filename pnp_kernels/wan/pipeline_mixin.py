@@ -28,7 +28,7 @@ from ..compat import is_compiled, is_context_parallel, is_from_pipe_dtype_cast, 
 from ..config import PnPConfig
 from ..diffusers.session import check_seed_noise, engine_noise
 from ..diffusers.support import denoisers
-from ..engine import IterationEvent, PnPEngine, PnPStats
+from ..engine import IterationEvent, PnPEngine, PnPStats, check_process_group
 from ..sampler import Guided, PnPResult
 from ..validators import check_bool, check_callable, check_int, check_real
 from .attention import (
@@ -91,6 +91,7 @@ _PNP_PARAMETERS = [
     for name, default, annotation in (
         ("pnp", None, "PnPConfig | None"),
         ("pnp_seed", None, "int | list[int] | None"),
+        ("pnp_group", "auto", "str | torch.distributed.ProcessGroup | None"),
         ("cfg_batch", True, "bool"),
         ("attention", "auto", "str"),
         ("compile", False, "bool"),
@@ -162,17 +163,19 @@ class PnPPipelineMixin:
         one_model, two_experts = self._published
         return two_experts if self.config.boundary_ratio is not None else one_model
 
-    def _check_pnp_arguments(self, pnp, pnp_seed, cfg_batch, compile, capture_uncertainty, pnp_callback) -> PnPConfig:
+    def _check_pnp_arguments(self, a) -> PnPConfig:
+        pnp = a.pnp
         if pnp is None:
             defaults = self._published_defaults()
             pnp = PnPConfig(plan=defaults.plan, tau=defaults.tau)
         if not isinstance(pnp, PnPConfig):
             raise TypeError(f"pnp must be a PnPConfig or None, got {type(pnp).__name__}")
-        check_bool("cfg_batch", cfg_batch)
-        check_bool("compile", compile)
-        check_bool("capture_uncertainty", capture_uncertainty)
-        check_callable("pnp_callback", pnp_callback)
-        check_seed_noise("pnp_seed", pnp_seed, pnp)
+        check_bool("cfg_batch", a.cfg_batch)
+        check_bool("compile", a.compile)
+        check_bool("capture_uncertainty", a.capture_uncertainty)
+        check_callable("pnp_callback", a.pnp_callback)
+        check_seed_noise("pnp_seed", a.pnp_seed, pnp)
+        check_process_group("pnp_group", a.pnp_group)
         return pnp
 
     def _video_size(self, height: int, width: int, num_frames: int) -> tuple[int, int, int]:
@@ -262,7 +265,7 @@ class PnPPipelineMixin:
         tensor_inputs = getattr(a.callback_on_step_end, "tensor_inputs", a.callback_on_step_end_tensor_inputs)
         a.guidance_scale, a.guidance_scale_2 = self._guidance_scales(a.guidance_scale, a.guidance_scale_2)
         self._check_call(a, tensor_inputs)
-        pnp = self._check_pnp_arguments(a.pnp, a.pnp_seed, a.cfg_batch, a.compile, a.capture_uncertainty, a.pnp_callback)
+        pnp = self._check_pnp_arguments(a)
         defaults = self._published_defaults()
         steps = defaults.steps if a.num_inference_steps is None else a.num_inference_steps
         negative_prompt = a.negative_prompt
@@ -324,7 +327,8 @@ class PnPPipelineMixin:
                     a.pnp_callback(event)
 
             engine = PnPEngine(pnp, sigmas, latents, num_pinned_frames=conditioning.num_pinned_frames,
-                               capture_uncertainty=a.capture_uncertainty, callback=on_model_call, **noise)
+                               capture_uncertainty=a.capture_uncertainty, callback=on_model_call, group=a.pnp_group,
+                               **noise)
             with use_attention_backend(choice, self._experts_models()):
                 for step in range(num_steps):
                     z_in = engine.begin_step(step)

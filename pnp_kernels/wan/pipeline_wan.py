@@ -19,6 +19,9 @@ class WanPnPPipeline(PnPPipelineMixin, WanPipeline):
         plain Euler). Plans by step, sigma, fraction or expert (``@high`` / ``@low``) are accepted.
     pnp_seed: philox seed (noise="philox" only); default: the generator's ``initial_seed()`` (sample b
         of one generator gets seed + b; a generator list gives one seed each).
+    pnp_group: the torch.distributed ranks that sample this video together (context parallel): they
+        agree on early exits ("auto": the default group when torch.distributed runs). None when every
+        rank samples its own videos (data parallel); see docs/DISTRIBUTED.md.
     cfg_batch: conditional and unconditional passes in one batch-2B forward (False: one after the other).
     attention: "auto" or a diffusers attention backend name (see ``pnp_kernels.wan.attention``).
     compile: compile the repeated transformer blocks (regional compilation) before sampling; regional

@@ -161,6 +161,8 @@ def test_bad_arguments_and_states():
         enable_pnp(pipe, "2-5:3")
     with pytest.raises(ValueError, match="seed=3 is only used with PnPConfig\\(noise='philox'\\)"):
         enable_pnp(pipe, CONFIG, seed=3)
+    with pytest.raises(TypeError, match="group must be 'auto', None or a torch.distributed ProcessGroup, got 1"):
+        enable_pnp(pipe, CONFIG, group=1)
     with pytest.raises(ValueError, match="not enabled"):
         disable_pnp(pipe)
     enable_pnp(pipe, CONFIG)

@@ -88,7 +88,7 @@ def test_call_takes_every_stock_argument_and_handles_each(ours, stock):
         expected = None if name in ("num_inference_steps", "guidance_scale") else p.default
         assert parameters[name].default == expected, name
     assert list(parameters)[len(stock_parameters):] == [
-        "pnp", "pnp_seed", "cfg_batch", "attention", "compile", "capture_uncertainty", "pnp_callback"]
+        "pnp", "pnp_seed", "pnp_group", "cfg_batch", "attention", "compile", "capture_uncertainty", "pnp_callback"]
     assert set(stock_parameters) - {"self"} <= HANDLED_CALL_ARGUMENTS
     with pytest.raises(TypeError, match="unexpected keyword argument 'pnp_sed'"):
         inspect.signature(ours.__call__).bind(None, *([None] if "image" in stock_parameters else []), pnp_sed=3)

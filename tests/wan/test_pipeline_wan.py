@@ -266,6 +266,8 @@ def test_unipc_scheduler_grid():
         (dict(pnp=PnPConfig(plan="2-9:1")), ValueError, "refers to step 9"),
         (dict(pnp=PnPConfig(plan="none"), pnp_seed=3), ValueError, "pnp_seed=3"),
         (dict(pnp=PnPConfig(plan="none"), cfg_batch=1), TypeError, "cfg_batch"),
+        (dict(pnp=PnPConfig(plan="none"), pnp_group="world"), ValueError, "pnp_group must be one of"),
+        (dict(pnp=PnPConfig(plan="none"), pnp_group=0), TypeError, "pnp_group must be 'auto', None or"),
         (dict(pnp=PnPConfig(plan="none"), attention="fastest"), ValueError, "fastest"),
         (dict(pnp=PnPConfig(plan="none"), num_frames=0), ValueError, "num_frames"),
     ],
