@@ -101,6 +101,15 @@ class _TerminationSignals:
 TERMINATION = _TerminationSignals()
 
 
+def _move_aside(path: Path) -> Path | None:
+    """Rename an existing ``path`` to a hidden name beside it and return that name (None: nothing there)."""
+    if not path.exists():
+        return None
+    aside = path.with_name(f".{path.name}.{secrets.token_hex(6)}.previous")
+    os.replace(path, aside)
+    return aside
+
+
 class StagedFiles:
     """Files written under temporary names in their target folders and renamed into place together
     by ``commit``; ``discard`` removes whatever was written, so a failed run leaves nothing behind."""
@@ -134,19 +143,31 @@ class StagedFiles:
         self.staged.append((written, final))
 
     def commit(self) -> list[Path]:
-        """Rename every staged file into place and return the final paths, all or none: a rename that
-        fails takes back the ones done before it, and SIGINT / SIGTERM wait until the last rename is
-        done, then raise ``Interrupted`` naming the files in place."""
-        placed = []
+        """Rename every staged file into place and return the final paths, all or none. A file already
+        there (--overwrite) is first moved aside, so a rename that fails puts back both the new files
+        placed before it and the old files they replaced. SIGINT / SIGTERM wait until the last rename
+        is done, then raise ``Interrupted`` naming the files in place."""
+        placed = []  # (temporary, final, the old file moved aside or None)
         with TERMINATION.held() as arrived:
             try:
                 for temporary, final in self.staged:
-                    os.replace(temporary, final)
-                    placed.append((temporary, final))
+                    previous = _move_aside(final)
+                    try:
+                        os.replace(temporary, final)
+                    except OSError:
+                        if previous is not None:
+                            os.replace(previous, final)
+                        raise
+                    placed.append((temporary, final, previous))
             except OSError:
-                for temporary, final in reversed(placed):
+                for temporary, final, previous in reversed(placed):
                     os.replace(final, temporary)  # discard() removes it with the others
+                    if previous is not None:
+                        os.replace(previous, final)
                 raise
+        for _, _, previous in placed:
+            if previous is not None:
+                previous.unlink(missing_ok=True)
         written = [final for _, final in self.staged]
         self.staged.clear()
         self.created_folders.clear()
