@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ..cli.args import DTYPES, CommandParser, add_sampling_arguments  # pnp-sample's (imports no torch)
-from ..cli.errors import UsageError, usage_errors  # a bad argument or output folder: one line, exit status 2
-from ..cli.outputs import check_output_folder
+from ..cli.errors import Interrupted, UsageError, usage_errors  # a bad argument or output folder: one line, exit 2
+from ..cli.outputs import TERMINATION, check_output_folder
 from ..cli.settings import MAX_SEED
 from ..config import BACKENDS, NOISE_MODES, P_NORMS
 from ..validators import check_int
@@ -283,11 +283,11 @@ def run(evaluation: Evaluation, store, fingerprint: dict, progress: bool = True)
                            [group.compute for group in evaluation.extras], progress=progress)
         summary = summarize(records, evaluation.baseline.label, [s.label for s in evaluation.settings], metrics, header)
         paths = write_report(summary, samples, [store.thumbnails(sample) for sample in samples], evaluation.out)
-    except KeyboardInterrupt:  # every finished sample is on disk already; the report is written on resuming
+    except KeyboardInterrupt as interruption:  # SIGINT or SIGTERM: every finished sample is on disk already
         done = sum(store.done(sample) for sample in samples)
         print(f"{PROG}: interrupted; {done} of {len(samples)} samples are saved in {evaluation.out}; "
               "run the same command again to resume", file=sys.stderr)
-        return 130
+        return interruption.exit_status if isinstance(interruption, Interrupted) else 130
     print(markdown(summary))
     print("\n".join(f"wrote {name}: {path}" for name, path in paths.items()))
     return 0
@@ -308,4 +308,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     for notice in evaluation.notices:
         print(f"{PROG}: {notice}", file=sys.stderr)
-    return run(evaluation, store, fingerprint, progress=not args.no_progress)
+    with TERMINATION.installed():  # SIGTERM ends the run as SIGINT does (exit status 143), not mid-write
+        return run(evaluation, store, fingerprint, progress=not args.no_progress)

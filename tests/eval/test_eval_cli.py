@@ -1,6 +1,8 @@
 """pnp-eval on the embedded demo model (its generate wrapped to count calls): the report, resuming,
 argument errors."""
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -57,6 +59,22 @@ def test_report_pairs_every_setting_with_the_baseline_from_the_same_noise(demo_c
     markdown = (out / "report.md").read_text()
     assert "## plan 1-2:2 tau 0" in markdown and "| warp_error | lower |" in markdown
     assert markdown in capsys.readouterr().out
+
+
+def test_sigterm_ends_the_run_like_sigint(demo_calls, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "eval"
+    counted = demo.generate
+
+    def terminated_on_fourth_call(*args, **kwargs):
+        if len(demo_calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # as from `kill`; handled in this (the main) thread
+        return counted(*args, **kwargs)
+
+    monkeypatch.setattr(demo, "generate", terminated_on_fourth_call)
+    assert evaluate(out, "--seeds", "3", "--plan", "1:2") == 143
+    assert "1 of 3 samples are saved" in capsys.readouterr().err
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["seed0-da39a3ee5e.json", "seed0-da39a3ee5e.npz"]
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is gone after the run
 
 
 def test_interrupted_run_resumes_without_recomputing_finished_samples(demo_calls, tmp_path, monkeypatch, capsys):
