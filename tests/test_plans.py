@@ -6,6 +6,7 @@ import torch
 from naive import ToyDenoiser
 from pnp_kernels import DEFAULT_PLAN, WAN22_T2V_PLAN, PnPConfig, RefinePlan, pnp_sample
 from pnp_kernels.config import MAX_ITERATIONS
+from pnp_kernels.engine import check_sigmas
 
 
 def linear(num_steps):
@@ -69,6 +70,20 @@ def test_step_plan_that_does_not_fit_keeps_its_error():
     with pytest.raises(ValueError, match="refers to step 12 but the run has 10 steps"):
         RefinePlan.parse("10-12:1@high").resolve(linear(10), boundary_sigma=0.5)
     assert RefinePlan.parse("2-5:3").resolve(linear(10)) == RefinePlan([(2, 5, 3)])
+
+
+@pytest.mark.parametrize("sigmas, error, match", [
+    ([1.0], ValueError, r"at least 2 values"),
+    ([1.0, 0.4, 0.6, 0.0], ValueError, r"non-increasing, got sigmas\[1\]=0.4 < sigmas\[2\]=0.6"),
+    ([1.2, 0.5, 0.0], ValueError, r"sigmas\[0\] must be <= 1"),
+    ([1.0, float("nan"), 0.0], ValueError, r"sigmas\[1\] must be finite"),
+    ("1,0", TypeError, "sigmas must be a 1-D tensor or a sequence"),
+])
+def test_resolve_refuses_a_bad_sigma_grid_as_the_engine_does(sigmas, error, match):
+    with pytest.raises(error, match=match):
+        RefinePlan.parse("f0-0.5:1").resolve(sigmas)
+    with pytest.raises(error, match=match):
+        check_sigmas(sigmas)
 
 
 def test_overlaps_quote_the_plan_as_typed():
