@@ -8,10 +8,17 @@ draws what an uninterrupted run would. The final weights are exported (a moving 
 was tried and measured worse than the weights at the end of the cooldown; docs/PHYSICS_STUDY.md). ``python -m pnp_kernels.physics.train --out DIR`` logs DIR/loss.csv and DIR/loss.png,
 checkpoints to DIR/checkpoint.pt (``--resume`` continues from it) and writes DIR/weights.safetensors;
 ``--export`` also copies those weights to the shipped file.
+
+``--milestones 3500,7000`` also writes, from the same run, the weights a run of each shorter total
+would end with (DIR/steps_3500/weights.safetensors, ...): the learning rate of a run of total T is
+constant until T - cooldown, so a longer run passes through exactly the state a run of total T has
+when its cooldown begins; a copy of the trainer is cooled down from there for T's last steps
+(warmup-stable-decay schedules are used this way to train several lengths in one run).
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import shutil
 import time
@@ -52,6 +59,10 @@ def flow_matching_loss(model: PhysicsVelocityNet, x: torch.Tensor, eps: torch.Te
     return (model(z, sigma) - (eps - x)).pow(2).mean()
 
 
+def cooldown_steps(total_steps: int) -> int:
+    return min(COOLDOWN_STEPS, total_steps // 4)
+
+
 class Trainer:
     """Model and optimiser, stepped by ``train_step`` and saved/restored by ``save``/``load``."""
 
@@ -65,7 +76,7 @@ class Trainer:
         self.step = 0
 
     def learning_rate(self, total_steps: int) -> float:
-        cooldown = min(COOLDOWN_STEPS, total_steps // 4)
+        cooldown = cooldown_steps(total_steps)
         return LEARNING_RATE * min(1.0, (self.step + 1) / WARMUP_STEPS, (total_steps - self.step) / max(cooldown, 1))
 
     def train_step(self, total_steps: int) -> float:
@@ -120,22 +131,32 @@ def plot_loss(csv_path: Path, png_path: Path) -> None:
 
 
 def train(out_dir: Path, steps: int = TRAIN_STEPS, *, seed: int = 0, batch: int = BATCH, resume: bool = False,
-          log_every: int = 50, checkpoint_every: int = 500, threads: int = 1) -> Trainer:
-    """Train until ``steps`` steps are done; log, checkpoint and write ``weights.safetensors`` in out_dir."""
+          log_every: int = 50, checkpoint_every: int = 500, threads: int = 1,
+          milestones: tuple[int, ...] = ()) -> Trainer:
+    """Train until ``steps`` steps are done; log, checkpoint and write ``weights.safetensors`` in out_dir.
+
+    milestones: shorter totals whose final weights are also written, to out_dir/steps_<total>/.
+    """
     steps = check_int("steps", steps, low=1)
     log_every = check_int("log_every", log_every, low=1)
     checkpoint_every = check_int("checkpoint_every", checkpoint_every, low=1)
+    milestones = sorted({check_int(f"milestones[{i}]", m, low=1, high=steps - 1) for i, m in enumerate(milestones)})
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(check_int("threads", threads, low=1))
     try:
-        return _train(out_dir, steps, Trainer(seed, batch), resume, log_every, checkpoint_every)
+        return _train(out_dir, steps, Trainer(seed, batch), resume, log_every, checkpoint_every, milestones)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _train(out_dir: Path, steps: int, trainer: Trainer, resume: bool, log_every: int, checkpoint_every: int) -> Trainer:
+def milestone_dir(out_dir: Path, total_steps: int) -> Path:
+    return Path(out_dir) / f"steps_{total_steps}"
+
+
+def _train(out_dir: Path, steps: int, trainer: Trainer, resume: bool, log_every: int, checkpoint_every: int,
+           milestones: list[int]) -> Trainer:
     checkpoint, log_path = out_dir / "checkpoint.pt", out_dir / "loss.csv"  # log: seconds since this process began
     if resume and checkpoint.is_file():
         trainer.load(checkpoint)
@@ -145,18 +166,47 @@ def _train(out_dir: Path, steps: int, trainer: Trainer, resume: bool, log_every:
         log_path.unlink()  # a fresh run starts a fresh log
     if not log_path.exists():
         log_path.write_text("step,loss,seconds\n")
+    forks = {total - cooldown_steps(total): total for total in milestones
+             if not (milestone_dir(out_dir, total) / "weights.safetensors").is_file()}
     started, window = time.perf_counter(), []
     while trainer.step < steps:
+        if trainer.step in forks:
+            _write_outputs(trainer, out_dir)  # a crash during the branch resumes at its fork
+            _cool_down_copy(trainer, forks.pop(trainer.step), out_dir, log_every)
         window.append(trainer.train_step(steps))
         if trainer.step % log_every == 0 or trainer.step == steps:
-            with open(log_path, "a") as handle:
-                handle.write(f"{trainer.step},{np.mean(window):.6f},{time.perf_counter() - started:.1f}\n")
-            print(f"step {trainer.step:6d} loss {np.mean(window):.4f} ({time.perf_counter() - started:.0f}s)", flush=True)
+            _log(log_path, trainer.step, window, started)
             window = []
         if trainer.step % checkpoint_every == 0 and trainer.step < steps:
             _write_outputs(trainer, out_dir)
     _write_outputs(trainer, out_dir)  # also when resumed at the end: re-exports the weights
     return trainer
+
+
+def _log(log_path: Path, step: int, window: list[float], started: float) -> None:
+    with open(log_path, "a") as handle:
+        handle.write(f"{step},{np.mean(window):.6f},{time.perf_counter() - started:.1f}\n")
+    print(f"step {step:6d} loss {np.mean(window):.4f} ({time.perf_counter() - started:.0f}s)", flush=True)
+
+
+def _cool_down_copy(trainer: Trainer, total_steps: int, out_dir: Path, log_every: int) -> None:
+    """Cool a copy of ``trainer`` down to ``total_steps`` and write its weights and log to a milestone
+    folder, which appears complete or not at all."""
+    branch, final = copy.deepcopy(trainer), milestone_dir(out_dir, total_steps)
+    staging = final.with_name(final.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    log_path = staging / "loss.csv"
+    log_path.write_text("step,loss,seconds\n")
+    started, window = time.perf_counter(), []
+    while branch.step < total_steps:
+        window.append(branch.train_step(total_steps))
+        if branch.step % log_every == 0 or branch.step == total_steps:
+            _log(log_path, branch.step, window, started)
+            window = []
+    save_weights(branch.model, staging / "weights.safetensors")
+    staging.replace(final)
+    print(f"wrote {final / 'weights.safetensors'}", flush=True)
 
 
 def _truncate_log(log_path: Path, step: int) -> None:
@@ -182,9 +232,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on shared cores)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument("--milestones", type=lambda text: tuple(int(v) for v in text.split(",") if v), default=(),
+                        help="comma-separated shorter totals whose cooled-down weights are also written "
+                             "(OUT/steps_<total>/)")
     parser.add_argument("--export", action="store_true", help=f"copy the final weights to {SHIPPED_WEIGHTS}")
     args = parser.parse_args(argv)
-    train(args.out, args.steps, seed=args.seed, batch=args.batch, resume=args.resume, threads=args.threads)
+    train(args.out, args.steps, seed=args.seed, batch=args.batch, resume=args.resume, threads=args.threads,
+          milestones=args.milestones)
     if args.export:
         shutil.copyfile(args.out / "weights.safetensors", SHIPPED_WEIGHTS)
         print(f"exported to {SHIPPED_WEIGHTS}")

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from pnp_kernels.physics import train as physics_train
+from pnp_kernels.physics.model import load_weights
 
 
 def test_batches_depend_only_on_seed_and_step():
@@ -53,3 +54,24 @@ def test_brief_retraining_lowers_the_loss(tmp_path):
     with open(tmp_path / "loss.csv") as handle:
         losses = [float(r["loss"]) for r in csv.DictReader(handle)]
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_milestone_weights_equal_a_run_of_that_length(tmp_path):
+    physics_train.train(tmp_path / "long", 9, batch=2, log_every=1, checkpoint_every=4, milestones=(6, 4))
+    for total in (4, 6):
+        short = physics_train.train(tmp_path / f"short{total}", total, batch=2)
+        branch = load_weights(physics_train.milestone_dir(tmp_path / "long", total) / "weights.safetensors")
+        for name, value in short.model.state_dict().items():
+            assert torch.equal(value, branch.state_dict()[name]), (total, name)
+    with open(physics_train.milestone_dir(tmp_path / "long", 6) / "loss.csv") as handle:
+        assert [int(r["step"]) for r in csv.DictReader(handle)] == [6]  # the cooldown of a 6-step run (6 // 4 = 1 step)
+
+
+def test_milestones_resume_at_their_fork(tmp_path):
+    straight = physics_train.train(tmp_path / "a", 8, batch=2, milestones=(4,))
+    physics_train.train(tmp_path / "b", 3, batch=2, checkpoint_every=1)  # stopped before the fork at step 3
+    resumed = physics_train.train(tmp_path / "b", 8, batch=2, resume=True, milestones=(4,))
+    for name, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+    a, b = (load_weights(physics_train.milestone_dir(tmp_path / run, 4) / "weights.safetensors") for run in "ab")
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
