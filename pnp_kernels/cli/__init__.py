@@ -17,7 +17,7 @@ SIGTERM give 130 and 143. In every case nothing half-written is left behind. ``p
 runs an embedded demo that needs no weights.
 
 Modules: ``args`` (the command line), ``models`` (checkpoint detection and the per-model defaults),
-``settings`` (validation), ``run`` (sampling and the sidecar), ``outputs`` (staged files), ``demo``,
+``settings`` (validation), ``run`` (sampling and the sidecar), ``outputs`` (output names and checks; written through ``pnp_kernels.staging``), ``demo``,
 ``parallel`` (--parallel: context parallelism under torchrun, docs/DISTRIBUTED.md).
 Importing this package does not import torch.
 """
@@ -29,8 +29,8 @@ import sys
 from typing import Sequence
 
 from .args import PROG, build_parser
-from .errors import CommandError, Interrupted, UsageError
-from .outputs import TERMINATION
+from ..staging import TERMINATION, Interrupted
+from .errors import CommandError, UsageError
 
 # Names other tools import from here, each loaded from its module on first use.
 _LAZY = {

@@ -13,10 +13,11 @@ import tempfile
 from pathlib import Path
 
 from ..config import RefinePlan
+from ..staging import StagedFiles
 from ..validators import check_int
 from .args import DEFAULT_DEMO_FOLDER, given_options
 from .errors import RunError, UsageError, usage_errors
-from .outputs import StagedFiles, check_output_folder, existing_ancestor
+from .outputs import check_output_folder, existing_ancestor
 from .settings import MAX_SEED
 
 # Options each demo honours; any other option set on the command line is refused.

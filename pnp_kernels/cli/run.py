@@ -9,9 +9,9 @@ from functools import partial
 from typing import Sequence
 
 from ..config import PnPConfig, RefinePlan
+from ..staging import StagedFiles
 from .args import PROG
 from .errors import RunError
-from .outputs import StagedFiles
 from .parallel import Ranks, together
 from .settings import Settings
 

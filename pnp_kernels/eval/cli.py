@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Sequence
 
 from ..cli.args import DTYPES, CommandParser, add_sampling_arguments  # pnp-sample's (imports no torch)
-from ..cli.errors import Interrupted, UsageError, usage_errors  # a bad argument or output folder: one line, exit 2
-from ..cli.outputs import TERMINATION, check_output_folder
+from ..cli.errors import UsageError, usage_errors  # a bad argument or output folder: one line, exit 2
+from ..cli.outputs import check_output_folder
 from ..cli.settings import MAX_SEED
 from ..config import BACKENDS, NOISE_MODES, P_NORMS
+from ..staging import TERMINATION, Interrupted
 from ..validators import check_int
 
 PROG = "pnp-eval"

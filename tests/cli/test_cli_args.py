@@ -1,5 +1,4 @@
 """pnp-sample before any model is loaded: checkpoint detection, defaults, and one-line errors for bad input."""
-import errno
 import json
 import os
 import shutil
@@ -10,8 +9,7 @@ import numpy as np
 import pytest
 
 from pnp_kernels import cli
-from pnp_kernels.cli import outputs
-from pnp_kernels.cli.outputs import StagedFiles, output_paths
+from pnp_kernels.cli.outputs import output_paths
 
 TINY = ["--height", "32", "--width", "32", "--frames", "5", "--steps", "3", "--plan", "1:2", "--dtype", "fp32"]
 COMPONENTS = {"tokenizer": "PreTrainedTokenizerFast", "text_encoder": "UMT5EncoderModel",
@@ -293,56 +291,6 @@ def test_unwritable_pseudo_filesystem(tiny_t2v, capsys):
         pytest.skip("no /proc")
     status, err = _run_main(["--model", str(tiny_t2v), "--prompt", "a cat", *TINY, "--out", "/proc/self/v.mp4"], capsys)
     _assert_one_line_error(status, err, "--out", "cannot write")
-
-
-def test_staged_files_commit_and_discard(tmp_path):
-    staged = StagedFiles()
-    first = staged.path_for(tmp_path / "new" / "deeper" / "a.mp4")
-    first.write_text("a")
-    assert first.suffix == ".mp4" and first.parent == tmp_path / "new" / "deeper"
-    staged.discard()
-    assert list(tmp_path.iterdir()) == []  # temporary file and the folders made for it are gone
-    staged.path_for(tmp_path / "b.json").write_text("b")
-    staged.path_for(tmp_path / "c.png").write_text("c")
-    staged.commit()
-    staged.discard()  # after commit: nothing to undo
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json", "c.png"]
-    assert (tmp_path / "b.json").read_text() == "b"
-    umask = os.umask(0)
-    os.umask(umask)
-    assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o666 & ~umask  # not private like a mkstemp file
-
-
-@pytest.mark.parametrize("failing_rename", [1, 2, 3, 4])
-def test_failed_commit_over_existing_files_keeps_the_old_ones(tmp_path, monkeypatch, failing_rename):
-    # --overwrite: a.json and b.png exist; c.txt is new. Whichever rename fails, every old file is back
-    # with its old content, no new file is in place and nothing staged or moved aside is left.
-    for name in ("a.json", "b.png"):
-        (tmp_path / name).write_text(f"old {name}")
-    staged = StagedFiles()
-    for name in ("a.json", "b.png", "c.txt"):
-        staged.path_for(tmp_path / name).write_text(f"new {name}")
-    renames, real_replace = [], os.replace
-
-    def one_rename_fails(source, target):
-        renames.append(target)
-        if len(renames) == failing_rename:
-            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
-        real_replace(source, target)
-
-    monkeypatch.setattr(outputs.os, "replace", one_rename_fails)
-    with pytest.raises(OSError):
-        staged.commit()
-    staged.discard()
-    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"a.json": "old a.json", "b.png": "old b.png"}
-
-
-def test_committed_files_replace_the_old_ones(tmp_path):
-    (tmp_path / "a.json").write_text("old")
-    staged = StagedFiles()
-    staged.path_for(tmp_path / "a.json").write_text("new")
-    staged.commit()
-    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"a.json": "new"}  # nothing left aside
 
 
 def test_plans_that_fit_any_step_count_are_resolved_on_the_schedulers_grid(tiny_t2v, tiny_a14b, tmp_path):

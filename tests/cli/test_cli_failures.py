@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pnp_kernels import cli, video
-from pnp_kernels.cli import outputs, run
+from pnp_kernels import cli, staging, video
+from pnp_kernels.cli import run
 
 from fake_pipeline import fake_generate, fake_load_pipeline, nan_load_pipeline
 
@@ -83,7 +83,7 @@ def test_interrupted_commit_puts_all_files_in_place(tiny_t2v, tmp_path, capsys, 
         if len(renames) == 1:  # SIGINT arrives after the first of six renames
             os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(outputs.os, "replace", replace_then_signal)
+    monkeypatch.setattr(staging.os, "replace", replace_then_signal)
     out = tmp_path / "cat.mp4"
     status, printed = _main(tiny_t2v, out, capsys, *ALL_FILES)
     assert status == 130 and len(renames) == 6
@@ -101,7 +101,7 @@ def test_failed_rename_takes_back_the_files_already_in_place(tiny_t2v, tmp_path,
             raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
         real_replace(source, target)
 
-    monkeypatch.setattr(outputs.os, "replace", third_rename_fails)
+    monkeypatch.setattr(staging.os, "replace", third_rename_fails)
     status, printed = _main(tiny_t2v, tmp_path / "new" / "cat.mp4", capsys, *ALL_FILES)
     assert status == 1 and "nothing was written" in _error_line(printed.err)
     assert list(tmp_path.iterdir()) == []
