@@ -17,8 +17,9 @@ SIGTERM give 130 and 143. In every case nothing half-written is left behind. ``p
 runs an embedded demo that needs no weights.
 
 Modules: ``args`` (the command line), ``models`` (checkpoint detection and the per-model defaults),
-``settings`` (validation), ``run`` (sampling and the sidecar), ``outputs`` (output names and checks; written through ``pnp_kernels.staging``), ``demo``,
-``parallel`` (--parallel: context parallelism under torchrun, docs/DISTRIBUTED.md).
+``settings`` (validation), ``run`` (sampling and the sidecar), ``outputs`` (output names and checks;
+written through ``pnp_kernels.staging``), ``demo``; errors and --parallel (context parallelism under
+torchrun, docs/DISTRIBUTED.md) are in ``pnp_kernels.cli_common``, shared with pnp-eval.
 Importing this package does not import torch.
 """
 from __future__ import annotations
@@ -28,9 +29,9 @@ import signal
 import sys
 from typing import Sequence
 
-from .args import PROG, build_parser
+from ..cli_common.errors import CommandError, UsageError
 from ..staging import TERMINATION, Interrupted
-from .errors import CommandError, UsageError
+from .args import PROG, build_parser
 
 # Names other tools import from here, each loaded from its module on first use.
 _LAZY = {
@@ -56,7 +57,7 @@ def _main(argv: list[str]) -> str | None:
         from .demo import run_demo
 
         return "\n".join(f"wrote {path}" for path in run_demo(args, parser))
-    from .parallel import parallel_launch
+    from ..cli_common.parallel import parallel_launch
     from .run import run, summary
     from .settings import resolve_settings
 
@@ -64,7 +65,7 @@ def _main(argv: list[str]) -> str | None:
     if launch is None:
         settings, image = resolve_settings(args)
         return summary(run(settings, image, argv))
-    from .parallel import Ranks
+    from ..cli_common.parallel import Ranks
 
     ranks = Ranks(launch).start()
     try:

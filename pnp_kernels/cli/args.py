@@ -3,41 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
-from .errors import UsageError
+from ..cli_common.options import DTYPES, CommandParser, add_sampling_arguments, integer, real
 from .models import MODEL_KINDS
 
 PROG = "pnp-sample"
-DTYPES = {"bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16",
-          "float32": "float32", "fp32": "float32"}
 DEMOS = ("video", "toy")
 DEFAULT_DEMO_FOLDER = Path("pnp-demo")
-
-
-class CommandParser(argparse.ArgumentParser):
-    """argparse, but a bad argument raises UsageError (one line) instead of printing the usage."""
-
-    def error(self, message):
-        raise UsageError(message)
-
-
-def _integer(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-
-
-def _real(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    return value
 
 
 def _epilog() -> str:
@@ -68,16 +41,6 @@ def _epilog() -> str:
     return "\n".join(lines)
 
 
-def add_sampling_arguments(group) -> None:
-    """The sampling options pnp-sample and pnp-eval share (unset: the model's published defaults)."""
-    group.add_argument("--steps", type=_integer, help="denoising steps")
-    group.add_argument("--guidance", type=_real, help="classifier-free guidance scale (<= 1: no guidance)")
-    group.add_argument("--guidance-2", type=_real, help="guidance of the low-noise expert (A14B only)")
-    group.add_argument("--height", type=_integer, help="frame height in pixels")
-    group.add_argument("--width", type=_integer, help="frame width in pixels")
-    group.add_argument("--frames", type=_integer, help="number of frames (4k + 1)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(
         prog=PROG,
@@ -100,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sampling = parser.add_argument_group("sampling")
     add_sampling_arguments(sampling)
-    sampling.add_argument("--fps", type=_integer, help="frames per second of the written video")
-    sampling.add_argument("--seed", type=_integer, default=0, help="seed of the initial noise and of P&P (default 0)")
+    sampling.add_argument("--fps", type=integer, help="frames per second of the written video")
+    sampling.add_argument("--seed", type=integer, default=0, help="seed of the initial noise and of P&P (default 0)")
 
     refine = parser.add_argument_group("P&P refinement")
     refine.add_argument("--plan", help="refined steps and their P&P iterations K, e.g. '2-5:3,6-14:1' (steps are "
@@ -109,9 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "step count: 'f0.04-0.12:3' (fractions of the run), 's0.9-0.7:2' (sigma from 0.9 down to "
                         "0.7), 'all:1', each optionally '@high' or '@low' (one expert of an A14B model), and the "
                         "presets 'published', 'published-wan22', 'distilled' (docs/ALGORITHM.md)")
-    refine.add_argument("--tau", type=_real, help="uncertainty threshold below which a region is certain")
-    refine.add_argument("--p-norm", type=_integer, default=1, help="channel norm of the uncertainty: 1 or 2")
-    refine.add_argument("--certain-stop", type=_real, default=0.999,
+    refine.add_argument("--tau", type=real, help="uncertainty threshold below which a region is certain")
+    refine.add_argument("--p-norm", type=integer, default=1, help="channel norm of the uncertainty: 1 or 2")
+    refine.add_argument("--certain-stop", type=real, default=0.999,
                         help="leave a step's iterations once this fraction is certain")
     refine.add_argument("--noise", choices=("generator", "philox"), default="generator",
                         help="perturbation noise: the seeded generator (published order) or counter-based philox")
@@ -134,11 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     parallel.add_argument("--parallel", choices=("ulysses", "ring"),
                           help="split every transformer call over the ranks: Ulysses (attention heads exchanged) "
                           "or ring attention (keys and values passed around)")
-    parallel.add_argument("--parallel-degree", type=_integer, metavar="N",
+    parallel.add_argument("--parallel-degree", type=integer, metavar="N",
                           help="ranks in the --parallel mode (default: all); the remaining factor of the process "
                           "count uses the other mode, e.g. 4 processes with --parallel ulysses --parallel-degree 2 "
                           "run 2 Ulysses x 2 ring")
-    parallel.add_argument("--parallel-timeout", type=_real, metavar="SECONDS",
+    parallel.add_argument("--parallel-timeout", type=real, metavar="SECONDS",
                           help="seconds a rank waits for the others in a collective before the run fails (default 600)")
 
     output = parser.add_argument_group("output")

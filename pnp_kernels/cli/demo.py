@@ -12,13 +12,13 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from ..cli_common.errors import RunError, UsageError, usage_errors
+from ..cli_common.options import MAX_SEED
 from ..config import RefinePlan
 from ..staging import StagedFiles
 from ..validators import check_int
 from .args import DEFAULT_DEMO_FOLDER, given_options
-from .errors import RunError, UsageError, usage_errors
 from .outputs import check_output_folder, existing_ancestor
-from .settings import MAX_SEED
 
 # Options each demo honours; any other option set on the command line is refused.
 DEMO_OPTIONS = {"video": ("steps", "plan", "seed"), "toy": ("seed",)}

@@ -10,8 +10,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..cli_common.errors import UsageError
 from ..published import WAN21_I2V, WAN21_T2V, WAN22_I2V, WAN22_T2V, Defaults
-from .errors import UsageError
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
-from .errors import UsageError
+from ..cli_common.errors import UsageError
 
 
 def output_paths(out: Path) -> dict[str, Path]:

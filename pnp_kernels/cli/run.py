@@ -8,11 +8,11 @@ from dataclasses import replace
 from functools import partial
 from typing import Sequence
 
+from ..cli_common.errors import RunError
+from ..cli_common.parallel import Ranks, together
 from ..config import PnPConfig, RefinePlan
 from ..staging import StagedFiles
 from .args import PROG
-from .errors import RunError
-from .parallel import Ranks, together
 from .settings import Settings
 
 CHUNK_FRAMES = 16  # composed videos are built and written this many frames at a time

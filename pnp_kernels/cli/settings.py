@@ -10,12 +10,11 @@ from typing import Sequence
 
 from ..config import P_NORMS, PnPConfig, RefinePlan
 from ..validators import check_choice, check_int, check_real
-from .args import DTYPES
-from .errors import UsageError, usage_errors
+from ..cli_common.errors import UsageError, usage_errors
+from ..cli_common.options import DTYPES, MAX_SEED
 from .models import ModelInfo, detect_model
 from .outputs import check_not_overwriting, check_output_folder, output_paths
 
-MAX_SEED = 2**63 - 1
 DEVICE_TYPES = ("cpu", "cuda")
 
 

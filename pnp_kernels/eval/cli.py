@@ -18,10 +18,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
-from ..cli.args import DTYPES, CommandParser, add_sampling_arguments  # pnp-sample's (imports no torch)
-from ..cli.errors import UsageError, usage_errors  # a bad argument or output folder: one line, exit 2
 from ..cli.outputs import check_output_folder
-from ..cli.settings import MAX_SEED
+from ..cli_common.errors import UsageError, usage_errors  # a bad argument: one line, exit 2
+from ..cli_common.options import DTYPES, MAX_SEED, CommandParser, add_sampling_arguments  # no torch
 from ..config import BACKENDS, NOISE_MODES, P_NORMS
 from ..staging import TERMINATION, Interrupted
 from ..validators import check_int

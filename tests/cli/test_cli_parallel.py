@@ -14,8 +14,8 @@ import torch
 import torch.distributed as dist
 
 from pnp_kernels import cli
-from pnp_kernels.cli.errors import RunError, UsageError
-from pnp_kernels.cli.parallel import Launch, Ranks, RankFailure
+from pnp_kernels.cli_common.errors import RunError, UsageError
+from pnp_kernels.cli_common.parallel import Launch, Ranks, RankFailure
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "distributed"))
 from ranks import TIMEOUT_S, run_ranks  # noqa: E402

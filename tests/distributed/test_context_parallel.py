@@ -13,7 +13,7 @@ pytest.importorskip("diffusers", reason="context parallelism is diffusers'")
 sys.path.insert(0, str(Path(__file__).parents[1] / "wan"))
 
 from pnp_kernels import PnPConfig, pnp_sample  # noqa: E402
-from pnp_kernels.cli.parallel import enable_context_parallel  # noqa: E402
+from pnp_kernels.cli_common.parallel import enable_context_parallel  # noqa: E402
 from ranks import run_ranks  # noqa: E402
 
 WORLD = 2

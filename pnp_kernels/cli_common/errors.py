@@ -1,4 +1,4 @@
-"""How ``pnp-sample`` fails: one line on stderr and an exit status, never a traceback for a known cause."""
+"""How the command-line tools fail: one line on stderr and an exit status, never a traceback for a known cause."""
 from __future__ import annotations
 
 from contextlib import contextmanager
