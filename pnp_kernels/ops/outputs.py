@@ -25,7 +25,7 @@ class PnPUpdateOutput(NamedTuple):
     z_next: torch.Tensor  # float32 Euler proposal after the masked merge
     certain: torch.Tensor | None  # bool certain mask, all False without a previous iteration (None: store_state=False)
     certain_fraction: torch.Tensor  # float32 per-sample fraction of certain (unpinned) positions
-    nonfinite: torch.Tensor  # int32 per-sample count of NaN/Inf in the unmerged x0 (unpinned)
+    nonfinite: torch.Tensor  # int32 per-sample count of NaN/Inf positions in the unmerged x0 and a noise tensor (unpinned)
     z_perturbed: torch.Tensor | None  # float32 next model input, when noise was given
     uncertainty: torch.Tensor | None  # float32 U map, when asked for (0 where not computed)
     backend: str | None = None  # the backend that computed these

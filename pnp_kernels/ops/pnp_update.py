@@ -15,6 +15,7 @@ from .backends import choose_backend
 from .custom_op import call_op
 from .inputs import PnPUpdateInputs
 from .outputs import PnPUpdateOutput, output_buffers
+from .reference import count_nonfinite_noise
 
 
 def pnp_update(
@@ -34,6 +35,9 @@ def pnp_update(
     guidance_scale=1.0, prev_x0=None, prev_z_next=None, prev_certain=None, tau=0.25, p_norm=1,
     noise=None, active=None, num_pinned_frames=0, return_uncertainty=False, store_state=True,
     round_products_to=None.
+
+    The result's ``nonfinite`` counts, per sample, the unpinned positions where the unmerged x0 or a
+    ``noise`` tensor holds NaN/Inf (0 for a sample that ``active`` leaves out).
 
     out: buffers to write into (any field may be None to allocate it); they must not share memory
     with each other or with an input. backend: "auto" or a name of ``pnp_kernels.config.BACKENDS``.
@@ -63,4 +67,5 @@ def pnp_update(
         call_op(inputs, outputs, chosen.name)
     else:
         chosen.run(inputs, outputs)
+    count_nonfinite_noise(inputs, outputs)
     return outputs

@@ -31,7 +31,25 @@ def pnp_update_reference(z: torch.Tensor, v: torch.Tensor, sigma: float, sigma_n
 
     Outside the custom op, so ``torch.compile`` traces into the math; the outputs are new tensors.
     """
-    return reference_update(PnPUpdateInputs(z, v, sigma, sigma_next, **options))
+    inputs = PnPUpdateInputs(z, v, sigma, sigma_next, **options)
+    outputs = reference_update(inputs)
+    count_nonfinite_noise(inputs, outputs)
+    return outputs
+
+
+def count_nonfinite(values: torch.Tensor, num_pinned_frames: int) -> torch.Tensor:
+    """Per sample (int32), the unpinned (frame, row, column) positions where any channel is NaN/Inf."""
+    bad = (~torch.isfinite(values[:, :, num_pinned_frames:])).any(dim=1)
+    return bad.flatten(1).sum(dim=1, dtype=torch.int32)
+
+
+def count_nonfinite_noise(inputs: PnPUpdateInputs, outputs: PnPUpdateOutput) -> None:
+    """Add a noise tensor's NaN/Inf positions to ``outputs.nonfinite``. Every backend counts x0 only;
+    a caller's noise reaches z_perturbed alone, so it is counted once here, after any backend."""
+    noise = inputs.noise_tensor
+    if noise is not None:
+        in_noise = count_nonfinite(noise, inputs.num_pinned_frames)
+        outputs.nonfinite.add_(in_noise if inputs.active is None else in_noise * inputs.active)
 
 
 def _euler_products(inputs: PnPUpdateInputs, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,8 +78,7 @@ def reference_update(inputs: PnPUpdateInputs) -> PnPUpdateOutput:
     z_next = z + z_next_step
     free = torch.ones(z.shape[2:], dtype=torch.bool, device=z.device)  # (F, H, W): not pinned
     free[: inputs.num_pinned_frames] = False
-    nonfinite = (~torch.isfinite(x0)).any(dim=1) & free
-    nonfinite = nonfinite.flatten(1).sum(dim=1, dtype=torch.int32)
+    nonfinite = count_nonfinite(x0, inputs.num_pinned_frames)
 
     uncertainty = torch.zeros(inputs.mask_shape, dtype=torch.float32, device=z.device)
     certain = torch.zeros_like(uncertainty, dtype=torch.bool)

@@ -9,6 +9,8 @@ import torch
 from pnp_kernels import PhiloxNoise, PnPConfig, PnPUpdateOutput, pnp_update
 from pnp_kernels.ops import PnPUpdateInputs, backends, pnp_update_reference
 
+from .helpers import BACKEND_DEVICES
+
 SHAPE = (2, 4, 3, 5, 7)
 
 
@@ -193,3 +195,26 @@ def test_op_and_config_accept_the_same_tau(tau):
 
     z = torch.zeros(1, 4, 1, 2, 3)
     assert accepted(lambda: PnPConfig(tau=tau)) == accepted(lambda: PnPUpdateInputs(z, z, 0.5, 0.4, tau=tau))
+
+
+@pytest.mark.parametrize("backend, device", [pytest.param("torch", "cpu", id="torch-cpu"), *BACKEND_DEVICES])
+def test_nonfinite_counts_nan_and_inf_in_a_noise_tensor(backend, device):
+    # Sample 0 gets NaN and Inf at two unpinned positions (one of them in two channels: one position),
+    # sample 1 a NaN in the pinned frame only, sample 2 a NaN but it is not active: 2, 0, 0.
+    shape, pinned = (3, 5, 3, 4, 3), 1
+    z, prev_x0, prev_z_next = (torch.randn(shape, device=device) for _ in range(3))
+    noise = torch.randn(shape, device=device)
+    noise[0, 1, 2, 3, 1] = noise[0, 4, 2, 3, 1] = float("nan")
+    noise[0, 0, 1, 0, 2] = float("inf")
+    noise[1, 2, 0, 1, 1] = float("nan")
+    noise[2, 3, 1, 2, 0] = float("nan")
+    result = pnp_update(z, torch.randn(shape, device=device), 0.6, 0.5, prev_x0=prev_x0, prev_z_next=prev_z_next,
+                        prev_certain=torch.zeros(3, *shape[2:], dtype=torch.bool, device=device),
+                        active=torch.tensor([True, True, False], device=device), noise=noise,
+                        num_pinned_frames=pinned, backend=backend)
+    assert result.nonfinite.tolist() == [2, 0, 0]
+    finite = pnp_update(z, torch.randn(shape, device=device), 0.6, 0.5, noise=torch.randn(shape, device=device),
+                        backend=backend)
+    assert finite.nonfinite.tolist() == [0, 0, 0]
+    reference = pnp_update_reference(z, torch.randn(shape, device=device), 0.6, 0.5, noise=noise)
+    assert reference.nonfinite.tolist() == [2, 1, 1]  # no pinned frames, every sample active
