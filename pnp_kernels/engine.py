@@ -438,7 +438,8 @@ class PnPEngine:
         return self.stats.steps[-1] if self.stats.steps else None
 
     def set_state(self, z: torch.Tensor, source: str = "z") -> None:
-        """Replace the state between steps (a callback edited the latents); the values are copied."""
+        """Replace the state between steps (a callback edited the latents); the values are copied and,
+        with ``nan_check``, must be finite (one host read)."""
         if self._step is not None:
             raise RuntimeError(f"set_state during step {self._step.step}: finish the step first")
         if not isinstance(z, torch.Tensor) or not z.is_floating_point() or z.shape != self._state.shape:
@@ -446,6 +447,8 @@ class PnPEngine:
                 f"{source} must be a floating-point tensor of shape {tuple(self._state.shape)}, got "
                 f"{getattr(z, 'dtype', type(z).__name__)} {tuple(getattr(z, 'shape', ()))}"
             )
+        if self.config.nan_check and not bool(torch.isfinite(z).all()):  # else blamed on the next model call
+            raise NonFiniteError(f"{source} contains NaN/Inf (PnPConfig(nan_check=False) turns this check off)")
         self._state.copy_(z)
         self.z = self._state
 

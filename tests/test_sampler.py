@@ -228,6 +228,25 @@ def test_step_end_hook_can_replace_the_state():
         bad_call(step_end=lambda step, z: z[:, :1])
 
 
+def test_nan_from_step_end_is_blamed_on_step_end_not_the_model():
+    g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    bad_step = int(torch.randint(0, 7, (), generator=g))
+    position = tuple(int(torch.randint(0, n, (), generator=g)) for n in (2, *SHAPE))
+
+    def step_end(step, z):
+        if step != bad_step:
+            return None
+        poisoned = z.clone()
+        poisoned[position] = float("inf") if position[0] else float("nan")
+        return poisoned
+
+    with pytest.raises(NonFiniteError, match=f"step_end returned after step {bad_step} contains NaN/Inf") as caught:
+        bad_call(step_end=step_end)
+    assert "model" not in str(caught.value)
+    unchecked = bad_call(step_end=step_end, config=PnPConfig(plan=[(1, 2, 1)], nan_check=False))
+    assert not torch.isfinite(unchecked.latents).all()
+
+
 def test_at_most_one_host_read_per_refined_iteration(monkeypatch):
     # docs/ALGORITHM.md, "Host reads": count every way a tensor reaches the host during a run.
     latents, targets, gains = problem(2, 43)
