@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .. import PnPConfig, PnPStats, RefinePlan, pnp_sample
-from ..toy.experiment import single_thread
+from ..threads import single_thread
 from ..validators import check_bool, check_int
 from .model import PhysicsVelocityNet, load_weights
 

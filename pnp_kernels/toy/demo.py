@@ -9,8 +9,9 @@ import numbers
 import time
 from pathlib import Path
 
+from ..threads import single_thread
 from .data import DATASETS, sample_data
-from .experiment import Variant, initial_noise, placement, single_thread
+from .experiment import Variant, initial_noise, placement
 from .metric import REFERENCE_SIZE, ManifoldMetric
 from .model import load_shipped
 from .plots import save_demo_figure

@@ -5,32 +5,16 @@ the n "frames" are the points, so the uncertainty mask of uncertainty-aware P&P 
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
 from ..config import PnPConfig, RefinePlan
 from ..sampler import pnp_sample
+from ..threads import single_thread
 from .model import VelocityMLP
 
 PLACEMENTS = ("early", "middle", "late", "all")
-
-
-@contextmanager
-def single_thread():
-    """Run torch on one CPU thread, then restore the caller's setting.
-
-    The toy's matrices are tiny: extra threads only add synchronisation (and slow down badly when
-    the cores are busy), and one thread fixes the order of floating-point reductions, which keeps
-    training reproducible whatever the machine's core count.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def sigma_grid(num_steps: int) -> torch.Tensor:

@@ -11,8 +11,9 @@ import argparse
 import time
 from pathlib import Path
 
+from ..threads import single_thread
 from .data import DATASETS, sample_data
-from .experiment import Variant, initial_noise, placement, pnp_variants, single_thread
+from .experiment import Variant, initial_noise, placement, pnp_variants
 from .metric import ManifoldMetric
 from .model import load_shipped, save_model
 from .plots import save_study_figure

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .data import DATASETS, get_dataset
-from .experiment import single_thread
+from ..threads import single_thread
 from .model import VelocityMLP, save_model, weights_path
 
 TRAIN_STEPS = 4000

@@ -1,4 +1,4 @@
-"""Issue 6 evidence: on the shipped toy models, P&P late in sampling pulls samples toward the data.
+"""Evidence: on the shipped toy models, P&P late in sampling pulls samples toward the data.
 
 The criterion: mean nearest-neighbour distance of P&P samples at least 30% below Euler's at the
 same number of steps, with fixed seeds, on every shipped dataset. Also: tau = 0 is the paper's
@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from pnp_kernels import PnPConfig, RefinePlan, pnp_sample
+from pnp_kernels.threads import single_thread
 from pnp_kernels.toy.data import DATASETS
 from pnp_kernels.toy.experiment import (
-    Variant, cloud_denoiser, generate, initial_noise, latent_to_points, placement, sigma_grid, single_thread,
+    Variant, cloud_denoiser, generate, initial_noise, latent_to_points, placement, sigma_grid,
 )
 from pnp_kernels.toy.metric import ManifoldMetric
 from pnp_kernels.toy.model import load_shipped

@@ -2,7 +2,8 @@
 import pytest
 
 from pnp_kernels.toy.data import DATASETS
-from pnp_kernels.toy.experiment import Variant, generate, initial_noise, placement, single_thread
+from pnp_kernels.threads import single_thread
+from pnp_kernels.toy.experiment import Variant, generate, initial_noise, placement
 from pnp_kernels.toy.metric import ManifoldMetric
 from pnp_kernels.toy.model import load_shipped
 from pnp_kernels.toy.train import train
