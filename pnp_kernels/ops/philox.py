@@ -98,6 +98,17 @@ def sample_seeds(seed: int | Sequence[int], batch: int) -> tuple[int, ...]:
     return tuple(seed)
 
 
+# Seeds of the m-th independent noise stream of one run (e.g. the audio latents of a joint audio-video
+# model): the per-sample seeds plus m * 2**32, so that no stream repeats another's noise.
+STREAM_SEED_OFFSET = 2**32
+
+
+def stream_seeds(seed: int | Sequence[int], batch: int, stream: int) -> tuple[int, ...]:
+    """Per-sample seeds (``sample_seeds``) of noise stream ``stream`` (0 = the seeds themselves), modulo 2**64."""
+    check_int("stream", stream, 0)
+    return tuple((s + stream * STREAM_SEED_OFFSET) % 2**64 for s in sample_seeds(seed, batch))
+
+
 def _mulhilo(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # int64 multiplication wraps modulo 2**64, which still holds the whole 64-bit product of two
     # 32-bit values; shifting and masking recovers both halves.

@@ -1,0 +1,1 @@
+"""Tests of the ComfyUI nodes, run without ComfyUI (fake_comfy.py stands in for it)."""
