@@ -9,20 +9,17 @@
     disable_pnp(pipe)                                                     # the pipeline as it was
 
 How (docs/DIFFUSERS.md): the scheduler is replaced by a stand-in that repeats each step's timestep
-once per planned model call and steps the P&P engine; a hook on each transformer skips the calls an
-early exit makes unnecessary. The pipeline's loop, guidance and callbacks run unchanged.
+once per planned model call and steps the P&P engine; a hook on each transformer computes only the
+samples still iterating, so an early exit saves its compute. The pipeline's loop, guidance and callbacks run unchanged.
 """
 from __future__ import annotations
 
 import functools
 
-from ..compat import hook_registry, set_component_keeping_config
 from ..config import PnPConfig
-from ..engine import check_process_group
-from ..validators import check_int
-from .hooks import HOOK_NAME, SkipIdleCallsHook
-from .session import PnPSession, check_seed_noise
-from .support import REFUSED, TESTED, denoisers, refusal, warn_if_untested
+from .pipeline import PnPPipelineMethods
+from .session import PnPSession, check_pnp_arguments
+from .support import REFUSED, TESTED, refusal, stock_class, warn_if_untested
 
 __all__ = ["REFUSED", "TESTED", "disable_pnp", "enable_pnp", "is_pnp_enabled"]
 
@@ -31,8 +28,7 @@ _PNP_CLASSES: dict[type, type] = {}  # pipeline class -> its subclass with the P
 
 def _pnp_class(cls: type) -> type:
     """``cls`` with a ``__call__`` that runs the stock one inside the P&P session (same name, same
-    signature), and with the real scheduler in ``components`` and ``save_pretrained`` (so ``from_pipe``
-    and saving see the pipeline without P&P). ``disable_pnp`` puts ``cls`` back."""
+    signature), plus ``PnPPipelineMethods``. ``disable_pnp`` puts ``cls`` back."""
     if cls not in _PNP_CLASSES:
 
         @functools.wraps(cls.__call__)
@@ -40,18 +36,8 @@ def _pnp_class(cls: type) -> type:
             with self._pnp_session.call(args, kwargs):
                 return cls.__call__(self, *args, **kwargs)
 
-        @functools.wraps(cls.save_pretrained)
-        def save_pretrained(self, *args, **kwargs):
-            with self._pnp_session.stock_scheduler():
-                return cls.save_pretrained(self, *args, **kwargs)
-
-        def components(self):
-            with self._pnp_session.stock_scheduler():
-                return cls.components.fget(self)
-
-        members = {"__call__": __call__, "save_pretrained": save_pretrained, "components": property(components),
-                   "__module__": cls.__module__, "__doc__": cls.__doc__}
-        _PNP_CLASSES[cls] = type(cls.__name__, (cls,), members)
+        members = {"__call__": __call__, "stock_pipeline": cls, "__module__": cls.__module__, "__doc__": cls.__doc__}
+        _PNP_CLASSES[cls] = type(cls.__name__, (PnPPipelineMethods, cls), members)
     return _PNP_CLASSES[cls]
 
 
@@ -78,42 +64,29 @@ def enable_pnp(pipe, config: PnPConfig | None = None, *, seed: int | list[int] |
 
     if not isinstance(pipe, DiffusionPipeline):
         raise TypeError(f"pipe must be a diffusers DiffusionPipeline, got {type(pipe).__name__}")
-    config = PnPConfig() if config is None else config
-    if not isinstance(config, PnPConfig):
-        raise TypeError(f"config must be a PnPConfig or None, got {type(config).__name__}")
-    check_seed_noise("seed", seed, config)
-    check_process_group("group", group)
-    if seed is not None:
-        for s in seed if isinstance(seed, (list, tuple)) else [seed]:
-            check_int("seed", s, 0)
+    config = check_pnp_arguments(config, seed, group, names=("config", "seed", "group"), default=PnPConfig())
     if is_pnp_enabled(pipe):
         raise ValueError("P&P is already enabled on this pipeline; call disable_pnp(pipe) first")
+    if stock_class(pipe) is not type(pipe):
+        raise ValueError(f"{type(pipe).__name__} runs P&P on every call (its pnp= argument); enable_pnp is for "
+                         f"a stock {stock_class(pipe).__name__}")
     reason = refusal(pipe)
     if reason is not None:
         raise ValueError(f"P&P cannot run: {reason}")
     warn_if_untested(pipe)
-
-    session = PnPSession(pipe, config, seed, group)
-    for _, model in denoisers(pipe):
-        hook = SkipIdleCallsHook(session)
-        hook_registry(model).register_hook(hook, HOOK_NAME)
-        session.hooks.append((model, hook))
-    set_component_keeping_config(pipe, "scheduler", session.scheduler)
-    pipe._pnp_session = session
-    pipe.__class__ = _pnp_class(session.original_class)
+    original_class = type(pipe)
+    PnPSession(pipe, config, seed, group).attach()
+    pipe.__class__ = _pnp_class(original_class)
     return pipe
 
 
 def disable_pnp(pipe):
     """Undo ``enable_pnp``: the pipeline's class, scheduler and transformers as they were; returns ``pipe``."""
     session = getattr(pipe, "_pnp_session", None)
-    if session is None:
+    if session is None or stock_class(pipe) not in _PNP_CLASSES:
         raise ValueError("P&P is not enabled on this pipeline")
-    for model, _ in session.hooks:
-        hook_registry(model).remove_hook(HOOK_NAME, recurse=False)
-    if pipe.scheduler is session.scheduler:
-        set_component_keeping_config(pipe, "scheduler", session.original_scheduler)
-    pipe.__class__ = session.original_class
-    for name in ("_pnp_session", "pnp_stats", "pnp_stats_copies"):
+    session.detach()
+    pipe.__class__ = stock_class(pipe)
+    for name in ("pnp_stats", "pnp_stats_copies"):
         pipe.__dict__.pop(name, None)
     return pipe

@@ -100,11 +100,12 @@ class PnPScheduler:
 
     # ---- the loop ---------------------------------------------------------------------------------
 
-    def next_call_needed(self) -> bool:
-        """Whether the next model call is needed by this scheduler's latents (False on idle entries)."""
-        if self.schedule is None or self.calls >= len(self.schedule):
-            return True
-        return self.schedule[self.calls][1] == 0 or self.step_active
+    def samples_needed(self) -> list[bool] | None:
+        """Which samples the next model call must compute for this scheduler's latents: None for all
+        (a step's first call), else one flag per sample (all False on idle entries)."""
+        if self.schedule is None or self.calls >= len(self.schedule) or self.schedule[self.calls][1] == 0:
+            return None
+        return self.engine.active if self.step_active else [False] * self.engine.batch
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor, *args, return_dict: bool = True, **kwargs):
         """Feed one guided velocity to the engine; return the next model input (see the module docstring)."""

@@ -7,12 +7,15 @@ import inspect
 
 import torch
 
-from ..compat import set_component_keeping_config
+from ..compat import hook_registry, set_component_keeping_config
 from ..config import PnPConfig
-from ..engine import PnPEngine, PnPStats, check_sigmas
+from ..engine import IterationEvent, PnPEngine, PnPStats, check_process_group, check_sigmas
 from ..ops.philox import sample_seeds
+from ..validators import check_int
+from .hooks import HOOK_NAME, SkipIdleCallsHook
+from .progress import ModelCallProgress
 from .scheduler import PnPScheduler
-from .support import cache_refusal, pinned_frames
+from .support import cache_refusal, denoisers, pinned_frames, stock_class
 
 # Philox seeds of the m-th copy of the scheduler (LTX-2's audio latents): the pipeline's seeds plus
 # m * 2**32, so its noise never repeats the video's.
@@ -29,10 +32,20 @@ def philox_seed(generator) -> int | list[int]:
     return int(torch.randint(0, 2**62, ()).item())
 
 
-def check_seed_noise(name: str, seed, config: PnPConfig) -> None:
-    """A philox seed is only meaningful with ``noise="philox"``; refuse it otherwise."""
-    if seed is not None and config.noise != "philox":
-        raise ValueError(f"{name}={seed!r} is only used with PnPConfig(noise='philox'), got noise={config.noise!r}")
+def check_pnp_arguments(config, seed, group, names: tuple[str, str, str], default: PnPConfig) -> PnPConfig:
+    """The P&P settings of ``enable_pnp`` or a Wan P&P call, named as the caller names them: the config
+    (``default`` for None), the philox seed (noise="philox" only) and the process group."""
+    config_name, seed_name, group_name = names
+    config = default if config is None else config
+    if not isinstance(config, PnPConfig):
+        raise TypeError(f"{config_name} must be a PnPConfig or None, got {type(config).__name__}")
+    if seed is not None:
+        if config.noise != "philox":
+            raise ValueError(f"{seed_name}={seed!r} is only used with PnPConfig(noise='philox'), got noise={config.noise!r}")
+        for s in seed if isinstance(seed, (list, tuple)) else [seed]:
+            check_int(seed_name, s, 0)
+    check_process_group(group_name, group)
+    return config
 
 
 def engine_noise(config: PnPConfig, seed, generator) -> dict:
@@ -45,14 +58,20 @@ def engine_noise(config: PnPConfig, seed, generator) -> dict:
 
 class PnPSession:
     """P&P state of one pipeline: the settings, the scheduler stand-in, and per call the schedulers
-    in use (the pipeline's own and the copies its loop made), their engines and statistics."""
+    in use (the pipeline's own and the copies its loop made), their engines and statistics.
 
-    def __init__(self, pipe, config: PnPConfig, seed, group):
+    callback (an ``IterationEvent`` after every model call) and capture_uncertainty (the uncertainty
+    maps in the statistics) go to the engine of the pipeline's own latents.
+    """
+
+    def __init__(self, pipe, config: PnPConfig, seed, group, *, callback=None, capture_uncertainty: bool = False):
         self.pipe = pipe
         self.config = config
         self.seed = seed
         self.group = group
-        self.original_class = type(pipe)
+        self.callback = callback
+        self.capture_uncertainty = capture_uncertainty
+        self.stock_class = stock_class(pipe)
         self.original_scheduler = pipe.scheduler
         self.scheduler = PnPScheduler(pipe.scheduler, self)
         # Two experts (Wan 2.2 A14B) switch at sigma = boundary_ratio (t = boundary_ratio * 1000).
@@ -60,12 +79,39 @@ class PnPSession:
         self.num_pinned_frames = pinned_frames(pipe)
         self.hooks: list = []  # (model, SkipIdleCallsHook)
         self.in_call = False
+        self.progress: ModelCallProgress | None = None
         self._reset_call()
+
+    def attach(self) -> None:
+        """Put the scheduler stand-in and the transformer hooks in place (``detach`` takes them out)."""
+        for _, model in denoisers(self.pipe):
+            hook = SkipIdleCallsHook(self)
+            hook_registry(model).register_hook(hook, HOOK_NAME)
+            self.hooks.append((model, hook))
+        set_component_keeping_config(self.pipe, "scheduler", self.scheduler)
+        self.pipe._pnp_session = self
+
+    def detach(self) -> None:
+        for model, _ in self.hooks:
+            hook_registry(model).remove_hook(HOOK_NAME, recurse=False)
+        self.hooks = []
+        if self.pipe.scheduler is self.scheduler:
+            set_component_keeping_config(self.pipe, "scheduler", self.original_scheduler)
+        self.pipe.__dict__.pop("_pnp_session", None)
+
+    @contextlib.contextmanager
+    def attached(self):
+        self.attach()
+        try:
+            yield self
+        finally:
+            self.detach()
 
     def _reset_call(self) -> None:
         self.members: list[PnPScheduler] = []  # schedulers whose set_timesteps ran in this call
         self.stats: dict[int, PnPStats] = {}  # id(member) -> stats of its finished run
         self.generator = None
+        self.progress = None
         for _, hook in self.hooks:
             hook.reset()
 
@@ -92,8 +138,13 @@ class PnPSession:
         """Identifies the loop entry the next model call belongs to (changes once per entry)."""
         return sum(m.calls for m in self.members)
 
-    def model_call_needed(self) -> bool:
-        return not self.members or any(m.next_call_needed() for m in self.members)
+    def samples_needed(self) -> list[bool] | None:
+        """The samples the next model call must compute: None for all, else one flag per sample, the
+        union over the schedulers in use (joint latents such as LTX-2's video and audio share each call)."""
+        wanted = [m.samples_needed() for m in self.members]
+        if not wanted or any(w is None for w in wanted):
+            return None
+        return [any(flags) for flags in zip(*wanted)]
 
     def new_engine(self, member: PnPScheduler, z: torch.Tensor) -> PnPEngine:
         config = dataclasses.replace(self.config, plan=member.plan)
@@ -102,8 +153,24 @@ class PnPSession:
         if is_copy and "seed" in noise:
             copy_index = [m for m in self.members if m is not self.scheduler].index(member) + 1
             noise["seed"] = [(s + copy_index * COPY_SEED_OFFSET) % 2**64 for s in sample_seeds(noise["seed"], z.shape[0])]
-        pinned = 0 if is_copy else self.num_pinned_frames
-        return PnPEngine(config, member.grid, z, num_pinned_frames=pinned, group=self.group, **noise)
+        if is_copy:
+            return PnPEngine(config, member.grid, z, group=self.group, **noise)
+        return PnPEngine(config, member.grid, z, num_pinned_frames=self.num_pinned_frames, group=self.group,
+                         capture_uncertainty=self.capture_uncertainty, callback=self._model_call_done, **noise)
+
+    def _model_call_done(self, event: IterationEvent) -> None:
+        if self.progress is not None:
+            self.progress.model_call(event)
+        if self.callback is not None:
+            self.callback(event)
+
+    def progress_bar(self, bar):
+        """The loop's progress bar, counting model calls while a call runs (see ``ModelCallProgress``)."""
+        if not self.in_call:
+            return bar
+        upper_bound = len(self.scheduler.schedule) if self.scheduler.schedule is not None else None
+        self.progress = ModelCallProgress(bar, upper_bound)
+        return self.progress
 
     def finished(self, member: PnPScheduler) -> None:
         self.stats[id(member)] = member.engine.finish()
@@ -121,7 +188,7 @@ class PnPSession:
             raise ValueError(
                 "pipe.scheduler was replaced after enable_pnp; call disable_pnp(pipe) and enable_pnp again"
             )
-        bound = inspect.signature(self.original_class.__call__).bind_partial(pipe, *args, **kwargs)
+        bound = inspect.signature(self.stock_class.__call__).bind_partial(pipe, *args, **kwargs)
         self._reset_call()
         self.generator = bound.arguments.get("generator")
         self.in_call = True

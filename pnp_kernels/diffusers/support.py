@@ -60,6 +60,12 @@ def is_flow_matching(scheduler) -> bool:
     return config.get("prediction_type") == "flow_prediction" and bool(config.get("use_flow_sigmas"))
 
 
+def stock_class(pipe) -> type:
+    """The diffusers pipeline class whose loop runs: the pipeline's own, or the one a P&P subclass
+    (``pnp_kernels.wan``, or the class ``enable_pnp`` swaps in) names as ``stock_pipeline``."""
+    return getattr(type(pipe), "stock_pipeline", type(pipe))
+
+
 def denoisers(pipe) -> list[tuple[str, torch.nn.Module]]:
     """The pipeline's transformers (the modules its loop evaluates), by component name."""
     return [(name, getattr(pipe, name)) for name in DENOISER_NAMES
@@ -68,7 +74,7 @@ def denoisers(pipe) -> list[tuple[str, torch.nn.Module]]:
 
 def refusal(pipe) -> str | None:
     """Why P&P cannot run in ``pipe`` (None if it can)."""
-    name = type(pipe).__name__
+    name = stock_class(pipe).__name__
     if name in REFUSED:
         return f"{name} is not supported: {REFUSED[name]}"
     scheduler = getattr(pipe, "scheduler", None)
@@ -86,7 +92,7 @@ def refusal(pipe) -> str | None:
     if not denoisers(pipe):
         return f"{name} has no transformer component for P&P to run"
     try:
-        source = inspect.getsource(type(pipe).__call__)
+        source = inspect.getsource(stock_class(pipe).__call__)
     except (OSError, TypeError):
         source = None
     if source is not None and "scheduler.step(" not in source:
@@ -107,12 +113,12 @@ def cache_refusal(pipe) -> str | None:
 
 def pinned_frames(pipe) -> int:
     """Leading latent frames that hold a condition in this pipeline (0 for untested pipelines)."""
-    rule = TESTED.get(type(pipe).__name__)
+    rule = TESTED.get(stock_class(pipe).__name__)
     return rule(pipe) if rule is not None else 0
 
 
 def warn_if_untested(pipe) -> None:
-    name = type(pipe).__name__
+    name = stock_class(pipe).__name__
     if name not in TESTED:
         logger.warning(
             "P&P has not been tested with %s; its loop has the expected shape, but check the output "

@@ -1,17 +1,15 @@
 """Text-to-video Wan 2.1 / 2.2 (A14B two-expert, TI2V-5B) with Predict-and-Perturb sampling."""
 from __future__ import annotations
 
-import torch
 from diffusers import WanPipeline
 
 from ..published import WAN21_T2V, WAN22_T2V
-from .denoiser import WanConditioning
 from .pipeline_mixin import PnPPipelineMixin, pnp_call
 
 
 class WanPnPPipeline(PnPPipelineMixin, WanPipeline):
-    """diffusers' WanPipeline sampling with P&P (arXiv 2601.18577): Euler steps on the scheduler's sigma
-    grid, refined steps predict-perturb-predict with the fused ``pnp_update``.
+    """diffusers' WanPipeline sampling with P&P (arXiv 2601.18577): ``enable_pnp``'s sampling, attached
+    for each call, with the authors' published settings for every option left unset.
 
     Loads like WanPipeline (``from_pretrained``, ``from_pipe``) and takes all its call arguments, plus:
 
@@ -22,10 +20,8 @@ class WanPnPPipeline(PnPPipelineMixin, WanPipeline):
     pnp_group: the torch.distributed ranks that sample this video together (context parallel): they
         agree on early exits ("auto": the default group when torch.distributed runs). None when every
         rank samples its own videos (data parallel); see docs/DISTRIBUTED.md.
-    cfg_batch: conditional and unconditional passes in one batch-2B forward (False: one after the other).
     attention: "auto" or a diffusers attention backend name (see ``pnp_kernels.wan.attention``).
-    compile: compile the repeated transformer blocks (regional compilation) before sampling; regional
-        stays the default until the GPU suite has measured it against whole-model compilation.
+    compile: compile the repeated transformer blocks (regional compilation) before sampling.
     capture_uncertainty: keep per-iteration (B, F, H, W) uncertainty and certain maps in pnp_stats.
     pnp_callback: called with an IterationEvent after every model call.
 
@@ -33,31 +29,13 @@ class WanPnPPipeline(PnPPipelineMixin, WanPipeline):
     2-5:3,6-14:1, tau 0.25, guidance 5; Wan 2.2 A14B 40 steps, plan 2-5:3,6-13:1, tau 0.2, guidance 4
     (high-noise expert) / 3 (low-noise); negative prompt "low quality" for text prompts.
 
-    Guidance is combined in float32 inside the update (stock diffusers rounds it in the model dtype);
-    non-finite guidance scales are an error. In a batch, samples that left a refined step early are not
-    computed again. ``callback_on_step_end`` runs after each outer step; latents it returns replace the
-    state. Setting the pipeline's ``_interrupt`` from a callback has no effect (a refined step is not
-    left half done). Returns WanPnPPipelineOutput (frames, pnp_stats, attention_backend) or
+    In a batch, samples that left a refined step early are not computed again. ``callback_on_step_end``
+    runs after each outer step, with its index; latents it returns replace the state. The progress bar
+    counts model calls. Returns WanPnPPipelineOutput (frames, pnp_stats, attention_backend) or
     ``(frames, pnp_stats)``.
     """
 
+    stock_pipeline = WanPipeline
     _published = (WAN21_T2V, WAN22_T2V)
 
     __call__ = pnp_call(WanPipeline)
-
-    def _check_call(self, a, tensor_inputs) -> None:
-        self.check_inputs(
-            a.prompt, a.negative_prompt, a.height, a.width, a.prompt_embeds, a.negative_prompt_embeds,
-            tensor_inputs, a.guidance_scale_2,
-        )
-
-    def _prepare(self, a, batch, device, prompt_embeds, negative_prompt_embeds, steps):
-        self.scheduler.set_timesteps(steps, device=device)
-        in_channels = self._experts_models()[0].config.in_channels
-        latents = self.prepare_latents(
-            batch, in_channels, a.height, a.width, a.num_frames, torch.float32, device, a.generator, a.latents
-        )
-        conditioning = WanConditioning(
-            prompt_embeds, negative_prompt_embeds, expand_timesteps=bool(self.config.expand_timesteps)
-        )
-        return latents, conditioning

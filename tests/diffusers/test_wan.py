@@ -120,18 +120,17 @@ def test_plan_equals_naive_loop_and_skips_idle_calls(batch, guided, certain_stop
 
 
 @pytest.mark.parametrize("noise", ["generator", "philox"])
-def test_equals_wan_pnp_pipeline_with_sequential_guidance(noise):
+def test_equals_wan_pnp_pipeline(noise):
     parts = tiny.components("a14b")
     config = PnPConfig(plan=PLAN, tau=0.3, noise=noise)
     ours = WanPnPPipeline(**parts)
     ours.set_progress_bar_config(disable=True)
     extra = {"pnp_seed": 7} if noise == "philox" else {}
-    expected = call(ours, batch=2, seed=3, pnp=config, cfg_batch=False, guidance_scale_2=2.5, **extra)
+    expected = call(ours, batch=2, seed=3, pnp=config, guidance_scale_2=2.5, **extra)
     pipe = make(**parts)
     enable_pnp(pipe, config, seed=7 if noise == "philox" else None)
     out = run(pipe, batch=2, seed=3, guidance_scale_2=2.5)
-    diff = (out - expected.frames).abs().max().item()
-    assert diff <= 1e-6, diff
+    assert torch.equal(out, expected.frames)
     assert pipe.pnp_stats.nfe == expected.pnp_stats.nfe
 
 
@@ -140,12 +139,11 @@ def test_i2v_equals_wan_i2v_pnp_pipeline():
     config = PnPConfig(plan=PLAN, tau=0.3)
     ours = WanImageToVideoPnPPipeline(**parts)
     ours.set_progress_bar_config(disable=True)
-    expected = run_i2v(ours, "ti2v_i2v", batch=2, seed=2, pnp=config, cfg_batch=False).clone()
+    expected = run_i2v(ours, "ti2v_i2v", batch=2, seed=2, pnp=config).clone()
     pipe = make("ti2v_i2v", **parts)
     enable_pnp(pipe, config)
     out = run_i2v(pipe, "ti2v_i2v", batch=2, seed=2)
-    diff = (out - expected).abs().max().item()
-    assert diff <= 1e-6, diff
+    assert torch.equal(out, expected)
 
 
 def test_same_generator_reproduces_and_philox_follows_the_seed():
@@ -174,3 +172,21 @@ def test_bf16_on_cuda_gives_the_same_sample():
     diff = (out.float().cpu() - reference).abs()
     print(f"\nbf16 CUDA vs fp32 CPU: max abs diff {diff.max():.4f}, mean {diff.mean():.4f}, latent std {reference.std():.3f}")
     assert diff.mean() < reference.std()  # the same sample up to bf16 rounding, not noise
+
+
+@pytest.mark.parametrize("stock", [True, False])
+def test_model_computes_each_sample_only_while_it_iterates(stock):
+    # certain_stop 0.41: at step 1 the two samples leave at different iterations (as above).
+    config = PnPConfig(plan=PLAN, tau=1.0, certain_stop=0.41)
+    if stock:
+        pipe = enable_pnp(make(), config)
+    else:
+        pipe = WanPnPPipeline(**tiny.components("t2v"))
+        pipe.set_progress_bar_config(disable=True)
+    rows = []  # per forward that ran: its samples (P&P's hook sits above the transformer's forward)
+    pipe.transformer.patch_embedding.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
+    out = call(pipe, batch=2, seed=11, **({} if stock else {"pnp": config}))
+    stats = pipe.pnp_stats if stock else out.pnp_stats
+    assert stats.nfe_per_sample[0] != stats.nfe_per_sample[1]
+    assert sorted(set(rows)) == [1, 2]
+    assert sum(rows) == 2 * sum(stats.nfe_per_sample)  # cond and uncond forwards per model call

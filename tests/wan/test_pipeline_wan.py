@@ -44,7 +44,7 @@ def pipe():
 
 
 def test_empty_plan_is_plain_euler(pipe):
-    out = run(pipe, seed=3, pnp=PnPConfig(plan=RefinePlan([])), cfg_batch=False)
+    out = run(pipe, seed=3, pnp=PnPConfig(plan=RefinePlan([])))
     latents, _ = initial_latents(3)
     denoise = sequential_denoiser(
         pipe.transformer, pipe.scheduler.timesteps, tiny.prompt_embeds(1, 0), tiny.prompt_embeds(1, 99), SCALE
@@ -69,15 +69,14 @@ def test_empty_plan_matches_stock_wan_pipeline(kind, height, width):
     if kind == "a14b":
         args["guidance_scale_2"] = 2.5
     expected = stock(generator=torch.Generator().manual_seed(5), **args).frames
-    ours = pipe(generator=torch.Generator().manual_seed(5), pnp=PnPConfig(plan="none"), cfg_batch=False, **args).frames
+    ours = pipe(generator=torch.Generator().manual_seed(5), pnp=PnPConfig(plan="none"), **args).frames
     diff = (ours - expected).abs().max().item()
     assert diff <= 1e-6, diff
 
 
-@pytest.mark.parametrize("cfg_batch", [False, True])
-def test_plan_matches_naive_loop(pipe, cfg_batch):
+def test_plan_matches_naive_loop(pipe):
     config = PnPConfig(plan=PLAN, tau=1.0, certain_stop=0.9)
-    out = run(pipe, batch=2, seed=11, pnp=config, cfg_batch=cfg_batch, prompt_seed=4)
+    out = run(pipe, batch=2, seed=11, pnp=config, prompt_seed=4)
     latents, g = initial_latents(11, batch=2)
     denoise = sequential_denoiser(
         pipe.transformer, pipe.scheduler.timesteps, tiny.prompt_embeds(2, 4), tiny.prompt_embeds(2, 99), SCALE
@@ -106,14 +105,6 @@ def test_without_guidance_one_forward_per_call(pipe):
 
     expected = naive_pnp(conditional, latents, pipe.scheduler.sigmas, RefinePlan.parse(PLAN).ranges, 0.0, 1, 0.999, g)
     diff = (out.frames - expected).abs().max().item()
-    assert diff <= 1e-5, diff
-
-
-def test_batched_guidance_equals_sequential(pipe):
-    config = PnPConfig(plan=PLAN, tau=1.0)
-    batched = run(pipe, batch=2, seed=2, pnp=config, cfg_batch=True)
-    sequential = run(pipe, batch=2, seed=2, pnp=config, cfg_batch=False)
-    diff = (batched.frames - sequential.frames).abs().max().item()
     assert diff <= 1e-5, diff
 
 
@@ -186,13 +177,13 @@ def test_a14b_expert_calls_follow_boundary():
     calls = {"high": 0, "low": 0}
     pipe.transformer.register_forward_pre_hook(lambda *a: calls.__setitem__("high", calls["high"] + 1))
     pipe.transformer_2.register_forward_pre_hook(lambda *a: calls.__setitem__("low", calls["low"] + 1))
-    out = run(pipe, pnp=PnPConfig(plan=PLAN, tau=0.0), guidance_scale_2=2.0, cfg_batch=False)
+    out = run(pipe, pnp=PnPConfig(plan=PLAN, tau=0.0), guidance_scale_2=2.0)
     boundary = pipe.config.boundary_ratio * pipe.scheduler.config.num_train_timesteps
     timesteps = pipe.scheduler.timesteps.tolist()
     expected_high = sum(s.nfe for s, t in zip(out.pnp_stats.steps, timesteps) if t >= boundary)
     expected_low = out.pnp_stats.nfe - expected_high
     assert 0 < expected_high and 0 < expected_low  # the grid crosses the boundary inside the plan
-    assert calls == {"high": 2 * expected_high, "low": 2 * expected_low}  # two forwards per call (sequential CFG)
+    assert calls == {"high": 2 * expected_high, "low": 2 * expected_low}  # two forwards per call (cond, uncond)
     assert torch.isfinite(out.frames).all()
 
 
@@ -228,7 +219,8 @@ def test_from_pretrained_round_trip(tmp_path, pipe):
     loaded.set_progress_bar_config(disable=True)
     config = PnPConfig(plan=PLAN, tau=1.0)
     diff = (run(loaded, pnp=config).frames - run(pipe, pnp=config).frames).abs().max().item()
-    assert diff == 0.0
+    # Weights read from disk sit at other addresses, where CPU matmul kernels may sum in another order.
+    assert diff <= 1e-5, diff
 
 
 def test_decoded_output_and_tuple_return(pipe):
@@ -250,7 +242,7 @@ def test_bf16_transformer_completes_and_reports_difference(pipe):
 
 def test_unipc_scheduler_grid():
     pipe = make_pipe(scheduler=tiny.unipc_scheduler())
-    out = run(pipe, pnp=PnPConfig(plan="none"), cfg_batch=False)
+    out = run(pipe, pnp=PnPConfig(plan="none"))
     latents, _ = initial_latents(0)
     denoise = sequential_denoiser(
         pipe.transformer, pipe.scheduler.timesteps, tiny.prompt_embeds(1, 0), tiny.prompt_embeds(1, 99), SCALE
@@ -265,7 +257,9 @@ def test_unipc_scheduler_grid():
         (dict(pnp="2-5:3"), TypeError, "pnp must be a PnPConfig"),
         (dict(pnp=PnPConfig(plan="2-9:1")), ValueError, "refers to step 9"),
         (dict(pnp=PnPConfig(plan="none"), pnp_seed=3), ValueError, "pnp_seed=3"),
-        (dict(pnp=PnPConfig(plan="none"), cfg_batch=1), TypeError, "cfg_batch"),
+        (dict(pnp=PnPConfig(plan="none"), compile=1), TypeError, "compile must be True or False"),
+        (dict(pnp=PnPConfig(plan="none"), capture_uncertainty="yes"), TypeError, "capture_uncertainty"),
+        (dict(pnp=PnPConfig(plan="none"), pnp_callback=3), TypeError, "pnp_callback must be callable"),
         (dict(pnp=PnPConfig(plan="none"), pnp_group="world"), ValueError, "pnp_group must be one of"),
         (dict(pnp=PnPConfig(plan="none"), pnp_group=0), TypeError, "pnp_group must be 'auto', None or"),
         (dict(pnp=PnPConfig(plan="none"), attention="fastest"), ValueError, "fastest"),
@@ -277,10 +271,8 @@ def test_bad_arguments(pipe, kwargs, error, match):
         run(pipe, **kwargs)
 
 
-def test_cfg_batch_needs_equal_text_lengths(pipe):
-    with pytest.raises(ValueError, match="cfg_batch=False"):
-        run(pipe, pnp=PnPConfig(plan="none"), negative_prompt_embeds=tiny.prompt_embeds(1, 99, length=5))
-    out = run(pipe, pnp=PnPConfig(plan="none"), negative_prompt_embeds=tiny.prompt_embeds(1, 99, length=5), cfg_batch=False)
+def test_negative_prompt_of_another_length(pipe):
+    out = run(pipe, pnp=PnPConfig(plan="none"), negative_prompt_embeds=tiny.prompt_embeds(1, 99, length=5))
     assert torch.isfinite(out.frames).all()
 
 
