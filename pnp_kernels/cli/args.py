@@ -84,8 +84,6 @@ def build_parser() -> argparse.ArgumentParser:
     runtime = parser.add_argument_group("runtime")
     runtime.add_argument("--attention", default="auto", help="attention backend: auto or a diffusers backend name")
     runtime.add_argument("--compile", action="store_true", help="torch.compile the transformer")
-    runtime.add_argument("--no-cfg-batch", action="store_true",
-                         help="run the conditional and unconditional passes one after the other (less memory)")
     runtime.add_argument("--dtype", choices=sorted(DTYPES), help="model dtype (default: bfloat16 on CUDA, float32 on CPU)")
     runtime.add_argument("--offload", action="store_true", help="diffusers model CPU offload (needs a CUDA device)")
     runtime.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")

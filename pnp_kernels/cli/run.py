@@ -45,7 +45,7 @@ def generate(pipe, settings: Settings, image, pnp: PnPConfig, capture_uncertaint
         prompt=settings.prompt, negative_prompt=settings.negative_prompt, height=settings.height,
         width=settings.width, num_frames=settings.frames, num_inference_steps=settings.steps,
         guidance_scale=settings.guidance, generator=generator, output_type="np" if decode else "latent", pnp=pnp,
-        pnp_seed=settings.seed if pnp.noise == "philox" else None, cfg_batch=settings.cfg_batch,
+        pnp_seed=settings.seed if pnp.noise == "philox" else None,
         attention=settings.attention, compile=settings.compile, capture_uncertainty=capture_uncertainty,
     )
     if settings.guidance_2 is not None:
@@ -66,7 +66,7 @@ def _run_record(output, seconds: float) -> dict:
 
 
 def _out_of_memory(settings: Settings) -> RunError:
-    return RunError(f"out of memory on {settings.device}; try --offload, --no-cfg-batch, fewer --frames or a "
+    return RunError(f"out of memory on {settings.device}; try --offload, fewer --frames or a "
                     "smaller --height/--width")
 
 

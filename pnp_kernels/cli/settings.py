@@ -37,7 +37,6 @@ class Settings:
     pnp: PnPConfig
     attention: str
     compile: bool
-    cfg_batch: bool
     dtype: str
     offload: bool
     device: str
@@ -53,7 +52,7 @@ class Settings:
             "height": self.height, "width": self.width, "frames": self.frames, "fps": self.fps, "seed": self.seed,
             "plan": str(self.pnp.plan), "tau": self.pnp.tau, "p_norm": self.pnp.p_norm,
             "certain_stop": self.pnp.certain_stop, "noise": self.pnp.noise, "backend": self.pnp.backend,
-            "attention": self.attention, "compile": self.compile, "cfg_batch": self.cfg_batch, "dtype": self.dtype,
+            "attention": self.attention, "compile": self.compile, "dtype": self.dtype,
             "offload": self.offload, "device": self.device, "baseline": self.baseline,
             "save_uncertainty": self.save_uncertainty,
         }
@@ -234,7 +233,7 @@ def resolve_settings(args: argparse.Namespace) -> tuple[Settings, object]:
     settings = Settings(
         model=info, prompt=args.prompt, negative_prompt=pick("negative_prompt"), image_path=args.image,
         steps=steps, guidance=guidance, guidance_2=guidance_2, height=height, width=width, frames=frames, fps=fps,
-        seed=seed, pnp=pnp, attention=attention, compile=args.compile, cfg_batch=not args.no_cfg_batch,
+        seed=seed, pnp=pnp, attention=attention, compile=args.compile,
         dtype=dtype, offload=args.offload, device=device, outputs=outputs, baseline=args.baseline,
         save_uncertainty=args.save_uncertainty,
     )

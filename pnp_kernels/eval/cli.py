@@ -73,7 +73,6 @@ def build_parser() -> argparse.ArgumentParser:
     sampling.add_argument("--device", help="torch device")
     sampling.add_argument("--attention", default="auto", help="attention backend")
     sampling.add_argument("--compile", action="store_true", help="torch.compile the transformer")
-    sampling.add_argument("--no-cfg-batch", action="store_true", help="run the two guidance passes one by one")
     sampling.add_argument("--offload", action="store_true", help="diffusers model CPU offload")
 
     output = parser.add_argument_group("output")
@@ -193,7 +192,7 @@ def _wan_namespace(args, prompt: str, plan: str | None, tau: float | None) -> ar
     from pnp_kernels.cli import build_parser as sample_parser
 
     namespace = sample_parser().parse_args(["--model", str(args.model), "--prompt", prompt])
-    for name in WAN_ONLY + ("steps", "negative_prompt", "attention", "compile", "no_cfg_batch", "offload"):
+    for name in WAN_ONLY + ("steps", "negative_prompt", "attention", "compile", "offload"):
         setattr(namespace, name, getattr(args, name))
     for name, value in _refine_options(args).items():
         setattr(namespace, name, value)

@@ -71,7 +71,7 @@ def test_published_defaults(tiny_t2v, tiny_a14b, tmp_path):
     assert (settings.steps, str(settings.pnp.plan), settings.pnp.tau, settings.pnp.p_norm) == (50, "2-5:3,6-14:1", 0.25, 1)
     assert (settings.pnp.certain_stop, settings.guidance, settings.guidance_2) == (0.999, 5.0, None)
     assert (settings.height, settings.width, settings.frames, settings.fps, settings.seed) == (480, 832, 81, 16, 0)
-    assert settings.dtype == "float32" and settings.device == "cpu" and settings.cfg_batch
+    assert settings.dtype == "float32" and settings.device == "cpu"
     settings, _ = _parse(["--model", str(tiny_a14b), "--prompt", "a cat", "--out", str(tmp_path / "v.mp4")])
     assert (settings.steps, str(settings.pnp.plan), settings.pnp.tau) == (40, "2-5:3,6-13:1", 0.2)
     assert (settings.guidance, settings.guidance_2) == (4.0, 3.0)

@@ -156,12 +156,12 @@ def test_ti2v_image_to_video_matches_the_pipeline(tiny_ti2v, image_file, tmp_pat
 def test_a14b_with_philox_noise(tiny_a14b, tmp_path):
     out = tmp_path / "a14b.mp4"
     pnp_sample_command("--model", tiny_a14b, "--prompt", "a dog", *SMALL, "--plan", "1:1", "--guidance-2", "2.5",
-                       "--noise", "philox", "--tau", "0.5", "--no-cfg-batch", "--out", out, cwd=tmp_path)
+                       "--noise", "philox", "--tau", "0.5", "--out", out, cwd=tmp_path)
     assert decode(out).shape == (5, 32, 48, 3)
     record = json.loads((tmp_path / "a14b.json").read_text())
     settings = record["settings"]
     assert (record["model"]["kind"], settings["guidance"], settings["guidance_2"]) == ("t2v-a14b", 4.0, 2.5)
-    assert (settings["noise"], settings["cfg_batch"]) == ("philox", False)
+    assert settings["noise"] == "philox"
     assert record["refined"]["nfe"] == 4
 
 
