@@ -4,10 +4,13 @@ Every application (``pnp-sample``, ``pnp-eval``, the demos) writes its outputs t
 each file is written under a temporary name next to its final one and renamed into place by
 ``StagedFiles.commit`` at the very end. SIGINT and SIGTERM raise ``Interrupted`` (so cleanup code runs)
 while ``TERMINATION.installed()`` is in effect, and wait while a commit renames files, so that a run's
-files are all in place or none are. Nothing here imports torch.
+files are all in place or none are. ``StagedFiles.claim`` holds an output path for one run, so that two
+runs given the same output cannot both write it. Nothing here imports torch.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import secrets
 import signal
@@ -85,6 +88,51 @@ def _move_aside(path: Path) -> Path | None:
     return aside
 
 
+class OutputBusy(Exception):
+    """Another running process holds the claim on an output path."""
+
+    def __init__(self, target: Path, holder: str):
+        super().__init__(f"{target} is being written by another run ({holder}); wait for it to end or "
+                         "choose another output")
+        self.target = target
+
+
+class _Claim:
+    """An exclusive advisory lock (flock) on a hidden file beside ``target``, holding this process's id.
+    The system drops the lock when the process dies, so a killed run never blocks the next one."""
+
+    def __init__(self, target: Path):
+        self.target = target
+        absolute = Path(os.path.abspath(target))  # "." and ".." resolved: the lock needs a real name
+        self.path = absolute.parent / f".{absolute.name}.lock"
+        while True:
+            descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as error:
+                holder = os.read(descriptor, 32).decode(errors="replace").strip()
+                os.close(descriptor)
+                if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+                raise OutputBusy(target, f"process {holder}" if holder else "a process") from None
+            if self._still_named(descriptor):
+                break
+            os.close(descriptor)  # its holder released it and removed the file meanwhile: start over
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, str(os.getpid()).encode())
+        self.descriptor = descriptor
+
+    def _still_named(self, descriptor: int) -> bool:
+        try:
+            return os.stat(self.path).st_ino == os.fstat(descriptor).st_ino
+        except FileNotFoundError:
+            return False
+
+    def release(self) -> None:
+        self.path.unlink(missing_ok=True)  # while locked: a process that opened it sees the name is gone
+        os.close(self.descriptor)
+
+
 class StagedFiles:
     """Files written under temporary names in their target folders and renamed into place together
     by ``commit``; ``discard`` removes whatever was written, so a failed run leaves nothing behind."""
@@ -92,6 +140,20 @@ class StagedFiles:
     def __init__(self):
         self.staged: list[tuple[Path, Path]] = []
         self.created_folders: list[Path] = []
+        self.claims: list[_Claim] = []
+
+    def __enter__(self) -> "StagedFiles":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.discard()
+
+    def claim(self, target: Path) -> None:
+        """Hold ``target`` (an output file or folder) for this run until ``discard``; raise ``OutputBusy``
+        when another process holds it. Check whether ``target`` may be replaced after claiming it: a
+        check made before could race another run's commit."""
+        self._make_folder(Path(os.path.abspath(target)).parent)
+        self.claims.append(_Claim(target))
 
     def _make_folder(self, folder: Path) -> None:
         missing = []
@@ -151,8 +213,13 @@ class StagedFiles:
         return written
 
     def discard(self) -> None:
+        """Remove whatever was staged and not committed, release the claims, and remove the folders
+        made for them (always call it, also after ``commit``: a ``with`` block does)."""
         for temporary, _ in self.staged:
             temporary.unlink(missing_ok=True)
+        for claim in self.claims:
+            claim.release()
+        self.claims.clear()
         for folder in reversed(self.created_folders):
             try:
                 folder.rmdir()

@@ -1,11 +1,14 @@
-"""StagedFiles: files renamed into place together or not at all."""
+"""StagedFiles: files renamed into place together or not at all, and outputs one run at a time."""
 import errno
 import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
 from pnp_kernels import staging
-from pnp_kernels.staging import StagedFiles
+from pnp_kernels.staging import OutputBusy, StagedFiles
 
 
 def test_staged_files_commit_and_discard(tmp_path):
@@ -56,3 +59,39 @@ def test_committed_files_replace_the_old_ones(tmp_path):
     staged.path_for(tmp_path / "a.json").write_text("new")
     staged.commit()
     assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"a.json": "new"}  # nothing left aside
+
+
+def test_a_claimed_output_is_refused_to_a_second_claim_until_released(tmp_path):
+    target = tmp_path / "new" / "out"
+    with StagedFiles() as first:
+        first.claim(target)
+        with pytest.raises(OutputBusy, match=f"{target} is being written by another run \\(process {os.getpid()}\\)"):
+            StagedFiles().claim(target)
+        with StagedFiles() as other:
+            other.claim(tmp_path / "new" / "other")  # another output of the same folder is free
+    assert list(tmp_path.iterdir()) == []  # the lock files and the folder made for them are gone
+    with StagedFiles() as second:
+        second.claim(target)
+        second.path_for(target / "a.txt").write_text("a")
+        second.commit()
+    assert [p.name for p in (tmp_path / "new").iterdir()] == ["out"]
+
+
+HOLD = "import sys; from pathlib import Path; from pnp_kernels.staging import StagedFiles; " \
+       "StagedFiles().claim(Path(sys.argv[1])); print('held', flush=True); sys.stdin.read()"
+
+
+def test_a_claim_dies_with_its_process(tmp_path):
+    target = tmp_path / "out.mp4"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(target)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(OutputBusy, match=f"process {holder.pid}"):
+            StagedFiles().claim(target)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with StagedFiles() as staged:  # its lock file is still there, but no longer locked
+        staged.claim(target)
+    assert list(tmp_path.iterdir()) == []

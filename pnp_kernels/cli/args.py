@@ -10,7 +10,7 @@ from .models import MODEL_KINDS
 
 PROG = "pnp-sample"
 DEMOS = ("video", "toy")
-DEFAULT_DEMO_FOLDER = Path("pnp-demo")
+DEMO_FOLDERS = {"video": Path("pnp-demo"), "toy": Path("pnp-demo-toy")}  # each demo's default --out
 
 
 def _epilog() -> str:
@@ -29,10 +29,12 @@ def _epilog() -> str:
         "files written for --out NAME.mp4: NAME.mp4, NAME.json (settings, seed, environment, NFEs, iterations,",
         "early exits, certain fractions, timings); with --baseline NAME_baseline.mp4 and NAME_side_by_side.mp4;",
         "with --save-uncertainty NAME_uncertainty.mp4 and NAME_uncertainty.png. Existing files are replaced",
-        "only with --overwrite. Exit status: 0 done, 1 failed while running, 2 bad input, 130/143 interrupted.",
+        "only with --overwrite; a run started with the --out of a run still going is refused. Exit status: 0 done,",
+        "1 failed while running, 2 bad input (or --out in use), 130/143 interrupted.",
         "",
         "examples:",
         "  pnp-sample --demo                  # the embedded video demo, no weights needed (writes ./pnp-demo/)",
+        "  pnp-sample --demo toy              # the 2-D toy demo (writes ./pnp-demo-toy/)",
         '  pnp-sample --model ./Wan2.1-T2V-1.3B-Diffusers --prompt "A cat walks on the grass" \\',
         "      --baseline --save-uncertainty --out outputs/cat.mp4",
         "  torchrun --nproc-per-node 4 -m pnp_kernels --parallel ulysses --model ./Wan2.1-T2V-14B-Diffusers \\",
@@ -58,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--demo", nargs="?", const="video", choices=DEMOS,
                        help="run an embedded demo instead (no weights): 'video' (default) samples a small "
                        "physics-video model with and without P&P, 'toy' the 2-D toy; --out is then a folder "
-                       f"(default ./{DEFAULT_DEMO_FOLDER}/); the video demo takes --steps, --plan and --seed, "
+                       f"(default ./{DEMO_FOLDERS['video']}/, ./{DEMO_FOLDERS['toy']}/ for the toy); the video demo takes --steps, --plan and --seed, "
                        "the toy --seed")
 
     sampling = parser.add_argument_group("sampling")
@@ -104,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     output = parser.add_argument_group("output")
     output.add_argument("--out", type=Path,
-                        help=f"output mp4 (default pnp-sample.mp4; with --demo a folder, default ./{DEFAULT_DEMO_FOLDER}/)")
+                        help=f"output mp4 (default pnp-sample.mp4; with --demo a folder, default ./{DEMO_FOLDERS['video']}/ "
+                        f"or ./{DEMO_FOLDERS['toy']}/)")
     output.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     output.add_argument("--baseline", action="store_true",
                         help="also sample without refinement (same seed) and write a side-by-side video")

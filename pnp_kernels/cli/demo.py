@@ -17,8 +17,8 @@ from ..cli_common.options import MAX_SEED
 from ..config import RefinePlan
 from ..staging import StagedFiles
 from ..validators import check_int
-from .args import DEFAULT_DEMO_FOLDER, given_options
-from .outputs import check_output_folder, existing_ancestor
+from .args import DEMO_FOLDERS, given_options
+from .outputs import check_output_folder, claim_output, existing_ancestor
 
 # Options each demo honours; any other option set on the command line is refused.
 DEMO_OPTIONS = {"video": ("steps", "plan", "seed"), "toy": ("seed",)}
@@ -48,12 +48,15 @@ def _check_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) 
             raise UsageError(f"--plan {args.plan!r}: {error}") from None
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
+def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: with --demo, --out is a folder")
+    check_output_folder(out / "demo.json")
+
+
+def _check_empty(out: Path, overwrite: bool) -> None:
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise UsageError(f"--out {out} is not empty; pass --overwrite to replace the demo's files in it")
-    check_output_folder(out / "demo.json")
 
 
 def _run(kind: str, scratch: Path, args: argparse.Namespace) -> None:
@@ -69,22 +72,22 @@ def _run(kind: str, scratch: Path, args: argparse.Namespace) -> None:
 
 
 def run_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Path]:
-    """Run the demo ``args.demo`` into ``args.out`` (default ./pnp-demo/); returns the files written."""
+    """Run the demo ``args.demo`` into ``args.out`` (default: its entry of ``DEMO_FOLDERS``); returns the
+    files written. The folder is claimed first, so a second run given the same one meanwhile is refused."""
     _check_arguments(args, parser)
-    out = DEFAULT_DEMO_FOLDER if args.out is None else args.out
-    _check_out(out, args.overwrite)
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".partial", dir=existing_ancestor(out)) as scratch:
-        try:
-            _run(args.demo, Path(scratch), args)
-        except OSError as error:
-            raise RunError(f"--demo {args.demo}: cannot write its files for --out {out}: "
-                           f"{error.strerror or error}; nothing was written") from None
-        except ValueError as error:  # the demo's own check of --steps / --plan against its sigma grid
-            raise UsageError(f"--demo {args.demo}: {error}") from None
-        staged = StagedFiles()
-        for written in sorted(Path(scratch).iterdir()):
-            staged.adopt(written, out / written.name)
-        try:
+    out = DEMO_FOLDERS[args.demo] if args.out is None else args.out
+    _check_out(out)
+    with StagedFiles() as staged:
+        claim_output(staged, out)
+        _check_empty(out, args.overwrite)  # after the claim: no other run can fill it meanwhile
+        with tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".partial", dir=existing_ancestor(out)) as scratch:
+            try:
+                _run(args.demo, Path(scratch), args)
+            except OSError as error:
+                raise RunError(f"--demo {args.demo}: cannot write its files for --out {out}: "
+                               f"{error.strerror or error}; nothing was written") from None
+            except ValueError as error:  # the demo's own check of --steps / --plan against its sigma grid
+                raise UsageError(f"--demo {args.demo}: {error}") from None
+            for written in sorted(Path(scratch).iterdir()):
+                staged.adopt(written, out / written.name)
             return staged.commit()
-        finally:
-            staged.discard()

@@ -13,7 +13,8 @@ from ..cli_common.parallel import Ranks, together
 from ..config import PnPConfig, RefinePlan
 from ..staging import StagedFiles
 from .args import PROG
-from .settings import Settings
+from .outputs import claim_outputs
+from .settings import Settings, run_files
 
 CHUNK_FRAMES = 16  # composed videos are built and written this many frames at a time
 
@@ -114,15 +115,10 @@ def _write(settings: Settings, frames, baseline_frames, maps, labels, staged: St
     return {name: paths[name] for name in names}
 
 
-def run(settings: Settings, image, argv: Sequence[str], ranks: Ranks | None = None) -> dict | None:
-    """Sample, write every output file, and return the sidecar record (None on a rank that does not write)."""
+def _record(settings: Settings, argv: Sequence[str], refined, baseline, timings: dict, ranks: Ranks | None) -> dict:
+    """The sidecar record, less the outputs and timings (added when the files are written)."""
     from ..info import environment
 
-    timings = {}
-    started = time.perf_counter()
-    refined, baseline = _sample(settings, image, timings, ranks)
-    if ranks is not None and not ranks.writes:
-        return None
     record = {
         "command": [PROG, *argv], "model": {"folder": str(settings.model.folder), "kind": settings.model.kind.name,
                                             "description": settings.model.kind.description},
@@ -131,12 +127,18 @@ def run(settings: Settings, image, argv: Sequence[str], ranks: Ranks | None = No
     }
     if ranks is not None:
         record["parallel"] = ranks.record()
-    labels = None
     if baseline is not None:
         record["baseline"] = _run_record(baseline, timings["baseline_s"])
-        labels = (f"baseline {record['baseline']['nfe']} NFE", f"P&P {record['refined']['nfe']} NFE")
+    return record
 
-    staged = StagedFiles()
+
+def _write_all(settings: Settings, record: dict, refined, baseline, timings: dict, started: float,
+               staged: StagedFiles) -> None:
+    """Write the videos, pictures and sidecar under staged names, then put them all in place; ``started``:
+    when the run began (for the total time)."""
+    labels = None
+    if baseline is not None:
+        labels = (f"baseline {record['baseline']['nfe']} NFE", f"P&P {record['refined']['nfe']} NFE")
     write_started = time.perf_counter()
     try:
         written = _write(settings, refined.frames[0], None if baseline is None else baseline.frames[0],
@@ -151,8 +153,22 @@ def run(settings: Settings, image, argv: Sequence[str], ranks: Ranks | None = No
     except OSError as error:  # a full disk, a folder removed meanwhile: nothing is left behind
         raise RunError(f"cannot write the outputs for --out {settings.outputs['video']}: "
                        f"{error.strerror or error}; nothing was written") from None
-    finally:
-        staged.discard()  # no-op after commit
+
+
+def run(settings: Settings, image, argv: Sequence[str], ranks: Ranks | None = None) -> dict | None:
+    """Claim the outputs, sample, write every output file, and return the sidecar record (None on a rank
+    that does not write). A second run given the same --out meanwhile is refused (exit status 2)."""
+    with StagedFiles() as staged:
+        with together(ranks, "claiming the output files"):
+            if ranks is None or ranks.writes:
+                files = run_files(settings.outputs, settings.baseline, settings.save_uncertainty)
+                claim_outputs(staged, files, settings.overwrite)
+        timings, started = {}, time.perf_counter()
+        refined, baseline = _sample(settings, image, timings, ranks)
+        if ranks is not None and not ranks.writes:
+            return None
+        record = _record(settings, argv, refined, baseline, timings, ranks)
+        _write_all(settings, record, refined, baseline, timings, started, staged)
     return record
 
 

@@ -43,6 +43,7 @@ class Settings:
     outputs: dict[str, Path]
     baseline: bool
     save_uncertainty: bool
+    overwrite: bool  # replace files of an earlier run (checked again when the run claims its outputs)
 
     def to_dict(self) -> dict:
         return {
@@ -235,6 +236,6 @@ def resolve_settings(args: argparse.Namespace) -> tuple[Settings, object]:
         steps=steps, guidance=guidance, guidance_2=guidance_2, height=height, width=width, frames=frames, fps=fps,
         seed=seed, pnp=pnp, attention=attention, compile=args.compile,
         dtype=dtype, offload=args.offload, device=device, outputs=outputs, baseline=args.baseline,
-        save_uncertainty=args.save_uncertainty,
+        save_uncertainty=args.save_uncertainty, overwrite=args.overwrite,
     )
     return settings, image

@@ -9,6 +9,7 @@ from types import ModuleType
 import pytest
 
 from pnp_kernels import cli
+from pnp_kernels.staging import StagedFiles
 
 FILES = ("demo.mp4", "demo_baseline.mp4", "demo.json")
 
@@ -47,6 +48,38 @@ def test_video_demo_is_the_default_and_writes_into_pnp_demo(video_demo, tmp_path
     (call,) = video_demo
     assert (call["seed"], call["steps"], call["plan"]) == (0, None, None)
     assert call["out_dir"].parent == tmp_path and call["out_dir"].name.startswith(".pnp-demo.")
+
+
+@pytest.fixture
+def toy_demo(monkeypatch):
+    """A stand-in ``pnp_kernels.toy.demo`` that writes one picture."""
+    def run_demo(out_dir: Path, *, seed=0):
+        (out_dir / "pnp_toy_demo.png").write_text(f"toy seed {seed}")
+        return f"toy table, seed {seed}", {}
+
+    module = ModuleType("pnp_kernels.toy.demo")
+    module.run_demo = run_demo
+    monkeypatch.setitem(sys.modules, "pnp_kernels.toy.demo", module)
+
+
+def test_each_demo_has_its_own_default_folder(video_demo, toy_demo, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # README's order: the video demo, then the toy
+    assert _main(["--demo"], capsys)[0] == 0
+    status, out, err = _main(["--demo", "toy"], capsys)
+    assert status == 0, err
+    assert "wrote pnp-demo-toy/pnp_toy_demo.png" in out.splitlines()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pnp-demo", "pnp-demo-toy"]
+
+
+def test_a_demo_folder_another_run_writes_is_refused(video_demo, tmp_path, capsys):
+    out = tmp_path / "d"
+    with StagedFiles() as other_run:
+        other_run.claim(out)
+        status, _, err = _main(["--demo", "--out", str(out)], capsys)
+        assert status == 2 and err == (f"pnp-sample: error: --out {out} is being written by another run "
+                                       f"(process {os.getpid()}); wait for it to end or choose another output")
+        assert video_demo == [] and [p.name for p in tmp_path.iterdir()] == [".d.lock"]
+    assert _main(["--demo", "--out", str(out)], capsys)[0] == 0
 
 
 def test_video_demo_honours_steps_plan_and_seed(video_demo, tmp_path, capsys):

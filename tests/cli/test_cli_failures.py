@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from pnp_kernels import cli, staging, video
-from pnp_kernels.cli import run
+from pnp_kernels.cli import run, settings
+from pnp_kernels.staging import StagedFiles
 
 from fake_pipeline import fake_generate, fake_load_pipeline, nan_load_pipeline
 
@@ -63,6 +64,34 @@ def test_full_disk_while_writing(tiny_t2v, tmp_path, capsys, monkeypatch, fake_p
     assert _error_line(printed.err) == (f"pnp-sample: error: cannot write the outputs for --out {tmp_path}/new/cat.mp4: "
                                         "No space left on device; nothing was written")
     assert list(tmp_path.iterdir()) == []  # the staged files and the folder made for them are gone
+
+
+def test_out_another_run_writes_is_refused_before_the_model_loads(tiny_t2v, tmp_path, capsys, monkeypatch):
+    loads = []
+    monkeypatch.setattr(run, "load_pipeline", lambda *args: loads.append(args))
+    out = tmp_path / "cat.mp4"
+    with StagedFiles() as other_run:
+        other_run.claim(out)
+        status, printed = _main(tiny_t2v, out, capsys, "--overwrite")
+    assert status == 2 and loads == []
+    assert _error_line(printed.err) == (f"pnp-sample: error: --out {out} is being written by another run "
+                                        f"(process {os.getpid()}); wait for it to end or choose another output")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_files_a_run_committed_after_the_checks_are_not_replaced(tiny_t2v, tmp_path, capsys, monkeypatch, fake_pipeline):
+    out = tmp_path / "cat.mp4"
+    checked = settings.resolve_settings
+
+    def another_run_commits_meanwhile(args):
+        resolved = checked(args)  # out does not exist yet: the checks pass
+        out.write_text("the other run's video")
+        return resolved
+
+    monkeypatch.setattr(settings, "resolve_settings", another_run_commits_meanwhile)
+    status, printed = _main(tiny_t2v, out, capsys)
+    assert status == 2 and "already exist(s); pass --overwrite to replace" in _error_line(printed.err)
+    assert [p.name for p in tmp_path.iterdir()] == ["cat.mp4"] and out.read_text() == "the other run's video"
 
 
 def test_model_returning_nan(tiny_t2v, tmp_path, capsys, monkeypatch, fake_pipeline):
