@@ -12,6 +12,7 @@ from ..config import PnPConfig
 from ..engine import IterationEvent, PnPEngine, PnPStats, check_process_group, check_sigmas
 from ..ops.philox import sample_seeds
 from ..validators import check_int
+from .guiders import install_guider, remove_guider
 from .hooks import HOOK_NAME, SkipIdleCallsHook
 from .progress import ModelCallProgress
 from .scheduler import PnPScheduler
@@ -89,6 +90,7 @@ class PnPSession:
             hook_registry(model).register_hook(hook, HOOK_NAME)
             self.hooks.append((model, hook))
         set_component_keeping_config(self.pipe, "scheduler", self.scheduler)
+        install_guider(self.pipe, self)
         self.pipe._pnp_session = self
 
     def detach(self) -> None:
@@ -97,6 +99,7 @@ class PnPSession:
         self.hooks = []
         if self.pipe.scheduler is self.scheduler:
             set_component_keeping_config(self.pipe, "scheduler", self.original_scheduler)
+        remove_guider(self.pipe)
         self.pipe.__dict__.pop("_pnp_session", None)
 
     @contextlib.contextmanager
@@ -201,12 +204,16 @@ class PnPSession:
 
     @contextlib.contextmanager
     def stock_scheduler(self):
-        """The pipeline's own scheduler in place of the stand-in for the duration of the block."""
+        """The pipeline's own scheduler (and guider) in place of the stand-ins for the duration of the block."""
+        guider = getattr(self.pipe, "guider", None)
         set_component_keeping_config(self.pipe, "scheduler", self.original_scheduler)
+        remove_guider(self.pipe)
         try:
             yield
         finally:
             set_component_keeping_config(self.pipe, "scheduler", self.scheduler)
+            if guider is not None:
+                set_component_keeping_config(self.pipe, "guider", guider)
 
     def _collect_stats(self) -> None:
         pipe = self.pipe
