@@ -30,6 +30,7 @@ import torch
 from ..validators import check_int
 from .data import sample_clips
 from .model import SHIPPED_WEIGHTS, PhysicsVelocityNet, save_weights
+from .seeds import MAX_TRAINING_SEED, TRAINING_SEED_STRIDE, training_draw
 
 BATCH = 24
 LEARNING_RATE = 1.5e-3
@@ -45,9 +46,10 @@ def clips_to_latents(clips: np.ndarray) -> torch.Tensor:
 
 
 def training_batch(seed: int, step: int, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(x, eps, sigma) of training step ``step``: a function of (seed, step) only."""
-    x = clips_to_latents(sample_clips(batch, seed * 1_000_003 + step))
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    """(x, eps, sigma) of training step ``step``: a function of (seed, step) only (physics/seeds.py)."""
+    draw = training_draw(seed, step)
+    x = clips_to_latents(sample_clips(batch, draw))
+    generator = torch.Generator().manual_seed(draw)
     eps = torch.randn(x.shape, generator=generator)
     sigma = torch.rand(batch, generator=generator)
     return x, eps, sigma
@@ -67,7 +69,7 @@ class Trainer:
     """Model and optimiser, stepped by ``train_step`` and saved/restored by ``save``/``load``."""
 
     def __init__(self, seed: int = 0, batch: int = BATCH):
-        self.seed = check_int("seed", seed, low=0)
+        self.seed = check_int("seed", seed, low=0, high=MAX_TRAINING_SEED - 1)
         self.batch = check_int("batch", batch, low=1)
         with torch.random.fork_rng(devices=[]):  # seeded initialisation, the caller's RNG untouched
             torch.manual_seed(self.seed)
@@ -137,7 +139,7 @@ def train(out_dir: Path, steps: int = TRAIN_STEPS, *, seed: int = 0, batch: int 
 
     milestones: shorter totals whose final weights are also written, to out_dir/steps_<total>/.
     """
-    steps = check_int("steps", steps, low=1)
+    steps = check_int("steps", steps, low=1, high=TRAINING_SEED_STRIDE - 1)
     log_every = check_int("log_every", log_every, low=1)
     checkpoint_every = check_int("checkpoint_every", checkpoint_every, low=1)
     milestones = sorted({check_int(f"milestones[{i}]", m, low=1, high=steps - 1) for i, m in enumerate(milestones)})
