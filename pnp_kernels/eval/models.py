@@ -50,21 +50,15 @@ class WanSampler:
         return Clip(to_uint8(np.asarray(output.frames[0])), stats.nfe, seconds, _certain_fractions(stats))
 
 
-# Directions of the demo's physics metrics (pnp_kernels/physics/metrics.py): real clips score 1 on
-# "tracked" and about 0 on every other one.
-PHYSICS_DIRECTIONS = {"tracked": "higher", "permanence": "lower", "ballistic": "lower", "shape": "lower",
-                      "size": "lower", "flicker": "lower", "background": "lower"}
-
-
 def physics_metrics() -> MetricGroup:
     """The demo model's bouncing-ball metrics, named ``physics_*``, as per-clip metrics of the report."""
-    from pnp_kernels.physics.metrics import METRIC_NAMES, clip_metrics
+    from pnp_kernels.physics.metrics import DIRECTIONS, METRIC_NAMES, clip_metrics
 
     def compute(clip: np.ndarray, prompt: str) -> dict:
         values = clip_metrics(clip)
         return {f"physics_{name}": float(getattr(values, name)) for name in METRIC_NAMES}
 
-    metrics = tuple(Metric(f"physics_{name}", PHYSICS_DIRECTIONS[name], "", f"bouncing-ball {name} "
+    metrics = tuple(Metric(f"physics_{name}", DIRECTIONS[name], "", f"bouncing-ball {name} "
                            "(pnp_kernels/physics/metrics.py)") for name in METRIC_NAMES)
     return MetricGroup(metrics, compute)
 

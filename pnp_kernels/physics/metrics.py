@@ -5,9 +5,13 @@ measured from its intensities: centroid, radius (from the total intensity, which
 disc of radius r is pi r^2 + pi/12) and how far it is from an ideal disc. Balls are tracked from frame
 to frame by nearest centroid. Per clip:
 
-- tracked: one ball is followed through every frame (the longest track spans the clip).
+- tracked: one ball, and only one, is followed through every frame (the longest track spans the clip
+  and no frame shows a second ball). A clip with a frame that shows no ball, or a ball that split, is
+  not tracked.
+- blank: no frame shows a ball. partly_blank: some frames, not all, show no ball.
 - permanence: balls appearing, vanishing or splitting, per frame transition (track births + deaths;
-  a ball that jumps further than ``MAX_JUMP`` counts as one death and one birth).
+  a ball that jumps further than ``MAX_JUMP`` counts as one death and one birth), plus one event for
+  each frame that shows no ball, so a blank clip scores worst rather than perfect.
 - ballistic: how far the main track is from constant acceleration between bounces: the median
   |third difference| of its centroid (px) over 4-frame windows with no bounce (a reversal at a wall).
 - shape: mean L1 distance between each ball and the ideal disc of its centroid and radius, per unit
@@ -16,7 +20,11 @@ to frame by nearest centroid. Per clip:
 - flicker: mean |change of total frame intensity| between frames, per unit of mean intensity.
 - background: mean intensity away from every ball (speckle, haze).
 
-Real clips score ~0 on all but ``tracked`` (1); see tests/physics/test_metrics.py for hand-made cases.
+Every clip gets every metric. ``ballistic``, ``shape`` and ``size`` describe the ball of a tracked
+clip and are NaN for a clip that is not tracked: that clip is already a failure in ``tracked``, and
+reports compare these three on the clips tracked in both rows of a pair, showing how many
+(``TRACKED_ONLY``). Real clips score ~0 on all but ``tracked`` (1); see tests/physics/test_metrics.py
+for hand-made cases.
 """
 from __future__ import annotations
 
@@ -45,16 +53,20 @@ class Ball:
 
 @dataclass(frozen=True)
 class ClipMetrics:
-    tracked: float  # 1.0 if the longest track spans every frame, else 0.0
+    tracked: float  # 1.0 if the longest track spans every frame, each with one ball, else 0.0
+    blank: float  # 1.0 if no frame shows a ball
+    partly_blank: float  # 1.0 if some frames, but not all, show no ball
     permanence: float
-    ballistic: float  # NaN when the main track has fewer than 4 frames
-    shape: float  # NaN when no ball was found
-    size: float  # NaN when the main track has fewer than 2 frames
+    ballistic: float  # NaN unless tracked (or with no 4-frame window free of bounces)
+    shape: float  # NaN unless tracked
+    size: float  # NaN unless tracked
     flicker: float
     background: float
 
 
 METRIC_NAMES = tuple(f.name for f in fields(ClipMetrics))
+TRACKED_ONLY = ("ballistic", "shape", "size")
+DIRECTIONS = {name: "higher" if name == "tracked" else "lower" for name in METRIC_NAMES}  # which way is better
 
 
 def to_grey(frames: np.ndarray) -> np.ndarray:
@@ -158,25 +170,32 @@ def clip_metrics(frames: np.ndarray) -> ClipMetrics:
     found = [find_balls(frame) for frame in grey]
     balls_per_frame = [balls for balls, _ in found]
     tracks, events = track(balls_per_frame)
+    empty_frames = sum(not balls for balls in balls_per_frame)
     main = max(tracks, key=len) if tracks else []
+    tracked = len(main) == len(grey) and all(len(balls) == 1 for balls in balls_per_frame)
     radii = np.array([b.radius for b in main])
-    shape_errors = [b.shape_error for balls in balls_per_frame for b in balls]
     totals = grey.sum(axis=(1, 2))
     away = ~np.stack([covered for _, covered in found])
+    shape = size = ballistic = math.nan
+    if tracked:
+        shape = float(np.mean([b.shape_error for balls in balls_per_frame for b in balls]))
+        size = float(radii.std() / radii.mean())
+        ballistic = ballistic_residual(np.array([(b.y, b.x) for b in main]), float(radii.mean()), *grey.shape[1:])
     return ClipMetrics(
-        tracked=float(len(main) == len(grey)),
-        permanence=events / (len(grey) - 1),
-        ballistic=ballistic_residual(np.array([(b.y, b.x) for b in main]), float(radii.mean()) if len(radii) else 0.0,
-                                     *grey.shape[1:]),
-        shape=float(np.mean(shape_errors)) if shape_errors else math.nan,
-        size=float(radii.std() / radii.mean()) if len(radii) >= 2 and radii.mean() > 0 else math.nan,
+        tracked=float(tracked),
+        blank=float(empty_frames == len(grey)),
+        partly_blank=float(0 < empty_frames < len(grey)),
+        permanence=(events + empty_frames) / (len(grey) - 1),
+        ballistic=ballistic,
+        shape=shape,
+        size=size,
         flicker=float(np.abs(np.diff(totals)).mean() / max(totals.mean(), 1e-9)),
         background=float(grey[away].mean()) if away.any() else 0.0,
     )
 
 
 def batch_metrics(clips: np.ndarray) -> dict[str, np.ndarray]:
-    """Metrics of every clip in (B, F, H, W, 3): name -> (B,) array (NaN where undefined)."""
+    """Metrics of every clip in (B, F, H, W, 3): name -> (B,) array (``TRACKED_ONLY`` NaN where not tracked)."""
     if not isinstance(clips, np.ndarray) or clips.ndim not in (4, 5):
         raise ValueError(f"clips must be a (B, F, H, W, 3) or (B, F, H, W) array, got {getattr(clips, 'shape', clips)!r}")
     per_clip = [clip_metrics(clip) for clip in clips]

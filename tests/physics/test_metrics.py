@@ -63,7 +63,43 @@ def test_vanishing_ball_is_not_tracked():
     frames = clip_of(parabola(), 2.5)
     frames[5:7] = 0.0
     m = metrics.clip_metrics(frames)
-    assert m.tracked == 0.0 and m.permanence == pytest.approx(2 / (FRAMES - 1))
+    # one death, one birth and two frames without a ball
+    assert m.tracked == 0.0 and m.partly_blank == 1.0 and m.permanence == pytest.approx(4 / (FRAMES - 1))
+
+
+@pytest.mark.parametrize("level", [0.0, 0.3])  # nothing, or a haze too dim to be a ball
+def test_blank_clip_is_a_failure_on_every_count(level):
+    m = metrics.clip_metrics(np.full((FRAMES, SIZE, SIZE), level))
+    assert m.tracked == 0.0 and m.blank == 1.0 and m.partly_blank == 0.0
+    assert m.permanence == pytest.approx(FRAMES / (FRAMES - 1))  # the worst a ball-less clip can score
+    assert all(math.isnan(getattr(m, name)) for name in metrics.TRACKED_ONLY)
+
+
+def test_half_blank_clip_counts_its_empty_frames():
+    frames = clip_of(parabola(), 2.5)
+    frames[FRAMES // 2:] = 0.0
+    m = metrics.clip_metrics(frames)
+    assert m.tracked == 0.0 and m.blank == 0.0 and m.partly_blank == 1.0
+    assert m.permanence == pytest.approx((1 + FRAMES // 2) / (FRAMES - 1))  # a death, then empty frames
+    assert all(math.isnan(getattr(m, name)) for name in metrics.TRACKED_ONLY)
+
+
+def test_split_ball_is_not_tracked_and_leaves_the_ball_metrics_undefined():
+    centres = parabola()
+    frames = clip_of(centres, 2.5)
+    for t in range(6, FRAMES):  # the ball goes on, and a second one appears beside it
+        y, x = centres[t]
+        frames[t] = np.maximum(metrics.disc(SIZE, SIZE, y, x, 2.5), metrics.disc(SIZE, SIZE, y + 8, x, 2.0))
+    m = metrics.clip_metrics(frames)
+    assert m.tracked == 0.0 and m.blank == 0.0 and m.partly_blank == 0.0 and m.permanence >= 2 / (FRAMES - 1)
+    assert all(math.isnan(getattr(m, name)) for name in metrics.TRACKED_ONLY)
+
+
+def test_batches_give_every_clip_every_metric():
+    clips = np.stack([clip_of(parabola(), 2.5), np.zeros((FRAMES, SIZE, SIZE))])
+    scores = metrics.batch_metrics(clips)
+    assert set(scores) == set(metrics.METRIC_NAMES) and all(len(v) == 2 for v in scores.values())
+    assert scores["tracked"].tolist() == [1.0, 0.0] and scores["blank"].tolist() == [0.0, 1.0]
 
 
 def test_splitting_ball_counts_births():
