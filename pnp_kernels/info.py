@@ -7,17 +7,19 @@ backend="auto" picks.
 """
 from __future__ import annotations
 
+import argparse
 import datetime
 import importlib.metadata
 import os
 import platform
 import shutil
 import subprocess
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import torch
 
 from . import __version__
+from .cli_common.options import add_version
 from .ops.backends import OP_BACKEND_PRIORITY, auto_reasons, explicit_reasons
 
 PACKAGES = ("triton", "diffusers", "transformers", "accelerate")
@@ -124,7 +126,12 @@ def format_info(info: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``pnp-info``; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="pnp-info", description="The environment and every pnp_update backend: "
+                                     "usable here, or the reasons it is not, and which one backend='auto' picks.")
+    add_version(parser)
+    parser.parse_args(argv)
     print(format_info(collect_info()))
     return 0
 

@@ -25,7 +25,7 @@ def test_collect_info_lists_every_backend_per_device():
 
 def test_unavailable_backend_reason_is_printed(monkeypatch, capsys):
     monkeypatch.setitem(backends.BACKENDS, "cuda", backends.UnavailableBackend("cuda", "extension xyz not built"))
-    assert info.main() == 0
+    assert info.main([]) == 0
     printed = capsys.readouterr().out
     assert "cuda    unavailable: extension xyz not built" in printed
     assert f"torch       {torch.__version__}" in printed

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli_common.options import DTYPES, CommandParser, add_sampling_arguments, integer, real
+from ..cli_common.options import DTYPES, CommandParser, add_sampling_arguments, add_version, integer, real
 from .models import MODEL_KINDS
 
 PROG = "pnp-sample"
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_version(parser)
     model = parser.add_argument_group("model and prompt")
     model.add_argument("--model", type=Path, help="checkpoint folder in diffusers format (T2V, A14B, TI2V-5B or I2V)")
     model.add_argument("--prompt", help="text prompt")

@@ -19,6 +19,13 @@ class CommandParser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def add_version(parser: argparse.ArgumentParser) -> None:
+    """``--version``: the tool's name and pnp_kernels' version (answered without importing torch)."""
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+
+
 def integer(text: str) -> int:
     try:
         return int(text)

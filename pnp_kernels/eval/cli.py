@@ -20,7 +20,7 @@ from typing import Sequence
 
 from ..cli.outputs import check_output_folder
 from ..cli_common.errors import UsageError, usage_errors  # a bad argument: one line, exit 2
-from ..cli_common.options import DTYPES, MAX_SEED, CommandParser, add_sampling_arguments  # no torch
+from ..cli_common.options import DTYPES, MAX_SEED, CommandParser, add_sampling_arguments, add_version  # no torch
 from ..config import BACKENDS, NOISE_MODES, P_NORMS
 from ..staging import TERMINATION, Interrupted
 from ..validators import check_int
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  pnp-eval --model ./Wan2.1-T2V-1.3B-Diffusers --prompts prompts.txt --seeds 4 --out eval-wan",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_version(parser)
     what = parser.add_argument_group("model, prompts and seeds")
     what.add_argument("--model", required=True,
                       help=f"Wan checkpoint folder in diffusers format, or '{DEMO}' (the embedded physics-video model)")

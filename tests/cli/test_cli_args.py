@@ -407,3 +407,15 @@ def test_sigma_grid_plan_needs_a_readable_scheduler(tiny_t2v, tmp_path, capsys):
     status, err = _run_main(["--model", str(folder), "--prompt", "a cat", *TINY[:-4], "--plan", "all:1",
                              "--out", str(tmp_path / "v.mp4")], capsys)
     _assert_one_line_error(status, err, "--model", "cannot read the scheduler configuration")
+
+
+@pytest.mark.parametrize("module, prog", [("pnp_kernels.cli", "pnp-sample"), ("pnp_kernels.eval.cli", "pnp-eval"),
+                                          ("pnp_kernels.info", "pnp-info")])
+def test_every_command_answers_version(module, prog, capsys):
+    import importlib
+
+    import pnp_kernels
+
+    with pytest.raises(SystemExit) as done:
+        importlib.import_module(module).main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out == f"{prog} {pnp_kernels.__version__}\n"
