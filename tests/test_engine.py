@@ -3,7 +3,7 @@ samples, which buffers the op is asked to write, and misuse of the call protocol
 import pytest
 import torch
 
-import pnp_kernels.engine as engine_module
+import pnp_kernels.engine.state as engine_module
 from naive import ToyDenoiser, naive_pnp
 from pnp_kernels import Guided, PnPConfig, pnp_sample
 from pnp_kernels.engine import PnPEngine, advance_together
@@ -147,10 +147,10 @@ def test_frozen_sample_is_fed_its_last_input():
         while z_in is not None:
             if step == 2:
                 inputs.append(z_in.clone())
-                activity.append(list(engine.active))
+                activity.append(list(engine.iterating))
             z_in = engine.feed(toy(z_in, step, engine.sigmas[step]))
     assert activity == [[True, True], [True, True], [False, True], [False, True]]
-    assert engine.step_stats.step == 5 and engine.stats.steps[2].exit_iteration == [1, None]
+    assert engine.stats.steps[-1].step == 5 and engine.stats.steps[2].exit_iteration == [1, None]
     assert torch.equal(inputs[2][0], inputs[1][0]) and torch.equal(inputs[3][0], inputs[1][0])
     assert not torch.equal(inputs[2][1], inputs[1][1])
 

@@ -26,7 +26,7 @@ HOOK_NAME = "pnp_kernels_skip_idle_calls"
 
 
 class SkipIdleCallsHook(ModelHook):
-    """Runs the wrapped transformer on the samples the session says the current loop entry needs."""
+    """Runs the wrapped transformer on the samples that still iterate at the current loop entry."""
 
     def __init__(self, session):
         super().__init__()
@@ -41,13 +41,13 @@ class SkipIdleCallsHook(ModelHook):
             self.entry, self.position = entry, 0
         position = self.position
         self.position += 1
-        needed = self.session.samples_needed()
+        iterating = self.session.iterating_samples()
         previous = self.outputs.get(position)
-        if previous is not None and needed is not None:
-            if not any(needed):
+        if previous is not None and iterating is not None:
+            if not any(iterating):
                 return previous
             call_rows = _call_batch(args, kwargs)
-            rows = _computing_rows(needed, call_rows)
+            rows = _computing_rows(iterating, call_rows)
             if rows is not None:
                 output = call_original_forward(self, *_cut(args, rows, call_rows), **_cut(kwargs, rows, call_rows))
                 self.outputs[position] = _fill(previous, output, rows)
@@ -67,13 +67,13 @@ def _call_batch(args: tuple, kwargs: dict) -> int | None:
     return hidden.shape[0] if isinstance(hidden, torch.Tensor) and hidden.dim() > 0 else None
 
 
-def _computing_rows(needed: list[bool], rows_in_call: int | None) -> torch.Tensor | None:
+def _computing_rows(iterating: list[bool], rows_in_call: int | None) -> torch.Tensor | None:
     """Rows of the call that belong to the computing samples (None when the call's batch is not one
     row per sample and guidance branch, or every sample computes: then the whole call runs)."""
-    batch = len(needed)
-    if rows_in_call is None or rows_in_call % batch or all(needed):
+    batch = len(iterating)
+    if rows_in_call is None or rows_in_call % batch or all(iterating):
         return None
-    samples = [b for b, on in enumerate(needed) if on]
+    samples = [b for b, on in enumerate(iterating) if on]
     return torch.tensor([j * batch + b for j in range(rows_in_call // batch) for b in samples])
 
 

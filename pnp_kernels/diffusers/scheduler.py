@@ -87,7 +87,7 @@ class PnPScheduler:
         self.layout: LatentLayout | None = None
         self.model_input: torch.Tensor | None = None  # engine view of the model input being evaluated
         self.returned: torch.Tensor | None = None  # what the last step() returned to the loop
-        self.step_active = False  # some sample still iterates in the current step
+        self.step_iterating = False  # some sample still iterates in the current step
         self.session.register(self)
 
     def set_begin_index(self, begin_index: int = 0) -> None:
@@ -100,12 +100,12 @@ class PnPScheduler:
 
     # ---- the loop ---------------------------------------------------------------------------------
 
-    def samples_needed(self) -> list[bool] | None:
+    def iterating_samples(self) -> list[bool] | None:
         """Which samples the next model call must compute for this scheduler's latents: None for all
         (a step's first call), else one flag per sample (all False on idle entries)."""
         if self.schedule is None or self.calls >= len(self.schedule) or self.schedule[self.calls][1] == 0:
             return None
-        return self.engine.active if self.step_active else [False] * self.engine.batch
+        return self.engine.iterating if self.step_iterating else [False] * self.engine.batch
 
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor, *args, return_dict: bool = True, **kwargs):
         """Feed one guided velocity to the engine; return the next model input (see the module docstring)."""
@@ -121,11 +121,11 @@ class PnPScheduler:
         self.calls += 1
         if iteration == 0:
             self._begin_step(step, sample)
-        if self.step_active:
+        if self.step_iterating:
             velocity = self.layout.to_engine(model_output)
             proposed = self.engine.feed(-velocity if self.inverted else velocity)
             if proposed is None:
-                self.step_active = False
+                self.step_iterating = False
             elif last:
                 raise RuntimeError(f"the engine planned more iterations at step {step} than the expanded grid holds")
             else:  # samples that left the step are fed their last input again (the engine freezes them)
@@ -162,4 +162,4 @@ class PnPScheduler:
             self.engine = self.session.new_engine(self, replaced)
         # Unreplaced, the engine goes on from its float32 state (the loop holds it in its own dtype).
         self.model_input = self.engine.begin_step(step, replaced)
-        self.step_active = True
+        self.step_iterating = True

@@ -141,10 +141,10 @@ class PnPSession:
         """Identifies the loop entry the next model call belongs to (changes once per entry)."""
         return sum(m.calls for m in self.members)
 
-    def samples_needed(self) -> list[bool] | None:
+    def iterating_samples(self) -> list[bool] | None:
         """The samples the next model call must compute: None for all, else one flag per sample, the
         union over the schedulers in use (joint latents such as LTX-2's video and audio share each call)."""
-        wanted = [m.samples_needed() for m in self.members]
+        wanted = [m.iterating_samples() for m in self.members]
         if not wanted or any(w is None for w in wanted):
             return None
         return [any(flags) for flags in zip(*wanted)]
