@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping, NamedTuple, Sequence, Union
 
-from .validators import check_bool, check_choice, check_int, check_real, check_sigma_grid
+from .validators import check_bool, check_choice, check_int, check_real, check_sigma_grid, quoted
 
 NOISE_MODES = ("generator", "philox")
 BACKENDS = ("auto", "triton", "cuda", "torch")
@@ -104,14 +104,14 @@ class RefinePlan:
     def __init__(self, ranges: Sequence = ()):
         if isinstance(ranges, (str, bytes)) or not isinstance(ranges, Sequence):
             raise TypeError(
-                f"ranges must be a sequence of (first_step, last_step, K) entries, got {ranges!r} "
+                f"ranges must be a sequence of (first_step, last_step, K) entries, got {quoted(ranges)} "
                 f"({type(ranges).__name__}); use RefinePlan.parse() for a string"
             )
         self._set([_step_range(f"ranges[{i}]", entry) for i, entry in enumerate(ranges)], [], None)
 
     def _set(self, ranges: list, relative: list, source: str | None) -> None:
         ranges = sorted(ranges)
-        named = f"plan {source!r}" if source is not None else "ranges"
+        named = f"plan {quoted(source)}" if source is not None else "ranges"
         for (a0, a1, _), (b0, b1, _) in zip(ranges, ranges[1:]):
             if b0 <= a1:
                 raise ValueError(f"{named} overlap: steps {a0}-{a1} and {b0}-{b1} share step {b0}")
@@ -136,7 +136,7 @@ class RefinePlan:
         ``@high`` / ``@low`` (one expert); or a preset name (``published``, ``published-wan22``,
         ``distilled``); ``""`` or ``"none"`` is the empty plan."""
         if not isinstance(text, str):
-            raise TypeError(f"plan text must be a string, got {text!r} ({type(text).__name__})")
+            raise TypeError(f"plan text must be a string, got {quoted(text)} ({type(text).__name__})")
         stripped = text.strip()
         if stripped.lower() in ("", "none"):
             return cls._build([], [], text)
@@ -228,7 +228,7 @@ class RefinePlan:
             )
 
     def _name(self) -> str:
-        return repr(self.source) if self.source is not None else repr(str(self))
+        return quoted(self.source if self.source is not None else str(self))
 
     def __bool__(self) -> bool:
         return any(k > 0 for _, _, k in self.ranges) or any(r.k > 0 for r in self.relative)
@@ -243,23 +243,24 @@ def _step_range(where: str, entry) -> tuple[int, int, int]:
     if isinstance(entry, Mapping):
         missing = {"start", "end", "steps"} - set(entry)
         if missing:
-            raise ValueError(f"{where} = {dict(entry)!r} lacks key(s) {sorted(missing)}")
+            raise ValueError(f"{where} = {quoted(dict(entry))} lacks key(s) {sorted(missing)}")
         entry = (entry["start"], entry["end"], entry["steps"])
     if isinstance(entry, (str, bytes)) or not isinstance(entry, Sequence) or len(entry) != 3:
-        raise TypeError(f"{where} must be (first_step, last_step, K), got {entry!r}")
+        raise TypeError(f"{where} must be (first_step, last_step, K), got {quoted(entry)}")
     first = check_int(f"{where} first_step", entry[0], 0, MAX_STEP_INDEX)
     last = check_int(f"{where} last_step", entry[1], 0, MAX_STEP_INDEX)
     k = check_int(f"{where} K", entry[2], 0, MAX_ITERATIONS)
     if last < first:
-        raise ValueError(f"{where} = {tuple(entry)!r}: last_step {last} < first_step {first}")
+        raise ValueError(f"{where} = {quoted(tuple(entry))}: last_step {last} < first_step {first}")
     return first, last, k
 
 
 def _parse_entries(body: str, text: str) -> tuple[list, list]:
     """Step ranges and relative entries of a plan string; errors quote ``text`` as the user wrote it."""
     ranges, relative = [], []
+    plan = quoted(text)  # once: a long plan string is quoted shortened, and not once per entry
     for part in body.split(","):
-        where = f"{part.strip()!r} in plan {text!r}"
+        where = f"{quoted(part.strip())} in plan {plan}"
         m = _ENTRY.fullmatch(part)
         if m is None:
             raise ValueError(
@@ -272,7 +273,7 @@ def _parse_entries(body: str, text: str) -> tuple[list, list]:
         k = check_int(f"K of {where}", int(m["k"]), 0, MAX_ITERATIONS)
         expert = m["expert"].lower() if m["expert"] else None
         if expert is not None and expert not in EXPERTS:
-            raise ValueError(f"plan entry {where}: expert must be 'high' or 'low', got {m['expert']!r}")
+            raise ValueError(f"plan entry {where}: expert must be 'high' or 'low', got {quoted(m['expert'])}")
         if m["first"] is not None:
             first = check_int(f"first step of {where}", int(m["first"]), 0, MAX_STEP_INDEX)
             last = check_int(f"last step of {where}", int(m["last"] or m["first"]), 0, MAX_STEP_INDEX)

@@ -12,6 +12,20 @@ import numbers
 from typing import Any, Sequence
 
 
+QUOTE_LIMIT = 80  # characters of a value an error message quotes; longer inputs are shortened
+
+
+def quoted(value: Any, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(value)`` for an error message; past ``limit`` characters its start and end with the length
+    between, so that a huge input (a 100,000-character plan string) is not echoed back whole."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    length = f"{len(value)} characters" if isinstance(value, (str, bytes)) else f"{len(text)} characters written out"
+    half = limit // 2
+    return f"{text[:half]}...{text[-half // 2:]} ({length})"
+
+
 def _is_bool_like(value: Any) -> bool:
     # numpy.bool_ is not a subclass of bool but compares equal to 0/1; reject it by name, no numpy import.
     return isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool_", "bool"))
@@ -20,7 +34,7 @@ def _is_bool_like(value: Any) -> bool:
 def check_bool(name: str, value: Any) -> bool:
     """A real ``bool`` (not a truthy string, int or NumPy bool)."""
     if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+        raise TypeError(f"{name} must be True or False, got {quoted(value)} ({type(value).__name__})")
     return value
 
 
@@ -28,7 +42,7 @@ def check_int(name: str, value: Any, low: int | None = None, high: int | None = 
     """An integer (not a bool or a tensor) in ``[low, high]``."""
     # A plain int skips the ABC check: these run on every op call.
     if type(value) is not int and (_is_bool_like(value) or not isinstance(value, numbers.Integral)):
-        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+        raise TypeError(f"{name} must be an integer, got {quoted(value)} ({type(value).__name__})")
     value = int(value)
     if low is not None and value < low:
         raise ValueError(f"{name} must be >= {low}, got {value}")
@@ -49,7 +63,7 @@ def check_real(
     if type(value) is float:  # the common case, without the ABC check: these run on every op call
         as_float = value
     elif _is_bool_like(value) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
+        raise TypeError(f"{name} must be a real number, got {quoted(value)} ({type(value).__name__})")
     else:
         try:
             as_float = float(value)
@@ -70,7 +84,7 @@ def check_choice(name: str, value: Any, choices: Sequence) -> Any:
     for choice in choices:
         if type(value) is type(choice) and value == choice:
             return value
-    raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    raise ValueError(f"{name} must be one of {tuple(choices)}, got {quoted(value)}")
 
 
 def check_callable(name: str, value: Any, optional: bool = True) -> Any:
@@ -78,7 +92,7 @@ def check_callable(name: str, value: Any, optional: bool = True) -> Any:
     if value is None and optional:
         return None
     if not callable(value):
-        raise TypeError(f"{name} must be callable{' or None' if optional else ''}, got {value!r} ({type(value).__name__})")
+        raise TypeError(f"{name} must be callable{' or None' if optional else ''}, got {quoted(value)} ({type(value).__name__})")
     return value
 
 

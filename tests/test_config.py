@@ -140,3 +140,19 @@ def test_config_and_op_accept_the_same_tau(tau):
             return False
 
     assert accepts(lambda: PnPConfig(tau=tau)) == accepts(lambda: pnp_update(z, z, 0.5, 0.25, tau=tau, backend="torch"))
+
+
+@pytest.mark.parametrize("bad_tail", [",", ",x", ",1:1@nowhere", ",1-2:" + "9" * 50_000, ",20000:1"])
+def test_a_long_plan_is_quoted_shortened_in_its_error(bad_tail):
+    g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    entries = [f"{int(step)}:{int(k)}" for step, k in zip(torch.randint(0, 9999, (30_000,), generator=g),
+                                                            torch.randint(0, 5, (30_000,), generator=g))]
+    head = ",".join(entries)[: 100_000 - len(bad_tail)]
+    text = head[: head.rindex(",")] + bad_tail  # whole entries, then the bad one
+    with pytest.raises(ValueError) as error:
+        RefinePlan.parse(text)
+    message = str(error.value)
+    assert len(message) < 600 and f"({len(text)} characters)" in message, message
+    with pytest.raises(ValueError) as error:
+        PnPConfig(plan=text)
+    assert len(str(error.value)) < 600

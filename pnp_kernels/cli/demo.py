@@ -16,7 +16,7 @@ from ..cli_common.errors import RunError, UsageError, usage_errors
 from ..cli_common.options import MAX_SEED
 from ..config import RefinePlan
 from ..staging import StagedFiles
-from ..validators import check_int
+from ..validators import check_int, quoted
 from .args import DEMO_FOLDERS, given_options
 from .outputs import check_output_folder, claim_output, existing_ancestor
 
@@ -45,7 +45,7 @@ def _check_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) 
             if args.steps is not None and plan.is_resolved:  # the demo resolves the other forms
                 plan.validate(args.steps)
         except ValueError as error:
-            raise UsageError(f"--plan {args.plan!r}: {error}") from None
+            raise UsageError(f"--plan {quoted(args.plan)}: {error}") from None
 
 
 def _check_out(out: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..config import P_NORMS, PnPConfig, RefinePlan
-from ..validators import check_choice, check_int, check_real
+from ..validators import check_choice, check_int, check_real, quoted
 from ..cli_common.errors import UsageError, usage_errors
 from ..cli_common.options import DTYPES, MAX_SEED
 from .models import ModelInfo, detect_model
@@ -77,7 +77,7 @@ def parse_plan(typed: str | None, default: RefinePlan, steps: int, default_steps
             plan.validate(steps)
     except (TypeError, ValueError) as error:
         if typed is not None:
-            raise UsageError(f"--plan {typed!r}: {error}") from None
+            raise UsageError(f"--plan {quoted(typed)}: {error}") from None
         raise UsageError(f"the default plan {str(default)!r} (of a {default_steps}-step run) does not fit "
                          f"--steps {steps}: {error}; set --plan (--help lists plans that fit any step count)") from None
     return plan
@@ -99,7 +99,7 @@ def resolve_plan(plan: RefinePlan, typed: str, info: ModelInfo, steps: int) -> R
     try:
         return plan.resolve(scheduler.sigmas, boundary_sigma=info.boundary_ratio)
     except ValueError as error:
-        raise UsageError(f"--plan {typed!r}: {error}") from None
+        raise UsageError(f"--plan {quoted(typed)}: {error}") from None
 
 
 def _check_modules(names: Sequence[str], extra: str) -> None:
@@ -124,7 +124,7 @@ def _resolve_device(requested: str | None, offload: bool) -> str:
     try:
         device = torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
     except RuntimeError:
-        raise UsageError(f"--device {requested!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+        raise UsageError(f"--device {quoted(requested)} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
     if device.type not in DEVICE_TYPES:
         raise UsageError(f"--device {requested}: pnp-sample runs on {' or '.join(DEVICE_TYPES)}, not {device.type}")
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -148,7 +148,7 @@ def _check_attention(requested: str, device: str, dtype: str, head_dim: int) -> 
 
     if name not in known_backend_names():
         raise UsageError(
-            f"--attention {requested!r} is not 'auto' or a diffusers attention backend "
+            f"--attention {quoted(requested)} is not 'auto' or a diffusers attention backend "
             "(e.g. native, flash, _flash_3, _native_cudnn, xformers)"
         )
     try:
