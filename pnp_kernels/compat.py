@@ -6,6 +6,8 @@ instead of silently changing what the library does. Each function says what it a
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 # Version floors that diffusers' attention dispatcher requires before it uses a kernel
@@ -97,6 +99,39 @@ def call_original_forward(hook, *args, **kwargs):
     """From a ``ModelHook.new_forward``: run the module's forward as it was below this hook
     (``fn_ref.original_forward``, as diffusers' own cache hooks do)."""
     return hook.fn_ref.original_forward(*args, **kwargs)
+
+
+def cache_states(model) -> list:
+    """The state managers of the stateful hooks on ``model`` and its submodules: the caches' state, kept per
+    cache context (the loop's "cond", "uncond", ...), as ``cache_context`` reaches them."""
+    from diffusers.hooks.hooks import StateManager
+
+    registry = hook_registry(model)
+    managers = []
+    for child in (registry, *registry._get_child_registries()):
+        for name in child._hook_order:
+            hook = child.hooks[name]
+            if hook._is_stateful:
+                managers += [v for v in vars(hook).values() if isinstance(v, StateManager) and v not in managers]
+    return managers
+
+
+@contextlib.contextmanager
+def fresh_cache_context(managers: list, name: str):
+    """For the block, every state manager uses a fresh state under the cache context ``name``, dropped after;
+    their previous context and the states of all other contexts stay as they were."""
+    from diffusers.hooks.hooks import CacheContext
+
+    previous = [manager._context for manager in managers]
+    for manager in managers:
+        manager._state_cache.pop(name, None)
+        manager.set_context(CacheContext(name))
+    try:
+        yield
+    finally:
+        for manager, context in zip(managers, previous):
+            manager._state_cache.pop(name, None)
+            manager.set_context(context)
 
 
 def cache_config(model):

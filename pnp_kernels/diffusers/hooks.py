@@ -17,10 +17,13 @@ arguments with n rows are cut to the computing samples' rows; anything else pass
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from diffusers.hooks import ModelHook
 
 from ..compat import call_original_forward
+from .caches import full_model_call
 
 HOOK_NAME = "pnp_kernels_skip_idle_calls"
 
@@ -41,7 +44,7 @@ class SkipIdleCallsHook(ModelHook):
             self.entry, self.position = entry, 0
         position = self.position
         self.position += 1
-        iterating = self.session.iterating_samples()
+        iterating = self.session.iterating_samples()  # None on a step's first call
         previous = self.outputs.get(position)
         if previous is not None and iterating is not None:
             if not any(iterating):
@@ -49,10 +52,12 @@ class SkipIdleCallsHook(ModelHook):
             call_rows = _call_batch(args, kwargs)
             rows = _computing_rows(iterating, call_rows)
             if rows is not None:
-                output = call_original_forward(self, *_cut(args, rows, call_rows), **_cut(kwargs, rows, call_rows))
+                with full_model_call(module):
+                    output = call_original_forward(self, *_cut(args, rows, call_rows), **_cut(kwargs, rows, call_rows))
                 self.outputs[position] = _fill(previous, output, rows)
                 return self.outputs[position]
-        output = call_original_forward(self, *args, **kwargs)
+        with contextlib.nullcontext() if iterating is None else full_model_call(module):  # caches: caches.py
+            output = call_original_forward(self, *args, **kwargs)
         self.outputs[position] = output
         return output
 

@@ -13,6 +13,7 @@ import logging
 import torch
 
 from ..compat import cache_config
+from .caches import cache_problem
 
 logger = logging.getLogger("pnp_kernels")
 
@@ -101,13 +102,12 @@ def refusal(pipe) -> str | None:
 
 
 def cache_refusal(pipe) -> str | None:
-    """Why the caches enabled on the pipeline's transformers rule P&P out (None if none is enabled)."""
+    """Why a cache enabled on the pipeline's transformers rules P&P out (None if none does; caches.py)."""
     for component, model in denoisers(pipe):
         config = cache_config(model)
-        if config is not None:
-            return (f"{component} has a cache enabled ({type(config).__name__}): caches that count or compare model "
-                    f"calls per step would mistake P&P's repeated calls at one timestep for new steps; call "
-                    f"pipe.{component}.disable_cache() first")
+        problem = None if config is None else cache_problem(config)
+        if problem is not None:
+            return f"{component} has a cache enabled: {problem}; call pipe.{component}.disable_cache() first"
     return None
 
 

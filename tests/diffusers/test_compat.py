@@ -96,6 +96,21 @@ def test_enable_cache_is_visible_through_cache_config():
     assert compat.cache_config(model) is None
 
 
+def test_cache_state_lives_in_state_managers_keyed_by_context():
+    from diffusers.hooks import FirstBlockCacheConfig
+
+    model = tiny.transformer()
+    model.enable_cache(FirstBlockCacheConfig(threshold=0.1))
+    managers = compat.cache_states(model)
+    assert len(managers) == 1
+    with model.cache_context("cond"):
+        managers[0].get_state().should_compute = False  # the loop's context has state
+        with compat.fresh_cache_context(managers, "private"):
+            assert managers[0].context.name == "private" and managers[0].get_state().should_compute
+        assert managers[0].context.name == "cond" and not managers[0].get_state().should_compute
+    assert set(managers[0]._state_cache) == {"cond"}
+
+
 @pytest.mark.parametrize("make", [tiny.scheduler, tiny.unipc_scheduler], ids=["flow_match_euler", "unipc_flow"])
 def test_flow_schedulers_give_n_timesteps_and_n_plus_1_sigmas(make):
     scheduler = make()

@@ -1,8 +1,7 @@
-"""diffusers features with P&P on (tiny Wan T2V): callbacks, compilation, offloading, caches, refusals."""
+"""diffusers features with P&P on (tiny Wan T2V): callbacks, compilation, offloading, refusals (caches: test_caches.py)."""
 import pytest
 import torch
 from diffusers import DDIMScheduler, FlowMatchHeunDiscreteScheduler, FlowMatchLCMScheduler, WanPipeline
-from diffusers.hooks import FirstBlockCacheConfig, MagCacheConfig, TaylorSeerCacheConfig
 
 import tiny
 from pnp_kernels import PnPConfig
@@ -10,8 +9,6 @@ from pnp_kernels.diffusers import disable_pnp, enable_pnp
 from test_wan import PLAN, STEPS, make, run
 
 CONFIG = PnPConfig(plan=PLAN, tau=0.3)
-CACHES = [FirstBlockCacheConfig(threshold=0.1), TaylorSeerCacheConfig(),
-          MagCacheConfig(mag_ratios=[1.0] * STEPS, num_inference_steps=STEPS)]
 
 
 @pytest.fixture(scope="module")
@@ -68,19 +65,6 @@ def test_model_cpu_offload(reference):
     pipe.enable_model_cpu_offload(device="cpu")
     diff = (run(pipe) - reference).abs().max().item()
     assert diff <= 1e-6, diff
-
-
-@pytest.mark.parametrize("cache", CACHES, ids=lambda c: type(c).__name__)
-def test_caches_are_refused_before_and_after_enabling(cache):
-    pipe = make()
-    pipe.transformer.enable_cache(cache)
-    with pytest.raises(ValueError, match=rf"{type(cache).__name__}.*disable_cache\(\)"):
-        enable_pnp(pipe, CONFIG)
-    pipe.transformer.disable_cache()
-    enable_pnp(pipe, CONFIG)
-    pipe.transformer.enable_cache(cache)
-    with pytest.raises(ValueError, match=type(cache).__name__):
-        run(pipe)
 
 
 def test_lora_loading(reference):
