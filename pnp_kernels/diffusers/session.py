@@ -10,7 +10,7 @@ import torch
 from ..compat import hook_registry, set_component_keeping_config
 from ..config import PnPConfig
 from ..engine import IterationEvent, PnPEngine, PnPStats, check_process_group, check_sigmas
-from ..ops.philox import sample_seeds
+from ..ops.philox import stream_seeds
 from ..validators import check_int
 from .guiders import install_guider, remove_guider
 from .hooks import HOOK_NAME, SkipIdleCallsHook
@@ -18,9 +18,6 @@ from .progress import ModelCallProgress
 from .scheduler import PnPScheduler
 from .support import cache_refusal, denoisers, pinned_frames, stock_class
 
-# Philox seeds of the m-th copy of the scheduler (LTX-2's audio latents): the pipeline's seeds plus
-# m * 2**32, so its noise never repeats the video's.
-COPY_SEED_OFFSET = 2**32
 
 
 def philox_seed(generator) -> int | list[int]:
@@ -155,7 +152,7 @@ class PnPSession:
         noise = engine_noise(config, self.seed, self.generator)
         if is_copy and "seed" in noise:
             copy_index = [m for m in self.members if m is not self.scheduler].index(member) + 1
-            noise["seed"] = [(s + copy_index * COPY_SEED_OFFSET) % 2**64 for s in sample_seeds(noise["seed"], z.shape[0])]
+            noise["seed"] = list(stream_seeds(noise["seed"], z.shape[0], copy_index))  # LTX-2's audio: its own noise
         if is_copy:
             return PnPEngine(config, member.grid, z, group=self.group, **noise)
         return PnPEngine(config, member.grid, z, num_pinned_frames=self.num_pinned_frames, group=self.group,

@@ -12,7 +12,7 @@ import pytest
 import torch
 from scipy import stats
 
-from pnp_kernels.ops.philox import PhiloxNoise, box_muller, from_words, philox_bits, philox_normal, to_words
+from pnp_kernels.ops.philox import PhiloxNoise, box_muller, from_words, philox_bits, philox_normal, stream_seeds, to_words
 
 N_DRAWS = 2**20  # >= 10**6 draws per statistic
 
@@ -125,3 +125,11 @@ def test_bad_philox_noise_is_named(seeds, step, iteration, error, words):
         PhiloxNoise(seeds, step, iteration)
     for word in words:
         assert word in str(info.value)
+
+
+def test_stream_seeds_offset_each_stream_by_two_to_the_32():
+    seed = 2**64 - 2  # the largest seeds wrap around 2**64 instead of growing past a philox key
+    assert stream_seeds(seed, 3, 0) == (2**64 - 2, 2**64 - 1, 0)
+    assert stream_seeds([5, 7], 2, 2) == (5 + 2 * 2**32, 7 + 2 * 2**32)
+    with pytest.raises(ValueError, match="stream must be >= 0"):
+        stream_seeds(1, 1, -1)
