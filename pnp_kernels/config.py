@@ -22,6 +22,7 @@ MAX_ITERATIONS = 16
 # Step indices in a plan are at most this: far beyond any sampler's step count, small enough that a
 # plan can never describe an absurd amount of work.
 MAX_STEP_INDEX = 9_999
+MAX_STEPS = MAX_STEP_INDEX + 1  # the longest run a plan can name every step of
 _MAX_NUMBER_CHARS = 20  # a number in a plan string longer than this is refused before it is converted
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..cli_common.errors import RunError, UsageError, usage_errors
 from ..cli_common.options import MAX_SEED
-from ..config import RefinePlan
+from ..config import MAX_STEPS, RefinePlan
 from ..staging import StagedFiles
 from ..validators import check_int, quoted
 from .args import DEMO_FOLDERS, given_options
@@ -38,7 +38,7 @@ def _check_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     with usage_errors():
         check_int("--seed", args.seed, low=0, high=MAX_SEED)
         if args.steps is not None:
-            check_int("--steps", args.steps, low=1)
+            check_int("--steps", args.steps, low=1, high=MAX_STEPS)
     if args.plan is not None:
         try:
             plan = RefinePlan.parse(args.plan)

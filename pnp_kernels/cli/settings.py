@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
-from ..config import P_NORMS, PnPConfig, RefinePlan
+from ..config import MAX_STEPS, P_NORMS, PnPConfig, RefinePlan
 from ..validators import check_choice, check_int, check_real, quoted
 from ..cli_common.errors import UsageError, usage_errors
 from ..cli_common.options import DTYPES, MAX_SEED
@@ -185,7 +185,7 @@ def resolve_settings(args: argparse.Namespace) -> tuple[Settings, object]:
         return getattr(defaults, name) if value is None else value
 
     with usage_errors():
-        steps = check_int("--steps", pick("steps"), low=1)
+        steps = check_int("--steps", pick("steps"), low=1, high=MAX_STEPS)
         guidance = check_real("--guidance", pick("guidance"), low=0.0)
         height, width = pick("height"), pick("width")
         frames = pick("frames")

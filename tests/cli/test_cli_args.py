@@ -124,6 +124,7 @@ def _assert_one_line_error(status, err, *needles):
 BAD_NUMBERS = [
     (["--steps", "0"], "--steps"),
     (["--steps", "three"], "--steps"),
+    (["--steps", "100000000"], "--steps must be <= 10000, got 100000000"),
     (["--guidance", "-1"], "--guidance"),
     (["--guidance", "inf"], "--guidance"),
     (["--height", "30"], "--height"),

@@ -98,6 +98,7 @@ def test_video_demo_honours_steps_plan_and_seed(video_demo, tmp_path, capsys):
         (["--demo", "toy", "--steps", "4"], ["--demo toy does not use --steps", "it takes --seed, --out"]),
         (["--demo", "toy", "--plan", "1:1"], ["--demo toy does not use --plan"]),
         (["--demo", "--steps", "0"], ["--steps must be >= 1, got 0"]),
+        (["--demo", "--steps", "100000000"], ["--steps must be <= 10000, got 100000000"]),
         (["--demo", "--seed", "-1"], ["--seed must be >= 0"]),
         (["--demo", "--plan", "2-x"], ["--plan '2-x': "]),
         (["--demo", "--plan", "5:1", "--steps", "4"], ["--plan '5:1': ", "step 5"]),
