@@ -87,6 +87,20 @@ def check_choice(name: str, value: Any, choices: Sequence) -> Any:
     raise ValueError(f"{name} must be one of {tuple(choices)}, got {quoted(value)}")
 
 
+def check_latent_shape(name: str, shape: Sequence[int]) -> None:
+    """A (B, C, F, H, W) latent shape without an empty axis (a run over nothing is a caller's mistake)."""
+    empty = [f"{axis} = 0" for axis, size in zip("BCFHW", shape) if size == 0]
+    if empty:
+        raise ValueError(f"the {name} tensor has {'no frames' if shape[2] == 0 else 'an empty axis'} "
+                         f"({', '.join(empty)} in (B, C, F, H, W) = {tuple(shape)})")
+
+
+def check_has_data(name: str, device_type: str) -> None:
+    """Refuse a tensor on the meta device: it has a shape but no values to compute on."""
+    if device_type == "meta":
+        raise ValueError(f"{name} is on the meta device, which holds shapes but no values; pass tensors with data")
+
+
 def check_callable(name: str, value: Any, optional: bool = True) -> Any:
     """A callable (or None when optional), checked before any work starts."""
     if value is None and optional:

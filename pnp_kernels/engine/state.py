@@ -25,7 +25,8 @@ from ..config import PnPConfig
 from ..ops.outputs import PnPUpdateOutput
 from ..ops.philox import PhiloxNoise
 from ..ops.pnp_update import pnp_update
-from ..validators import check_bool, check_callable, check_int, check_real, check_sigma_grid
+from ..validators import (check_bool, check_callable, check_has_data, check_int, check_latent_shape, check_real,
+                          check_sigma_grid)
 from .noise import GeneratorNoise, check_noise_source, noise_fingerprint
 from .ranks import RankAgreement
 from .stats import IterationEvent, ModelTimer, NonFiniteError, PnPStats, StepStats
@@ -52,12 +53,8 @@ def _check_latents(latents) -> None:
         raise ValueError(
             f"latents must be a floating-point (B, C, F, H, W) tensor, got {latents.dtype} {tuple(latents.shape)}"
         )
-    empty = [f"{axis} = 0" for axis, size in zip("BCFHW", latents.shape) if size == 0]
-    if empty:
-        raise ValueError(
-            f"latents have {'no frames' if latents.shape[2] == 0 else 'an empty axis'} "
-            f"({', '.join(empty)} in (B, C, F, H, W) = {tuple(latents.shape)})"
-        )
+    check_latent_shape("latents", latents.shape)
+    check_has_data("latents", latents.device.type)
 
 
 def _empty_slot(z: torch.Tensor) -> PnPUpdateOutput:

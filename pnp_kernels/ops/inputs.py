@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..validators import check_bool, check_choice, check_int, check_real
+from ..validators import check_bool, check_choice, check_has_data, check_int, check_latent_shape, check_real
 from .philox import PhiloxNoise
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -59,6 +59,8 @@ class PnPUpdateInputs:
         _check_tensor("z", z, (torch.float32,))
         if z.dim() != 5:
             raise ValueError(f"z must have shape (B, C, F, H, W), got {tuple(z.shape)}")
+        check_latent_shape("z", z.shape)
+        check_has_data("z", z.device.type)  # every other tensor must be on z's device
         latent, device = z.shape, z.device
         _check_tensor("v", self.v, FLOAT_DTYPES, latent, device)
         if self.v_uncond is not None:

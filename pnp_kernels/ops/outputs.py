@@ -76,6 +76,10 @@ def _buffer(name: str, t, shape, dtype: torch.dtype, device: torch.device, given
             f"out.{name} has shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}; "
             f"expected {tuple(shape)}, {dtype}, {device}"
         )
+    shared = [dim for dim, (size, stride) in enumerate(zip(t.shape, t.stride())) if stride == 0 and size > 1]
+    if shared:  # an expanded view: writing it would write one memory location several times
+        raise ValueError(f"out.{name} has stride 0 along dimension {shared[0]} (an expanded view), so its elements "
+                         "share memory; pass a buffer of its own")
     given.append(("out." + name, t))
     return t
 

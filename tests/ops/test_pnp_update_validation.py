@@ -68,6 +68,12 @@ BAD = [
     (dict(out=empty_out(certain=torch.empty(2, 3, 5, 7))), ValueError, ["out.certain", "float32", "bool"]),
     (dict(out=empty_out(nonfinite=torch.empty(2))), ValueError, ["out.nonfinite", "int32"]),
     (dict(sigma_scale=0.5), TypeError, ["sigma_scale"]),  # a misspelt option is not ignored
+    (dict(z=torch.randn(2, 4, 0, 5, 7), num_pinned_frames=0), ValueError, ["z tensor has no frames", "F = 0", "(2, 4, 0, 5, 7)"]),
+    (dict(z=torch.randn(2, 4, 3, 0, 7)), ValueError, ["z tensor has an empty axis", "H = 0"]),
+    (dict(z=torch.randn(SHAPE, device="meta")), ValueError, ["z is on the meta device"]),
+    (dict(out=empty_out(z_next=torch.empty(2, 4, 3, 5, 1).expand(SHAPE))), ValueError,
+     ["out.z_next", "stride 0 along dimension 4", "expanded"]),
+    (dict(out=empty_out(certain_fraction=torch.empty(1).expand(2))), ValueError, ["out.certain_fraction", "stride 0"]),
 ]
 
 
