@@ -87,15 +87,22 @@ def with_label(frames: np.ndarray, text: str) -> np.ndarray:
     return np.concatenate([np.broadcast_to(strip, (frames.shape[0], *strip.shape)), frames], axis=1)
 
 
-def side_by_side(baseline: np.ndarray, refined: np.ndarray, labels: Sequence[str] = ("baseline", "P&P")) -> np.ndarray:
-    """``baseline | refined`` with a label over each half and a thin gap between them."""
-    baseline, refined = check_frames(baseline, "baseline"), check_frames(refined, "refined")
-    if baseline.shape != refined.shape:
-        raise ValueError(f"baseline and refined frames differ in shape: {baseline.shape} vs {refined.shape}")
-    if len(labels) != 2:
-        raise ValueError(f"labels must hold two strings, got {labels!r}")
-    gap = np.ones((baseline.shape[0], baseline.shape[1] + LABEL_HEIGHT, 2, 3), dtype=np.float32)
-    return np.concatenate([with_label(baseline, labels[0]), gap, with_label(refined, labels[1])], axis=2)
+def side_by_side(columns: Sequence[np.ndarray], labels: Sequence[str]) -> np.ndarray:
+    """The clips left to right (two or more, e.g. ``baseline | P&P``), a label over each and a thin gap
+    between them."""
+    if len(columns) < 2 or len(labels) != len(columns):
+        raise ValueError(f"side_by_side needs two or more clips and one label each, got {len(columns)} clips "
+                         f"and labels {labels!r}")
+    names = ["baseline"] + [f"columns[{i}]" for i in range(1, len(columns))]
+    columns = [check_frames(c, name) for c, name in zip(columns, names)]
+    for name, column in zip(names[1:], columns[1:]):
+        if column.shape != columns[0].shape:
+            raise ValueError(f"baseline and {name} frames differ in shape: {columns[0].shape} vs {column.shape}")
+    gap = np.ones((columns[0].shape[0], columns[0].shape[1] + LABEL_HEIGHT, 2, 3), dtype=np.float32)
+    parts = []
+    for column, label in zip(columns, labels):
+        parts += [gap, with_label(column, label)] if parts else [with_label(column, label)]
+    return np.concatenate(parts, axis=2)
 
 
 def latent_frame_index(num_frames: int, num_latent_frames: int) -> np.ndarray:
@@ -251,15 +258,17 @@ def uncertainty_grid(frames: np.ndarray, maps: Sequence[dict], tau: float, path:
 
 def write_comparison(frames: np.ndarray, fps: int, path_for: Callable[[str], Path], *,
                      baseline: np.ndarray | None = None, labels: Sequence[str] = ("baseline", "P&P"),
-                     maps: Sequence[dict] | None = None, tau: float = 0.0, chunk_frames: int = 16) -> list[str]:
+                     between: Sequence[np.ndarray] = (), maps: Sequence[dict] | None = None, tau: float = 0.0,
+                     chunk_frames: int = 16) -> list[str]:
     """Write one sampled clip and what compares it, each file to ``path_for(name)``: "video" (the clip);
-    with ``baseline`` frames, "baseline" and "side_by_side" (labelled ``labels``); with uncertainty
-    ``maps``, "uncertainty_video" and "uncertainty_grid". Returns the names written, in that order."""
+    with ``baseline`` frames, "baseline" and "side_by_side" (baseline, the ``between`` clips, then the
+    clip, labelled ``labels``); with uncertainty ``maps``, "uncertainty_video" and "uncertainty_grid".
+    Returns the names written, in that order."""
     export_video(frames, path_for("video"), fps)
     written = ["video"]
     if baseline is not None:
         export_video(baseline, path_for("baseline"), fps)
-        chunks = (side_by_side(baseline[i : i + chunk_frames], frames[i : i + chunk_frames], labels)
+        chunks = (side_by_side([c[i : i + chunk_frames] for c in (baseline, *between, frames)], labels)
                   for i in range(0, len(frames), chunk_frames))
         stream_video(chunks, path_for("side_by_side"), fps)
         written += ["baseline", "side_by_side"]

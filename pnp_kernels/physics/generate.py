@@ -9,7 +9,7 @@ clip, seeded from the clip seed. Sigma runs from 1 (noise) to 0 (data) on a unif
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Sequence
 
@@ -18,7 +18,7 @@ import torch
 
 from .. import PnPConfig, PnPStats, RefinePlan, pnp_sample
 from ..threads import single_thread
-from ..validators import check_bool, check_int
+from ..validators import check_bool, check_int, check_real
 from .model import PhysicsVelocityNet, load_weights
 
 DEFAULT_STEPS = 20  # 10 Euler steps were too few for this model to pass the quality gate (docs/PHYSICS_STUDY.md)
@@ -42,9 +42,12 @@ def shipped_model() -> PhysicsVelocityNet:
     return load_weights()
 
 
-def sigma_grid(num_steps: int) -> torch.Tensor:
-    """``num_steps + 1`` sigmas, uniform from 1 (noise) to 0 (data)."""
-    return torch.linspace(1.0, 0.0, check_int("num_steps", num_steps, low=1) + 1, dtype=torch.float64)
+def sigma_grid(num_steps: int, shift: float = 1.0) -> torch.Tensor:
+    """``num_steps + 1`` sigmas from 1 (noise) to 0 (data): uniform, or shifted towards the noise as
+    flow-matching video schedules do (sigma' = shift s / (1 + (shift - 1) s); Wan and LTX use 3 to 5)."""
+    uniform = torch.linspace(1.0, 0.0, check_int("num_steps", num_steps, low=1) + 1, dtype=torch.float64)
+    shift = check_real("shift", shift, 0.0, low_open=True)
+    return shift * uniform / (1.0 + (shift - 1.0) * uniform)
 
 
 def initial_noise(seeds: Sequence[int], model: PhysicsVelocityNet) -> torch.Tensor:
@@ -76,21 +79,25 @@ def _check_seeds(seeds) -> list[int]:
 
 
 def generate(seeds: Sequence[int], config: PnPConfig | None, *, num_steps: int = DEFAULT_STEPS,
-             capture_uncertainty: bool = False, progress: bool = False,
+             shift: float = 1.0, capture_uncertainty: bool = False, progress: bool = False,
              model: PhysicsVelocityNet | None = None) -> GeneratedClips:
-    """Sample one clip per seed with ``num_steps`` Euler steps, refined by ``config`` (None = plain Euler).
+    """Sample one clip per seed with ``num_steps`` Euler steps on ``sigma_grid(num_steps, shift)``,
+    refined by ``config`` (None = plain Euler; its plan may take any form: steps, fractions, sigmas,
+    presets).
 
     model: the network to sample (default: the shipped weights). Runs on one CPU thread: the network
     is small, and one thread is fastest on shared cores and fixes the order of reductions.
     """
     seeds = _check_seeds(seeds)
     num_steps = check_int("num_steps", num_steps, low=1)
+    sigmas = sigma_grid(num_steps, shift)
     check_bool("capture_uncertainty", capture_uncertainty)
     check_bool("progress", progress)
     if config is None:
         config = PnPConfig(plan=RefinePlan(()), noise="philox")
     if not isinstance(config, PnPConfig):
         raise TypeError(f"config must be a PnPConfig or None, got {type(config).__name__}")
+    config = replace(config, plan=config.plan.resolve(sigmas))
     if model is None:
         model = shipped_model()
     if config.noise == "philox":
@@ -99,7 +106,7 @@ def generate(seeds: Sequence[int], config: PnPConfig | None, *, num_steps: int =
         noise_source = {"generator": [torch.Generator().manual_seed(s ^ PERTURBATION_STREAM) for s in seeds]}
     with single_thread(), _progress_bar(progress, num_steps + config.plan.extra_nfe(num_steps)) as bar:
         latents, stats = pnp_sample(
-            model_denoiser(model), initial_noise(seeds, model), sigma_grid(num_steps), config,
+            model_denoiser(model), initial_noise(seeds, model), sigmas, config,
             capture_uncertainty=capture_uncertainty, callback=bar, **noise_source,
         )
     return GeneratedClips(latents_to_frames(latents), stats, latents)

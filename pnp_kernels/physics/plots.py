@@ -1,58 +1,72 @@
-"""The study figure: each metric against model calls, Euler as a line, P&P as points."""
+"""The physics study's figures: paired differences per row, the model-quality curve, sample strips."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .metrics import METRIC_NAMES
-
 if TYPE_CHECKING:
     import numpy as np
 
-PLACEMENT_COLOURS = {"early": "tab:blue", "middle": "tab:green", "late": "tab:orange"}
-TAU_MARKERS = {0.0: "o", 0.25: "s"}
+    from .report import Comparison
+
+KIND_COLOURS = {"pnp": "tab:blue", "restart": "tab:orange", "broken": "tab:red"}
 
 
-def save_study_figure(result: dict, path: Path) -> Path:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never open a window
     import matplotlib.pyplot as plt
 
-    from .study import mean_ci
+    return plt
 
-    names = [n for n in METRIC_NAMES if n != "background"]
-    figure, axes = plt.subplots(2, 3, figsize=(12, 6.5), layout="constrained")
-    for axis, name in zip(axes.flat, names):
-        euler = sorted((r for r in result["rows"] if r["variant"]["placement"] is None), key=lambda r: r["planned_nfe"])
-        stats = [mean_ci(r["metrics"][name]) for r in euler]
-        axis.errorbar([r["planned_nfe"] for r in euler], [s[0] for s in stats], yerr=[s[1] for s in stats],
-                      color="black", marker="x", capsize=3, label="Euler (N = model calls)")
-        real = mean_ci(result["real"]["metrics"][name])[0]
-        axis.axhline(real, color="grey", linestyle=":", label="real clips")
-        for row in result["rows"]:
-            variant = row["variant"]
-            if variant["placement"] is None:
-                continue
-            mean, half, _ = mean_ci(row["metrics"][name])
-            # Spread the points of one NFE a little so that their error bars do not overlap.
-            offset = {"early": -0.3, "middle": 0.0, "late": 0.3}[variant["placement"]] + (0.1 if variant["tau"] else -0.1)
-            if variant["broken"]:
-                axis.errorbar(row["planned_nfe"] + offset, mean, yerr=half, color="red", marker="v", capsize=2,
-                              label="negative control (noise x10)")
-                continue
-            axis.errorbar(row["planned_nfe"] + offset, mean, yerr=half, color=PLACEMENT_COLOURS[variant["placement"]],
-                          marker=TAU_MARKERS[variant["tau"]], markersize=4, capsize=2, linestyle="none",
-                          label=f"P&P {variant['placement']}, tau {variant['tau']:g}")
-        axis.set_title(f"{name} ({'higher' if name == 'tracked' else 'lower'} is better)", fontsize=9)
-        axis.set_xlabel("model calls per clip", fontsize=8)
-        axis.tick_params(labelsize=7)
+
+def save_headline_figure(comparisons: list["Comparison"], path: Path) -> Path:
+    """Each row's tracked and ballistic difference against matched Euler, with its interval."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(13, 0.28 * len(comparisons) + 1.6), sharey=True, layout="constrained")
+    labels = [c.row.label() for c in comparisons]
+    for axis, name, unit in zip(axes, ("tracked", "ballistic"), ("share of clips", "px, clips tracked in both")):
+        for y, c in enumerate(comparisons):
+            interval = c.differences[name]
+            axis.errorbar([interval.mean], [y], xerr=[[interval.mean - interval.low], [interval.high - interval.mean]],
+                          fmt="o", color=KIND_COLOURS[c.row.kind], capsize=3)
+        axis.axvline(0.0, color="black", linewidth=0.8)
+        axis.set_xlabel(f"difference to Euler with the same calls ({unit})")
         axis.grid(alpha=0.3)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    unique = dict(zip(labels, handles))
-    figure.legend(unique.values(), unique.keys(), loc="outside lower center", ncol=5, fontsize=8)
-    figure.suptitle(f"P&P vs Euler at matched model calls, bouncing-ball model, {len(result['seeds'])} seeds "
-                    f"(mean and 95% CI)", fontsize=10)
+    axes[0].set_yticks(range(len(labels)), labels, fontsize=7)
+    axes[0].invert_yaxis()
+    figure.suptitle("physics study: P&P (blue), Restart (orange), broken control (red); simultaneous intervals", fontsize=10)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)
+
+
+def save_curve_figure(results: dict[str, dict], path: Path) -> Path:
+    """Each curve row's tracked and ballistic difference, and Euler's blank rate, against the
+    checkpoint's gate share of tracked clips."""
+    import numpy as np
+
+    from .report import compare, values
+    from .rows import Row, curve_rows, matching_euler
+
+    plt = _pyplot()
+    rows = curve_rows()
+    done = {n: r for n, r in results.items() if "gate" in r and all(x.label() in r["rows"] for x in rows)}
+    quality = {n: r["gate"]["checks"]["tracked"]["value"] for n, r in done.items()}
+    figure, axes = plt.subplots(1, 3, figsize=(14, 4.2), layout="constrained")
+    for row in (r for r in rows if r.kind != "euler"):
+        points = sorted((quality[n], compare(r, row, matching_euler(row, rows), 0.95).differences) for n, r in done.items())
+        style = "-" if row.kind == "pnp" else "--"
+        for axis, name in zip(axes[:2], ("tracked", "ballistic")):
+            axis.plot([q for q, _ in points], [d[name].mean for _, d in points], style, marker="o", label=row.label())
+    blank = sorted((quality[n], float(np.mean(values(r, Row("euler"), "blank")))) for n, r in done.items())
+    axes[2].plot([q for q, _ in blank], [b for _, b in blank], "k-", marker="x", label="Euler 20")
+    for axis, title in zip(axes, ("Δ tracked vs matched Euler", "Δ ballistic (px) vs matched Euler", "blank rate")):
+        axis.set_xlabel("model quality: gate share of tracked clips (Euler 20)")
+        axis.set_title(title, fontsize=10)
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=6)
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return Path(path)
@@ -61,12 +75,9 @@ def save_study_figure(result: dict, path: Path) -> Path:
 def save_sample_strips(rows: list[tuple[str, "np.ndarray"]], path: Path, clips: int = 3) -> Path:
     """One labelled row of frames per (label, uint8 clips (B, F, H, W, 3)); the first ``clips`` clips
     side by side, every frame shown."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
+    plt = _pyplot()
     figure, axes = plt.subplots(len(rows), clips, figsize=(4.2 * clips, 0.55 * len(rows) + 0.4),
                                 squeeze=False, layout="constrained")
     for r, (label, frames) in enumerate(rows):
@@ -79,7 +90,7 @@ def save_sample_strips(rows: list[tuple[str, "np.ndarray"]], path: Path, clips: 
             if c == 0:
                 axis.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
             if r == 0:
-                axis.set_title(f"seed {c}: frames 0 -> {frames.shape[1] - 1}", fontsize=8)
+                axis.set_title(f"clip {c}: frames 0 -> {frames.shape[1] - 1}", fontsize=8)
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return Path(path)

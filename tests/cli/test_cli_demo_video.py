@@ -30,13 +30,14 @@ def test_video_demo_writes_videos_that_decode(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == [out]  # no scratch folder left
 
     record = json.loads((out / "demo.json").read_text())
-    euler, pnp = record["euler"], record["pnp"]
-    assert set(euler["metrics_mean"]) == set(pnp["metrics_mean"]) and euler["metrics_mean"]
+    euler, paper, selected = record["columns"]
+    assert set(euler["metrics_mean"]) == set(selected["metrics_mean"]) == set(paper["metrics_mean"])
     rows, columns = record["grid"]
     upscale, steps = record["upscale"], record["num_steps"]
-    plan = RefinePlan.parse(record["plan"])
-    assert euler["nfe"] == euler["nfe_per_clip"] == steps  # one batched model call per step
-    assert steps < pnp["nfe"] <= steps + plan.extra_nfe(steps)
+    plan = RefinePlan.parse(selected["plan"])
+    assert euler["calls_per_clip"] == steps + plan.extra_nfe(steps)  # Euler gets column 3's planned calls
+    assert steps < selected["calls_per_clip"] <= steps + plan.extra_nfe(steps)
+    assert "paper" in printed and "selected" in printed and "--plan" in printed  # the columns explain themselves
 
     height, width = rows * SIZE * upscale, columns * SIZE * upscale
     videos = {name: decode(out / name) for name in VIDEOS}
@@ -44,8 +45,8 @@ def test_video_demo_writes_videos_that_decode(tmp_path, capsys):
     assert refined.shape == baseline.shape == (NUM_FRAMES, height, width, 3)
     assert np.abs(refined - baseline).mean() > 1e-3  # same noise, different sampler: different videos
     side = videos["demo_side_by_side.mp4"]
-    assert side.shape == (NUM_FRAMES, LABEL_HEIGHT + height, -(-(2 * width + 2) // 16) * 16, 3)
-    left, right = side[:, LABEL_HEIGHT:, :width], side[:, LABEL_HEIGHT:, width + 2 : 2 * width + 2]
+    assert side.shape == (NUM_FRAMES, LABEL_HEIGHT + height, -(-(3 * width + 4) // 16) * 16, 3)
+    left, right = side[:, LABEL_HEIGHT:, :width], side[:, LABEL_HEIGHT:, 2 * width + 4 : 3 * width + 4]
     assert np.abs(left - baseline).mean() < 0.5 * np.abs(left - refined).mean()
     assert np.abs(right - refined).mean() < 0.5 * np.abs(right - baseline).mean()
     refined_steps = sum(last - first + 1 for first, last, k in plan.ranges if k > 0)

@@ -52,7 +52,7 @@ def test_export_video_rejects_bad_input(tmp_path):
 
 def test_side_by_side_places_both_videos_under_labels():
     baseline, refined = _frames(5, 24, 40, 1), _frames(5, 24, 40, 2)
-    combined = video.side_by_side(baseline, refined, ("baseline 3 NFE", "P&P 7 NFE"))
+    combined = video.side_by_side([baseline, refined], ("baseline 3 NFE", "P&P 7 NFE"))
     top = video.LABEL_HEIGHT
     assert combined.shape == (5, 24 + top, 2 * 40 + 2, 3)
     np.testing.assert_array_equal(combined[:, top:, :40], baseline)
@@ -61,7 +61,18 @@ def test_side_by_side_places_both_videos_under_labels():
     assert combined[:, :top, 42:].max() > 0.5
     assert not np.array_equal(combined[0, :top, :40], combined[0, :top, 42:])  # different labels
     with pytest.raises(ValueError, match="differ in shape"):
-        video.side_by_side(baseline, refined[:4])
+        video.side_by_side([baseline, refined[:4]], ("a", "b"))
+
+
+def test_side_by_side_takes_three_columns_in_order():
+    clips = [_frames(3, 20, 30, seed) for seed in (1, 2, 3)]
+    combined = video.side_by_side(clips, ("Euler", "P&P paper", "P&P selected"))
+    top = video.LABEL_HEIGHT
+    assert combined.shape == (3, 20 + top, 3 * 30 + 2 * 2, 3)
+    for index, clip in enumerate(clips):
+        np.testing.assert_array_equal(combined[:, top:, index * 32 : index * 32 + 30], clip)
+    with pytest.raises(ValueError, match="one label each"):
+        video.side_by_side(clips, ("a", "b"))
 
 
 @pytest.mark.parametrize("num_frames, num_latent", [(81, 21), (5, 2), (1, 1), (13, 4)])

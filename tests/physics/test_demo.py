@@ -3,20 +3,31 @@ import json
 
 import pytest
 
-from pnp_kernels import video
+from pnp_kernels import RefinePlan, video
 from pnp_kernels.physics import demo
+from pnp_kernels.physics.generate import sigma_grid
+from pnp_kernels.physics.seeds import HELD_OUT_START, demo_seeds
 
 
-@pytest.mark.parametrize("plan", ["1-2:1", "f0.25-0.75:1"])  # step indices, or fractions of the run
+@pytest.mark.parametrize("plan", ["1-2:1", "f0.25-0.75:1", "s0.8-0.45:1"])  # steps, fractions, sigmas
 def test_demo_writes_every_file_and_returns_the_record(tmp_path, capsys, plan):
     record = demo.run_demo(tmp_path / "out", seed=1, steps=4, plan=plan, progress=False)
-    assert record["plan"] == "1-2:1"
+    euler, paper, selected = record["columns"]
+    assert selected["plan"] == "1-2:1" and euler["plan"] == "none" and paper["plan"] == "1:1"  # published at 4 steps
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(demo.FILES)
-    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging folder left behind
-    assert record["euler"]["nfe"] == 4 and record["pnp"]["nfe"] == 6
-    assert record["seeds"] == list(range(8, 16))
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging left behind
+    assert euler["calls_per_clip"] == selected["calls_per_clip"] == 6 and paper["calls_per_clip"] == 5
+    assert record["seeds"] == demo_seeds(8, 8) and min(record["seeds"]) >= HELD_OUT_START
     assert json.loads((tmp_path / "out" / "demo.json").read_text()) == json.loads(json.dumps(record))
-    assert "tracked" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "tracked" in printed and "your plan" in printed and "paper" in printed
+
+
+def test_default_columns_are_the_registered_ones():
+    euler, paper, selected = demo.columns(20, None)
+    assert str(paper.plan) == "1-2:3,3-5:1" and paper.tau == 0.25
+    assert selected.plan == RefinePlan.parse(demo.SELECTED_PLAN).resolve(sigma_grid(20))
+    assert euler.num_steps == 20 + selected.plan.extra_nfe(20) and not euler.plan
 
 
 def test_nothing_is_written_when_a_writer_fails(tmp_path, monkeypatch):
@@ -30,9 +41,9 @@ def test_nothing_is_written_when_a_writer_fails(tmp_path, monkeypatch):
 
 
 def test_existing_folder_keeps_its_other_files(tmp_path, monkeypatch):
-    def quick_files(folder, *args):  # the moving is under test here, not the writers
+    def quick_files(staged, folder, *args):  # the moving is under test here, not the writers
         for name in demo.FILES:
-            (folder / name).write_text("new")
+            staged.path_for(folder / name).write_text("new")
 
     monkeypatch.setattr(demo, "_write_files", quick_files)
     (tmp_path / "notes.txt").write_text("mine")

@@ -1,4 +1,5 @@
-"""The study: placements, NFE accounting, the negative control, statistics and the shipped table."""
+"""The physics study: rows and matched calls, the Restart and broken controls, the decision rules,
+and the shipped results reproduced on a few seeds."""
 import json
 import math
 from pathlib import Path
@@ -7,90 +8,160 @@ import numpy as np
 import pytest
 import torch
 
-from pnp_kernels.physics import study
-from pnp_kernels.physics.generate import DEFAULT_STEPS, generate, shipped_model
-from pnp_kernels.physics.model import PhysicsVelocityNet
+from pnp_kernels.physics import report, rows, study
+from pnp_kernels.physics.controls import NoisierPerturbation, restart_sample
+from pnp_kernels.physics.generate import generate, shipped_model
+from pnp_kernels.physics.model import PhysicsVelocityNet, load_weights
+from pnp_kernels.physics.seeds import study_seeds
 
-SHIPPED_STUDY = Path(__file__).resolve().parents[2] / "docs" / "physics_study.json"
-
-
-def test_placements_split_the_steps_after_the_first_in_thirds():
-    assert [study.placement_steps(p, 10) for p in study.PLACEMENTS] == [(1, 3), (4, 6), (7, 9)]
-    assert [study.placement_steps(p, 7) for p in study.PLACEMENTS] == [(1, 2), (3, 4), (5, 6)]
+CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints" / "physics"
 
 
-def test_every_pnp_row_has_an_euler_row_with_as_many_model_calls():
-    variants = study.study_variants(10)
-    euler_nfe = {v.planned_nfe for v in variants if v.placement is None}
-    assert euler_nfe == {10, 13, 16, 19}
-    assert all(v.planned_nfe in euler_nfe for v in variants)
-    assert sum(v.broken for v in variants) == 1 and len(variants) == 1 + 3 + 18 + 1
+@pytest.fixture(scope="module")
+def tiny_net():
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return PhysicsVelocityNet(num_frames=5, size=8, channels=(8, 16)).eval()
 
 
-def test_planned_model_calls_are_what_the_sampler_counts():
-    variant = study.Variant(6, "middle", 2, 0.0)
-    clips = generate([0, 1], variant.config(), num_steps=6)
-    assert clips.stats.nfe == variant.planned_nfe == 6 + 2 * 1
+class CountingNet(torch.nn.Module):
+    """Counts clip evaluations (batch rows) of the wrapped network."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.config, self.clip_calls = net, net.config, 0
+
+    def forward(self, z, sigma):
+        self.clip_calls += z.shape[0]
+        return self.net(z, sigma)
 
 
-def test_noisier_perturbation_at_scale_one_changes_nothing():
-    torch.manual_seed(0)
-    net = PhysicsVelocityNet(num_frames=5, size=8, channels=(8, 16)).eval()
-    config = study.Variant(4, "early", 2, 0.0).config()
-    plain = generate([2, 3], config, num_steps=4, model=net)
-    same = generate([2, 3], config, num_steps=4, model=study.NoisierPerturbation(net, scale=1.0))
-    louder = generate([2, 3], config, num_steps=4, model=study.NoisierPerturbation(net, scale=10.0))
-    torch.testing.assert_close(same.latents, plain.latents, rtol=0, atol=1e-5)
-    assert (louder.latents - plain.latents).abs().max() > 0.1
+@pytest.mark.parametrize("make", [rows.headline_rows, rows.curve_rows])
+def test_every_row_is_distinct_and_has_an_euler_row_with_its_model_calls(make):
+    table = make()
+    assert len({r.label() for r in table}) == len(table)
+    for row in table:
+        reference = rows.matching_euler(row, table)
+        assert reference.kind == "euler" and reference.shift == row.shift
+        assert reference.planned_calls == row.planned_calls
 
 
-def test_negative_control_is_worse_than_euler():
-    seeds = list(range(100, 112))
-    model = shipped_model()
-    euler = study.run_variant(study.Variant(DEFAULT_STEPS), seeds, model)
-    broken = study.run_variant(study.study_variants(DEFAULT_STEPS)[-1], seeds, model)
-    assert broken["variant"]["broken"]
-    worse = {name: study.paired_difference(broken, euler, name)[0] for name in ("tracked", "shape", "background")}
-    assert worse["tracked"] < 0 and worse["shape"] > 0 and worse["background"] > 0
+def test_headline_rows_follow_the_preregistration():
+    table = rows.headline_rows()
+    assert {r.shift for r in table} == {1.0, 3.0, 5.0}
+    paper = [r for r in table if r.name == "published"]
+    assert sorted((r.shift, r.tau) for r in paper) == [(s, t) for s in (1.0, 3.0, 5.0) for t in (0.0, 0.25)]
+    assert [str(r.resolved_plan) for r in paper[:1]] == ["1-2:3,3-5:1"]  # steps 2-5 and 6-14 of 50, as fractions
+    assert len(rows.restart_pairs(table)) == 3 and sum(r.kind == "broken" for r in table) == 1
+    restart = {r.plan: r.planned_calls for r in table if r.kind == "restart"}
+    assert all(r.planned_calls == restart[r.plan] for r in table if r.kind == "pnp" and r.plan in restart and r.shift == 1)
 
 
-def test_mean_ci_matches_a_naive_formula():
+def test_restart_without_restarts_is_euler_and_with_them_costs_the_planned_calls(tiny_net):
+    seeds = study_seeds(3, 77)
+    euler = generate(seeds, None, num_steps=6, shift=3.0, model=tiny_net).latents
+    assert torch.equal(restart_sample(tiny_net, seeds, 6, 3.0, 2, 4, 0), euler)
+    counting = CountingNet(tiny_net)
+    refined = restart_sample(counting, seeds, 6, 3.0, 2, 4, 2)
+    assert counting.clip_calls == 3 * (6 + 2 * 3) and not torch.equal(refined, euler)
+    alone = restart_sample(tiny_net, seeds[1:2], 6, 3.0, 2, 4, 2)
+    torch.testing.assert_close(alone, refined[1:2], rtol=0, atol=1e-6)  # a clip does not depend on its batch
+
+
+def test_restart_renoises_along_the_forward_process():
+    # From sigma_lo to sigma_hi, clean data x at z_lo = (1 - lo) x + lo eps must reach the marginal of hi:
+    # mean (1 - hi) x and standard deviation hi. A network that outputs -x (v = eps - x with eps = 0 at x)
+    # is not needed: check the statistics on the re-noised latents directly with a zero-velocity model.
+    class Still(torch.nn.Module):
+        config = {"num_frames": 4, "size": 8}
+
+        def forward(self, z, sigma):
+            return torch.zeros_like(z)
+
+    seeds = study_seeds(64, 500)
+    z0 = restart_sample(Still(), seeds, 4, 1.0, 1, 1, 0)  # only the initial noise: std 1
+    z1 = restart_sample(Still(), seeds, 4, 1.0, 1, 1, 1)  # re-noised from sigma 0.5 to 0.75, no motion
+    a = (1 - 0.75) / (1 - 0.5)
+    expected_std = math.sqrt(a * a + 0.75**2 - a * a * 0.5**2)
+    assert abs(z0.std().item() - 1.0) < 0.02 and abs(z1.std().item() - expected_std) < 0.02
+
+
+def test_noisier_perturbation_at_scale_one_changes_nothing(tiny_net):
+    config = rows.Row("broken", 6, plan="2-3:2").config()
+    plain = generate([2, 3], config, num_steps=6, model=tiny_net)
+    wrapped = generate([2, 3], config, num_steps=6, model=NoisierPerturbation(tiny_net, scale=1.0))
+    assert torch.equal(plain.latents, wrapped.latents)
+    broken = generate([2, 3], config, num_steps=6, model=NoisierPerturbation(tiny_net))
+    assert not torch.equal(plain.latents, broken.latents)
+
+
+def fake_result(differences: dict[str, dict[str, float]], seeds: int = 512) -> dict:
+    """Results in which each row's metrics are Euler's plus the given mean differences and noise."""
     rng = np.random.default_rng()
-    values = rng.normal(3.0, 2.0, 37)
-    mean, half, n = study.mean_ci(np.append(values, np.nan))
-    assert n == 37 and mean == pytest.approx(values.mean())
-    assert half == pytest.approx(1.96 * math.sqrt(((values - values.mean()) ** 2).sum() / 36) / math.sqrt(37))
+    table = rows.headline_rows()
+    base = {"tracked": (rng.random(seeds) < 0.8).astype(float), "ballistic": rng.normal(0.5, 0.1, seeds)}
+    stored = {}
+    for row in table:
+        shift = differences.get(row.label(), {})
+        metrics = {name: (base.get(name, np.zeros(seeds)) + shift.get(name, 0.0) + rng.normal(0, 0.05, seeds)).tolist()
+                   for name in report.METRIC_NAMES}
+        stored[row.label()] = {"metrics": metrics, "calls": [row.planned_calls] * seeds}
+    return {"rows": stored}
 
 
-def test_differences_are_marked_only_when_the_interval_excludes_zero():
-    assert study._mark(-0.5, 0.1, "shape").startswith("**")  # lower shape error: P&P better
-    assert study._mark(-0.5, 0.1, "tracked").startswith("*-")  # fewer tracked clips: P&P worse
-    assert "*" not in study._mark(0.05, 0.1, "shape")
+def test_verdicts_follow_the_preregistered_rule():
+    middle, late, early = (rows.placed("pnp", p, 3) for p in ("middle", "late", "early"))
+    result = fake_result({
+        middle.label(): {"ballistic": -0.1},  # better motion, no lost clips: helps
+        late.label(): {"ballistic": -0.1, "tracked": -0.1},  # better motion, but loses 10 points of clips
+        early.label(): {"ballistic": +0.001},  # nothing resolvable
+    })
+    against, pairs, level = report.headline_comparisons(result)
+    assert level == pytest.approx(1 - 0.05 / (2 * (len(against) + len(pairs))))
+    verdicts = {c.row.label(): c.verdict() for c in against}
+    assert verdicts[middle.label()] == "helps" and verdicts[late.label()] == "hurts" and verdicts[early.label()] == "neutral"
+    chosen, meets = report.selected_placement(against)
+    assert chosen.row == middle and meets
 
 
-def test_gate_needs_tracked_balls_and_stable_size():
-    real = {"metrics": {"tracked": [1.0] * 5, "permanence": [0.0] * 5, "size": [0.002] * 5}}
-    good = {"metrics": {"tracked": [1.0, 1.0, 1.0, 1.0, 0.0], "permanence": [0.0, 0.1, 0.0, 0.0, 0.0], "size": [0.01] * 5}}
-    assert study.quality_gate(good, real)["passed"]  # 80% tracked, 0.02 events per transition
-    bad = {"metrics": {**good["metrics"], "tracked": [1.0, 0.0, 1.0, 1.0, 0.0]}}
-    assert not study.quality_gate(bad, real)["passed"]
-    jittery = {"metrics": {**good["metrics"], "size": [0.2] * 5}}
-    assert not study.quality_gate(jittery, real)["checks"]["size"]["passed"]
+def test_ball_metrics_are_compared_on_seeds_tracked_in_both_rows():
+    row, euler = rows.placed("pnp", "middle", 1), rows.Row("euler", 25)
+    result = {"rows": {
+        row.label(): {"metrics": {**{n: [0.0] * 4 for n in report.METRIC_NAMES}, "ballistic": [0.1, None, 0.3, 0.2]}},
+        euler.label(): {"metrics": {**{n: [0.0] * 4 for n in report.METRIC_NAMES}, "ballistic": [0.2, 0.5, None, 0.4]}},
+    }}
+    interval = report.compare(result, row, euler, 0.95).differences["ballistic"]
+    assert interval.n == 2 and interval.mean == pytest.approx(-0.15)
 
 
-def test_study_reproduces_the_shipped_numbers_on_a_subset():
-    shipped = json.loads(SHIPPED_STUDY.read_text())
-    positions = list(range(study.BATCH))  # the first batch of shipped seeds: sampled exactly as in the study
-    seeds = [shipped["seeds"][i] for i in positions]
-    rows = {row["label"]: row for row in shipped["rows"]}
-    # Euler, one P&P row and the control; only Euler when the shipped study stopped at the gate.
-    n = shipped["num_steps"]
-    candidates = (study.Variant(n), study.Variant(n, "early", 1, 0.25), study.study_variants(n)[-1])
-    shown = [v for v in candidates if v.label() in rows]
-    assert shown and shown[0] == study.Variant(n)
-    assert len(shown) == 3 or not shipped["gate"]["passed"]
-    for variant in shown:
-        fresh = study.run_variant(variant, seeds, shipped_model())
-        for name, values in fresh["metrics"].items():
-            expected = [rows[variant.label()]["metrics"][name][i] for i in positions]
-            np.testing.assert_array_equal(values, expected, err_msg=f"{variant.label()}: {name}")
+def test_the_headline_model_is_the_first_passing_checkpoint_in_the_registered_order():
+    gate = lambda passed, tracked: {"gate": {"passed": passed, "checks": {"tracked": {"value": tracked}}}}
+    assert report.headline_name({"1x": gate(True, 0.9), "2x": gate(False, 0.7), "4x": gate(True, 0.85)}) == "4x"
+    assert report.headline_name({"2x": gate(False, 0.7)}) is None  # 4x not judged yet
+    assert report.demo_name({"2x": gate(True, 0.82), "4x": gate(True, 0.85), "6x": gate(False, 0.9)}) == "4x"
+
+
+def _shipped_results():
+    folder = study.RESULTS
+    results = report.load(folder) if folder.is_dir() else {}
+    name = report.headline_name(results)
+    if name is None or not results[name].get("headline"):
+        pytest.skip("no shipped headline results")
+    return name, results[name]
+
+
+@pytest.mark.parametrize("label_of", [
+    lambda: rows.Row("euler").label(),
+    lambda: rows.paper(1.0, 0.25).label(),
+    lambda: rows.placed("restart", "middle", 3).label(),
+    lambda: rows.placed("pnp", "early", 3, shift=3.0).label(),
+])
+def test_shipped_headline_rows_reproduce_on_their_first_seeds(label_of):
+    name, result = _shipped_results()
+    model = load_weights(CHECKPOINTS / result["weights"])
+    row = next(r for r in rows.headline_rows() if r.label() == label_of())
+    measured = study.measure_row(row, study_seeds(study.BATCH), model)
+    stored = result["rows"][row.label()]
+    assert measured["calls"] == stored["calls"][:study.BATCH]
+    for metric, values in measured["metrics"].items():
+        assert values == stored["metrics"][metric][:study.BATCH], metric
