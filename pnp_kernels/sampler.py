@@ -61,7 +61,8 @@ def pnp_sample(
     denoise(z, step_index, sigma) returns the velocity at (z, sigma), or ``Guided(cond, uncond, scale)``.
     latents: (B, C, F, H, W) initial noise at ``sigmas[0]``; sigmas: N + 1 non-increasing values in
     [0, 1]; the config's plan is resolved against them (``RefinePlan.resolve``). generator: perturbation
-    noise for noise="generator" (one per sample for batch invariance); seed: for noise="philox".
+    noise for noise="generator" (one per sample for batch invariance; None: torch's global random state of
+    the latents' device, as diffusers pipelines use without a generator); seed: for noise="philox".
     num_pinned_frames: leading latent frames held fixed (conditioning). callback(IterationEvent) runs
     after every model call; step_end(step, z) after each outer step, and a tensor it returns replaces
     the state (diffusers' callback_on_step_end). group: torch.distributed ranks that sample together

@@ -228,6 +228,18 @@ def test_step_end_hook_can_replace_the_state():
         bad_call(step_end=lambda step, z: z[:, :1])
 
 
+def test_without_a_generator_the_noise_is_torchs_global_random_state():
+    # README, "Noise": as a diffusers pipeline called without generator=; reproducible after manual_seed.
+    latents, targets, gains = problem(2, 47)
+    denoise, config, seed = ToyDenoiser(targets, gains, SHAPE[0]), PnPConfig(plan=[(1, 3, 2)], tau=0.0), 12345
+    torch.manual_seed(seed)
+    implicit = pnp_sample(denoise, latents, SIGMAS, config).latents
+    explicit = pnp_sample(denoise, latents, SIGMAS, config, generator=torch.Generator().manual_seed(seed)).latents
+    torch.manual_seed(seed + 1)
+    other = pnp_sample(denoise, latents, SIGMAS, config).latents
+    assert torch.equal(implicit, explicit) and not torch.equal(implicit, other)
+
+
 def test_nan_from_step_end_is_blamed_on_step_end_not_the_model():
     g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
     bad_step = int(torch.randint(0, 7, (), generator=g))

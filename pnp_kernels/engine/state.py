@@ -75,7 +75,8 @@ class PnPEngine:
 
     config: PnPConfig; its plan is resolved against ``sigmas`` (N + 1 non-increasing values in [0, 1]).
     latents: (B, C, F, H, W) floating-point noise at ``sigmas[0]`` (copied; never modified).
-    generator (noise="generator", one per sample for batch invariance) or seed (noise="philox").
+    generator (noise="generator", one per sample for batch invariance; None: torch's global random state
+    of the latents' device) or seed (noise="philox").
     num_pinned_frames: leading latent frames held fixed (a conditioning frame).
     capture_uncertainty: keep every refined iteration's uncertainty and certain maps in the stats.
     callback(IterationEvent): runs after every model call.
