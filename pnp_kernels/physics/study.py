@@ -9,6 +9,7 @@ Every clip of a row starts from the same noise as the other rows' clip of that s
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import time
@@ -92,8 +93,9 @@ def quality_gate(model: PhysicsVelocityNet, seeds: Sequence[int]) -> dict:
 
 
 class Results:
-    """One checkpoint's results file (DIR/<name>.json), rewritten whole after every row so that a stopped
-    run resumes; runs on different checkpoints can share the folder."""
+    """One checkpoint's results file (DIR/<name>.json), rewritten after every row so that a stopped run
+    resumes. Processes sampling different rows of one checkpoint share the file: each save merges what
+    this process measured into the file's current contents under a lock."""
 
     def __init__(self, folder: Path, name: str):
         self.path = Path(folder) / f"{name}.json"
@@ -101,9 +103,14 @@ class Results:
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_name(self.path.name + ".partial")
-        partial.write_text(json.dumps(self.data, separators=(",", ":")) + "\n")
-        partial.replace(self.path)
+        with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            current = json.loads(self.path.read_text()) if self.path.is_file() else {"rows": {}}
+            rows = {**current["rows"], **self.data["rows"]}
+            self.data = {**current, **self.data, "rows": rows}
+            partial = self.path.with_name(self.path.name + ".partial")
+            partial.write_text(json.dumps(self.data, separators=(",", ":")) + "\n")
+            partial.replace(self.path)
 
 
 def run_rows(results: Results, model: PhysicsVelocityNet, rows: list[Row], seeds: list[int]) -> None:
@@ -118,7 +125,7 @@ def run_rows(results: Results, model: PhysicsVelocityNet, rows: list[Row], seeds
         print(f"  [{results.data['name']}] {row.label()}: {stored[row.label()]['seconds']:.0f}s", flush=True)
 
 
-def run_stage(stage: str, results: Results, weights: Path) -> None:
+def run_stage(stage: str, results: Results, weights: Path, part: tuple[int, int] = (0, 1)) -> None:
     model = load_weights(weights)
     results.data["weights"] = Path(weights).name
     if stage == "gate" and "gate" not in results.data:
@@ -128,7 +135,8 @@ def run_stage(stage: str, results: Results, weights: Path) -> None:
         print(f"  [{results.data['name']}] gate {'passed' if gate['passed'] else 'FAILED'}: {gate['checks']}", flush=True)
     elif stage == "headline":
         results.data["headline"] = True
-        run_rows(results, model, headline_rows(), study_seeds(HEADLINE_SEEDS))
+        index, parts = part
+        run_rows(results, model, headline_rows()[index::parts], study_seeds(HEADLINE_SEEDS))
     elif stage == "curve":
         if "contrast" not in results.data:
             results.data["contrast"] = contrast_per_renoise(model, study_seeds(CONTRAST_SEEDS))
@@ -143,6 +151,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="a checkpoint to run the stage on (repeatable), e.g. 2x=checkpoints/physics/steps_7000.safetensors")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the per-checkpoint results (resumed)")
     parser.add_argument("--out", type=Path, default=Path("physics_study"), help="folder for the report's tables and figures")
+    parser.add_argument("--part", type=_part, default=(0, 1), metavar="K/N",
+                        help="headline: sample only every N-th row from the K-th (0-based), to share the rows "
+                             "between N processes")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     print(f"CPU threads: torch {torch.get_num_threads()} (sampling runs on 1), os {os.cpu_count()}", flush=True)
@@ -151,8 +162,15 @@ def main(argv: list[str] | None = None) -> None:
 
         write_report(args.results, args.out)
     for name, weights in (_checkpoint(text) for text in args.checkpoint):
-        run_stage(args.stage, Results(args.results, name), weights)
+        run_stage(args.stage, Results(args.results, name), weights, args.part)
     print(f"wall time {time.perf_counter() - started:.0f}s", flush=True)
+
+
+def _part(text: str) -> tuple[int, int]:
+    index, _, parts = text.partition("/")
+    if not (index.isdigit() and parts.isdigit() and int(index) < int(parts)):
+        raise argparse.ArgumentTypeError(f"must be K/N with 0 <= K < N, got {text!r}")
+    return int(index), int(parts)
 
 
 def _checkpoint(text: str) -> tuple[str, Path]:

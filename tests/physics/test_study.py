@@ -165,3 +165,22 @@ def test_shipped_headline_rows_reproduce_on_their_first_seeds(label_of):
     assert measured["calls"] == stored["calls"][:study.BATCH]
     for metric, values in measured["metrics"].items():
         assert values == stored["metrics"][metric][:study.BATCH], metric
+
+
+def test_processes_sharing_a_results_file_keep_each_others_rows(tmp_path):
+    first, second = study.Results(tmp_path, "4x"), study.Results(tmp_path, "4x")
+    first.data["rows"]["a"] = {"calls": [1]}
+    first.save()
+    second.data["rows"]["b"] = {"calls": [2]}
+    second.data["gate"] = {"passed": True}
+    second.save()
+    first.data["rows"]["c"] = {"calls": [3]}
+    first.save()
+    merged = study.Results(tmp_path, "4x").data
+    assert sorted(merged["rows"]) == ["a", "b", "c"] and merged["gate"] == {"passed": True}
+
+
+def test_parts_share_out_every_headline_row_once():
+    table = rows.headline_rows()
+    parts = [table[k::3] for k in range(3)]
+    assert sorted(r.label() for part in parts for r in part) == sorted(r.label() for r in table)
