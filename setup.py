@@ -73,7 +73,8 @@ def _cuda_extension_and_commands():
     os.environ["TORCH_CUDA_ARCH_LIST"] = cuda_arch_list(os.environ)
     extension = cpp_extension.CUDAExtension(
         name="pnp_kernels._C",
-        sources=["csrc/pnp_update_kernel.cu", "csrc/pnp_update_op.cpp"],
+        # The kernel's translation units (one per velocity dtype, compiled in parallel) and the binding.
+        sources=sorted(str(path.relative_to(ROOT)) for pattern in ("*.cu", "*.cpp") for path in CSRC.glob(pattern)),
         include_dirs=[str(CSRC)],
         extra_compile_args={"cxx": ["-O3"], "nvcc": ["-O3"]},  # no fast math: philox needs precise logf
     )

@@ -1,10 +1,11 @@
 // Torch binding of the fused P&P update: registers pnp_kernels::pnp_update_cuda.
 //
 // Validates every tensor (device, dtype, shape, contiguity) before handing raw pointers to the
-// kernel in pnp_update_kernel.cu. TORCH_LIBRARY_FRAGMENT rather than TORCH_LIBRARY: the namespace
+// kernel of pnp_update_kernel.cuh. TORCH_LIBRARY_FRAGMENT rather than TORCH_LIBRARY: the namespace
 // is shared with the Python ops of pnp_kernels (torch.library), and only one block per process
 // may claim a namespace as its definition; a fragment never clashes with it.
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
@@ -74,15 +75,20 @@ T* mutable_data_or_null(const std::optional<at::Tensor>& t) {
   return t.has_value() ? t->mutable_data_ptr<T>() : nullptr;
 }
 
+// The arguments of the Python op pnp_kernels::pnp_update (pnp_kernels/ops/custom_op.py), in its
+// order, except that philox noise comes as the (B, 2) int64 key table of PhiloxNoise.key_table
+// (a device tensor: no copy per call) and that backend / round_products_to are left out (this op
+// is one backend; it never rounds products). The mapping: cuda_op_arguments in cuda_backend.py.
 void pnp_update_cuda(const at::Tensor& z, const at::Tensor& v, const std::optional<at::Tensor>& v_uncond,
-                     double guidance_scale, double sigma, double dt, const std::optional<at::Tensor>& prev_x0,
-                     const std::optional<at::Tensor>& prev_z_next, const std::optional<at::Tensor>& prev_certain,
-                     double tau, int64_t p_norm, const std::optional<at::Tensor>& noise,
-                     const std::optional<at::Tensor>& philox_keys, int64_t step, int64_t iteration,
-                     const std::optional<at::Tensor>& active, int64_t num_pinned_frames,
+                     const std::optional<at::Tensor>& prev_x0, const std::optional<at::Tensor>& prev_z_next,
+                     const std::optional<at::Tensor>& prev_certain, const std::optional<at::Tensor>& active,
+                     const std::optional<at::Tensor>& noise, const std::optional<at::Tensor>& philox_keys,
+                     int64_t philox_step, int64_t philox_iteration, double sigma, double sigma_next,
+                     double guidance_scale, double tau, int64_t p_norm, int64_t num_pinned_frames,
                      const std::optional<at::Tensor>& x0, const at::Tensor& z_next,
-                     const std::optional<at::Tensor>& certain, const at::Tensor& counts,
-                     const std::optional<at::Tensor>& z_perturbed, const std::optional<at::Tensor>& uncertainty) {
+                     const std::optional<at::Tensor>& certain, const at::Tensor& certain_fraction,
+                     const at::Tensor& nonfinite, const std::optional<at::Tensor>& z_perturbed,
+                     const std::optional<at::Tensor>& uncertainty) {
   TORCH_CHECK_VALUE(z.is_cuda(), "z must be a CUDA tensor, got ", z.device());
   TORCH_CHECK_VALUE(z.dim() == 5, "z must have shape (B, C, F, H, W), got ", z.sizes());
   const at::IntArrayRef latent_shape = z.sizes();
@@ -96,6 +102,8 @@ void pnp_update_cuda(const at::Tensor& z, const at::Tensor& v, const std::option
   TORCH_CHECK_VALUE(channels >= 1 && channels <= kMaxChannels, "z must have 1 to ", kMaxChannels,
                     " channels, got ", channels);
   TORCH_CHECK_VALUE(batch <= kMaxBatch, "z must have at most ", kMaxBatch, " samples, got ", batch);
+  TORCH_CHECK_VALUE(z.numel() / std::max<int64_t>(batch, 1) <= (int64_t{1} << 32),
+                    "z must have at most 2**32 elements per sample, got ", z.sizes());
   const at::ScalarType v_dtype = v.scalar_type();
   TORCH_CHECK_TYPE(v_dtype == at::kFloat || v_dtype == at::kHalf || v_dtype == at::kBFloat16,
                    "v must have dtype float32, float16 or bfloat16, got ", v_dtype);
@@ -126,19 +134,19 @@ void pnp_update_cuda(const at::Tensor& z, const at::Tensor& v, const std::option
   }
   if (philox_keys) {
     PNP_CHECK_TENSOR(*philox_keys, z, at::kLong, pair_shape);
-    TORCH_CHECK_VALUE(z.numel() / std::max<int64_t>(batch, 1) <= (int64_t{1} << 32),
-                      "philox noise needs at most 2**32 elements per sample, got ", z.sizes());
   }
-  TORCH_CHECK_VALUE(step >= 0 && step < (int64_t{1} << 32), "step must be in [0, 2**32), got ", step);
-  TORCH_CHECK_VALUE(iteration >= 0 && iteration < (int64_t{1} << 32), "iteration must be in [0, 2**32), got ",
-                    iteration);
+  TORCH_CHECK_VALUE(philox_step >= 0 && philox_step < (int64_t{1} << 32), "philox_step must be in [0, 2**32), got ",
+                    philox_step);
+  TORCH_CHECK_VALUE(philox_iteration >= 0 && philox_iteration < (int64_t{1} << 32),
+                    "philox_iteration must be in [0, 2**32), got ", philox_iteration);
   TORCH_CHECK_VALUE(x0.has_value() == certain.has_value(), "x0 and certain must be given together");
   if (x0) {
     PNP_CHECK_TENSOR(*x0, z, at::kFloat, latent_shape);
     PNP_CHECK_TENSOR(*certain, z, at::kBool, mask_shape);
   }
   PNP_CHECK_TENSOR(z_next, z, at::kFloat, latent_shape);
-  PNP_CHECK_TENSOR(counts, z, at::kInt, pair_shape);
+  PNP_CHECK_TENSOR(certain_fraction, z, at::kFloat, batch_shape);
+  PNP_CHECK_TENSOR(nonfinite, z, at::kInt, batch_shape);
   if (z_perturbed) {
     PNP_CHECK_TENSOR(*z_perturbed, z, at::kFloat, latent_shape);
   }
@@ -146,12 +154,22 @@ void pnp_update_cuda(const at::Tensor& z, const at::Tensor& v, const std::option
     PNP_CHECK_TENSOR(*uncertainty, z, at::kFloat, mask_shape);
   }
 
-  const std::optional<at::Tensor> z_opt(z), v_opt(v), z_next_opt(z_next), counts_opt(counts);
-  check_no_overlap({{"x0", &x0}, {"z_next", &z_next_opt}, {"certain", &certain}, {"counts", &counts_opt},
-                    {"z_perturbed", &z_perturbed}, {"uncertainty", &uncertainty}},
+  const std::optional<at::Tensor> z_opt(z), v_opt(v), z_next_opt(z_next), fraction_opt(certain_fraction),
+      nonfinite_opt(nonfinite);
+  check_no_overlap({{"x0", &x0}, {"z_next", &z_next_opt}, {"certain", &certain}, {"certain_fraction", &fraction_opt},
+                    {"nonfinite", &nonfinite_opt}, {"z_perturbed", &z_perturbed}, {"uncertainty", &uncertainty}},
                    {{"z", &z_opt}, {"v", &v_opt}, {"v_uncond", &v_uncond}, {"prev_x0", &prev_x0},
-                    {"prev_z_next", &prev_z_next}, {"prev_certain", &prev_certain}, {"noise", &noise},
-                    {"philox_keys", &philox_keys}, {"active", &active}});
+                    {"prev_z_next", &prev_z_next}, {"prev_certain", &prev_certain}, {"active", &active},
+                    {"noise", &noise}, {"philox_keys", &philox_keys}});
+
+  const c10::cuda::CUDAGuard device_guard(z.device());
+  const int64_t frame_size = z.size(3) * z.size(4);
+  if (batch == 0 || frame_size == 0) {  // no position: nothing certain, nothing non-finite
+    certain_fraction.zero_();
+    nonfinite.zero_();
+    return;
+  }
+  const at::Tensor stats = at::zeros({batch, kStatWords}, z.options().dtype(at::kInt));
 
   PnPUpdateParams params{};
   params.z = z.const_data_ptr<float>();
@@ -160,55 +178,59 @@ void pnp_update_cuda(const at::Tensor& z, const at::Tensor& v, const std::option
   params.prev_x0 = data_or_null<float>(prev_x0);
   params.prev_z_next = data_or_null<float>(prev_z_next);
   params.prev_certain = data_or_null<bool>(prev_certain);
+  params.active = data_or_null<bool>(active);
   params.noise = data_or_null<float>(noise);
   params.philox_keys = data_or_null<int64_t>(philox_keys);
-  params.active = data_or_null<bool>(active);
   params.x0 = mutable_data_or_null<float>(x0);
   params.z_next = z_next.mutable_data_ptr<float>();
   params.certain = mutable_data_or_null<bool>(certain);
-  params.counts = counts.mutable_data_ptr<int32_t>();
+  params.certain_fraction = certain_fraction.mutable_data_ptr<float>();
+  params.nonfinite = nonfinite.mutable_data_ptr<int32_t>();
   params.z_perturbed = mutable_data_or_null<float>(z_perturbed);
   params.uncertainty = mutable_data_or_null<float>(uncertainty);
-  params.velocity_dtype = v_dtype == at::kFloat ? VelocityDtype::kFloat32
-                          : v_dtype == at::kHalf ? VelocityDtype::kFloat16
-                                                 : VelocityDtype::kBFloat16;
+  params.stats = reinterpret_cast<uint32_t*>(stats.mutable_data_ptr<int32_t>());
   params.batch = batch;
   params.channels = channels;
-  params.frame_size = z.size(3) * z.size(4);
-  params.positions = frames * params.frame_size;
-  params.num_pinned_frames = num_pinned_frames;
+  params.positions = frames * frame_size;
+  params.pinned_positions = num_pinned_frames * frame_size;
+  // float32(n) for the positions outside the pinned frames, as the reference divides by.
+  params.free_positions = static_cast<float>(std::max<int64_t>(params.positions - params.pinned_positions, 1));
   params.guidance_scale = static_cast<float>(guidance_scale);
   params.sigma = static_cast<float>(sigma);
   params.one_minus_sigma = static_cast<float>(1.0 - sigma);
-  params.dt = static_cast<float>(dt);
+  params.dt = static_cast<float>(sigma_next - sigma);
   params.tau = static_cast<float>(tau);
   params.p_norm = static_cast<int>(p_norm);
-  params.philox_step = static_cast<uint32_t>(step);
-  params.philox_iteration = static_cast<uint32_t>(iteration);
+  params.philox_step = static_cast<uint32_t>(philox_step);
+  params.philox_iteration = static_cast<uint32_t>(philox_iteration);
 
-  const c10::cuda::CUDAGuard device_guard(z.device());
-  const cudaError_t status = launch_pnp_update(params, c10::cuda::getCurrentCUDAStream());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const cudaError_t status = v_dtype == at::kFloat  ? launch_pnp_update<VelocityDtype::kFloat32>(params, stream)
+                             : v_dtype == at::kHalf ? launch_pnp_update<VelocityDtype::kFloat16>(params, stream)
+                                                    : launch_pnp_update<VelocityDtype::kBFloat16>(params, stream);
   TORCH_CHECK(status == cudaSuccess, "pnp_update_cuda launch failed: ", cudaGetErrorString(status));
 }
 
 // Shapes and dtypes only (FakeTensor / torch.compile tracing): the op writes into its arguments.
-void pnp_update_meta(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&, double, double, double,
+void pnp_update_meta(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
                      const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
-                     const std::optional<at::Tensor>&, double, int64_t, const std::optional<at::Tensor>&,
-                     const std::optional<at::Tensor>&, int64_t, int64_t, const std::optional<at::Tensor>&, int64_t,
-                     const std::optional<at::Tensor>&, const at::Tensor&, const std::optional<at::Tensor>&,
-                     const at::Tensor&, const std::optional<at::Tensor>&, const std::optional<at::Tensor>&) {}
+                     const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
+                     const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, int64_t, int64_t, double,
+                     double, double, double, int64_t, int64_t, const std::optional<at::Tensor>&, const at::Tensor&,
+                     const std::optional<at::Tensor>&, const at::Tensor&, const at::Tensor&,
+                     const std::optional<at::Tensor>&, const std::optional<at::Tensor>&) {}
 
 }  // namespace
 }  // namespace pnp_kernels
 
 TORCH_LIBRARY_FRAGMENT(pnp_kernels, m) {
   m.def(
-      "pnp_update_cuda(Tensor z, Tensor v, Tensor? v_uncond, float guidance_scale, float sigma, float dt, "
-      "Tensor? prev_x0, Tensor? prev_z_next, Tensor? prev_certain, float tau, int p_norm, Tensor? noise, "
-      "Tensor? philox_keys, int step, int iteration, Tensor? active, int num_pinned_frames, Tensor(a!)? x0, "
-      "Tensor(b!) z_next, Tensor(c!)? certain, Tensor(d!) counts, Tensor(e!)? z_perturbed, "
-      "Tensor(f!)? uncertainty) -> ()");
+      "pnp_update_cuda(Tensor z, Tensor v, Tensor? v_uncond, Tensor? prev_x0, Tensor? prev_z_next, "
+      "Tensor? prev_certain, Tensor? active, Tensor? noise, Tensor? philox_keys, int philox_step, "
+      "int philox_iteration, float sigma, float sigma_next, float guidance_scale, float tau, int p_norm, "
+      "int num_pinned_frames, Tensor(a!)? x0, Tensor(b!) z_next, Tensor(c!)? certain, "
+      "Tensor(d!) certain_fraction, Tensor(e!) nonfinite, Tensor(f!)? z_perturbed, "
+      "Tensor(g!)? uncertainty) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(pnp_kernels, CUDA, m) { m.impl("pnp_update_cuda", &pnp_kernels::pnp_update_cuda); }

@@ -1,6 +1,6 @@
 // Arguments of one fused P&P update launch, as plain pointers and scalars.
 //
-// Shared by the kernel translation unit (compiled by nvcc, CUDA headers only) and the torch
+// Shared by the kernel translation units (compiled by nvcc, CUDA headers only) and the torch
 // binding (compiled by the host compiler against libtorch), so the kernel builds and is
 // checked without torch's CUDA headers. Semantics: pnp_kernels/ops/reference.py.
 #pragma once
@@ -11,10 +11,12 @@
 
 namespace pnp_kernels {
 
-// Channels one thread keeps in registers (the channel reduction never leaves the thread).
+// Channels of one position, spread over at most 8 lanes of a warp with 8 channels each.
 constexpr int kMaxChannels = 64;
 // Samples of one launch: the sample is the second grid axis.
 constexpr int kMaxBatch = 65535;
+// Words per sample of the statistics scratch: certain positions, non-finite positions, finished blocks.
+constexpr int kStatWords = 3;
 
 enum class VelocityDtype : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 
@@ -23,27 +25,28 @@ struct PnPUpdateParams {
   const float* z;
   const void* v;         // VelocityDtype elements: the velocity, or the conditional one
   const void* v_uncond;  // same dtype as v; nullptr without guidance fused in
-  const float* prev_x0;  // nullptr at the first iteration (then prev_* are all nullptr)
+  const float* prev_x0;  // nullptr at the first iteration (then prev_* and active are all nullptr)
   const float* prev_z_next;
   const bool* prev_certain;    // nullptr when the previous iteration had no mask
-  const float* noise;          // explicit N(0, 1) noise, or nullptr
-  const int64_t* philox_keys;  // (B, 2) per-sample (k0, k1), or nullptr
   const bool* active;          // (B,), or nullptr: every sample is active
+  const float* noise;          // explicit N(0, 1) noise, or nullptr
+  const int64_t* philox_keys;  // (B, 2) per-sample key words (k0, k1), or nullptr
 
   // Outputs. x0 and certain are nullptr when the caller does not keep the state (store_state).
   float* x0;
   float* z_next;
   bool* certain;
-  int32_t* counts;      // (B, 2): certain positions, positions with a non-finite x0
-  float* z_perturbed;   // nullptr when no noise is given
-  float* uncertainty;   // nullptr when not asked for
+  float* certain_fraction;  // (B,)
+  int32_t* nonfinite;       // (B,): positions with a non-finite x0
+  float* z_perturbed;       // nullptr when no noise is given
+  float* uncertainty;       // nullptr when not asked for
+  uint32_t* stats;          // (B, kStatWords) scratch, zeroed before the launch
 
-  VelocityDtype velocity_dtype;
   int64_t batch;
   int64_t channels;
-  int64_t positions;   // F * H * W
-  int64_t frame_size;  // H * W
-  int64_t num_pinned_frames;
+  int64_t positions;         // F * H * W
+  int64_t pinned_positions;  // num_pinned_frames * H * W: the leading positions held at z
+  float free_positions;      // max(positions - pinned_positions, 1), the certain fraction's divisor
   float guidance_scale;
   float sigma;
   float one_minus_sigma;  // 1 - sigma rounded once from float64, as the reference does
@@ -54,7 +57,9 @@ struct PnPUpdateParams {
   uint32_t philox_iteration;
 };
 
-// Zeroes params.counts and launches the update on `stream`; returns the launch status.
+// Launches the update on `stream` for the velocity dtype kDtype (one translation unit each:
+// pnp_update_fp32.cu, pnp_update_fp16.cu, pnp_update_bf16.cu); returns the launch status.
+template <VelocityDtype kDtype>
 cudaError_t launch_pnp_update(const PnPUpdateParams& params, cudaStream_t stream);
 
 }  // namespace pnp_kernels

@@ -17,14 +17,16 @@ from pathlib import Path
 import torch
 
 from .inputs import PnPUpdateInputs, contiguous_or_none, kernel_limit_reasons
-from .outputs import PnPUpdateOutput, contiguous_buffers, copy_back, write_certain_fraction
+from .outputs import TENSOR_FIELDS, PnPUpdateOutput, contiguous_buffers, copy_back
 
 logger = logging.getLogger("pnp_kernels")
 
 # The kernel's limits; tests/ops check that they equal csrc/pnp_update_params.h.
 MAX_CHANNELS = 64  # kMaxChannels
 MAX_BATCH = 65535  # kMaxBatch: the sample is the second grid axis
-CSRC_FILES = ("pnp_update_kernel.cu", "pnp_update_op.cpp", "pnp_update_params.h")
+# One translation unit per velocity dtype (compiled in parallel), the binding, and their headers.
+CSRC_SOURCES = ("pnp_update_fp32.cu", "pnp_update_fp16.cu", "pnp_update_bf16.cu", "pnp_update_op.cpp")
+CSRC_FILES = CSRC_SOURCES + ("pnp_update_kernel.cuh", "pnp_update_params.h", "philox.cuh", "static_switch.h")
 NO_JIT_ENV = "PNP_KERNELS_NO_JIT"
 
 
@@ -78,7 +80,7 @@ def _jit_build() -> str | None:
     try:
         cpp_extension.load(
             name="pnp_kernels_cuda",
-            sources=[str(sources / "pnp_update_kernel.cu"), str(sources / "pnp_update_op.cpp")],
+            sources=[str(sources / name) for name in CSRC_SOURCES],
             extra_include_paths=[str(sources)],
             extra_cflags=["-O3"],
             extra_cuda_cflags=["-O3"],
@@ -109,8 +111,34 @@ def extension_error() -> str | None:
     return reason
 
 
+def cuda_op_arguments(inputs: PnPUpdateInputs, outputs: PnPUpdateOutput) -> tuple:
+    """The arguments of ``pnp_kernels::pnp_update_cuda`` for ``inputs`` written into ``outputs``.
+
+    They are those of the Python op ``pnp_kernels::pnp_update`` (``custom_op.py``), in its order,
+    with two differences: philox noise comes as the (B, 2) int64 device tensor of
+    ``PhiloxNoise.key_table`` (cached per device, so no copy per call) in place of the key words as
+    integers, and ``round_products_to`` / ``backend`` are left out (this op is one backend and never
+    rounds products). Tensors come dense, as the kernel indexes them; two velocities of different
+    dtypes come as float32, as the kernel reads one velocity dtype.
+    """
+    v, v_uncond = inputs.v, inputs.v_uncond
+    if v_uncond is not None and v_uncond.dtype != v.dtype:
+        v, v_uncond = v.float(), v_uncond.float()
+    philox, noise = inputs.philox, inputs.noise_tensor
+    return (
+        contiguous_or_none(inputs.z), contiguous_or_none(v), contiguous_or_none(v_uncond),
+        contiguous_or_none(inputs.prev_x0), contiguous_or_none(inputs.prev_z_next),
+        contiguous_or_none(inputs.prev_certain), contiguous_or_none(inputs.active),
+        None if noise is None else contiguous_or_none(noise.to(torch.float32)),
+        None if philox is None else philox.key_table(inputs.z.device),
+        0 if philox is None else philox.step, 0 if philox is None else philox.iteration,
+        inputs.sigma, inputs.sigma_next, inputs.guidance_scale, inputs.tau, inputs.p_norm, inputs.num_pinned_frames,
+        *outputs[: len(TENSOR_FIELDS)],
+    )
+
+
 class CudaBackend:
-    """The CUDA C++ kernel of ``csrc/``: one thread per position, its channels in registers."""
+    """The CUDA C++ kernel of ``csrc/``: four positions per thread, their channels in registers."""
 
     name = "cuda"
     auto_devices = None
@@ -129,24 +157,6 @@ class CudaBackend:
         error = extension_error()
         if error is not None:
             raise RuntimeError(f"backend 'cuda' cannot run: {error}")
-        v, v_uncond = inputs.v, inputs.v_uncond
-        if v_uncond is not None and v_uncond.dtype != v.dtype:  # the kernel reads one velocity dtype
-            v, v_uncond = v.float(), v_uncond.float()
-        philox = inputs.philox
-        noise = inputs.noise_tensor
         written = contiguous_buffers(outputs)
-        counts = torch.empty((inputs.batch, 2), dtype=torch.int32, device=inputs.z.device)
-        torch.ops.pnp_kernels.pnp_update_cuda(
-            contiguous_or_none(inputs.z), contiguous_or_none(v), contiguous_or_none(v_uncond),
-            inputs.guidance_scale, inputs.sigma, inputs.sigma_next - inputs.sigma,
-            contiguous_or_none(inputs.prev_x0), contiguous_or_none(inputs.prev_z_next),
-            contiguous_or_none(inputs.prev_certain), inputs.tau, inputs.p_norm,
-            None if noise is None else contiguous_or_none(noise.to(torch.float32)),
-            None if philox is None else philox.key_table(inputs.z.device),  # cached: no copy per call
-            0 if philox is None else philox.step, 0 if philox is None else philox.iteration,
-            contiguous_or_none(inputs.active), inputs.num_pinned_frames,
-            written.x0, written.z_next, written.certain, counts, written.z_perturbed, written.uncertainty,
-        )
-        write_certain_fraction(written, counts[:, 0], inputs)
-        written.nonfinite.copy_(counts[:, 1])
+        torch.ops.pnp_kernels.pnp_update_cuda(*cuda_op_arguments(inputs, written))
         copy_back(written, outputs)
