@@ -445,6 +445,12 @@ def accounting_section() -> list[str]:
             "", byte_table({f"{name} {'x'.join(map(str, shape))}": shape for name, shape in SHAPES["full"].items()}), ""]
 
 
+def cuda_kernel_section() -> list[str]:
+    return ["## The CUDA kernel: registers, spills, occupancy", "",
+            "Static figures from `ptxas -v` (no GPU needed) for every instance of the CUDA C++ kernel, beside the",
+            "Triton kernel's: [`CUDA_KERNEL.md`](CUDA_KERNEL.md).", ""]
+
+
 def compile_section() -> list[str]:
     return [
         "## Regional compilation", "",
@@ -466,7 +472,7 @@ def render(runs: list[Run], plot_links: dict[str, str]) -> str:
     if not any(r.gpu for r in runs):
         lines += ["**GPU figures are pending**: no GPU run has been recorded yet; no figure below is a GPU figure.", ""]
     lines += ["## Targets", ""] + table(["target", "figure", "status"], target_rows(runs)) + [""]
-    lines += suite_section() + accounting_section() + compile_section()
+    lines += suite_section() + accounting_section() + cuda_kernel_section() + compile_section()
     lines += ["## Runs", ""] + (["No run recorded yet.", ""] if not runs else table(
         ["device", "kind", "date (UTC)", "torch", "CUDA", "driver", "triton", "cases"],
         [[r.environment.get("device"), "GPU" if r.gpu else "CPU-only", min(r.dates)[:16].replace("T", " "),
