@@ -91,9 +91,10 @@ class DemoSampler:
 
 
 def demo_defaults(num_steps: int | None) -> tuple[int, dict]:
-    """The demo model's steps and P&P settings (those of ``pnp-sample --demo``) when not given."""
-    from pnp_kernels.physics.demo import DEMO_TAU, default_plan
+    """The demo model's steps and P&P settings when not given: the paper's placement and tau, as the
+    second column of ``pnp-sample --demo``."""
+    from pnp_kernels.physics.demo import PAPER_TAU, paper_plan
     from pnp_kernels.physics.generate import DEFAULT_STEPS
 
     num_steps = DEFAULT_STEPS if num_steps is None else num_steps
-    return num_steps, {"plan": default_plan(num_steps), "tau": DEMO_TAU, "noise": "philox"}
+    return num_steps, {"plan": paper_plan(num_steps), "tau": PAPER_TAU, "noise": "philox"}

@@ -61,13 +61,18 @@ class Column:
                 f"of {self.num_steps}, tau {self.tau:g}")
 
 
+def paper_plan(steps: int) -> RefinePlan:
+    """The paper's placement resolved on the demo's ``steps``-step grid."""
+    return RefinePlan.parse(PAPER_PLAN).resolve(sigma_grid(steps))
+
+
 def columns(steps: int, plan: str | None) -> list[Column]:
     """Euler matched to column 3's calls, the paper's placement, and the selected (or given) plan."""
     sigmas = sigma_grid(steps)
     selected = RefinePlan.parse(SELECTED_PLAN if plan is None else plan).resolve(sigmas)
     if not selected:
         raise ValueError(f"plan {plan!r} refines no step of a {steps}-step run; the demo compares P&P with Euler")
-    paper = RefinePlan.parse(PAPER_PLAN).resolve(sigmas)
+    paper = paper_plan(steps)
     third = "P&P, selected placement" if plan is None else "P&P, your plan"
     calls = steps + selected.extra_nfe(steps)
     return [Column("Euler, same calls as column 3", RefinePlan(()), 0.0, calls),

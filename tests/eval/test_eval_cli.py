@@ -13,7 +13,7 @@ from pnp_kernels import PnPConfig
 from pnp_kernels.eval import cli, metrics, runner
 from pnp_kernels.eval.stats import bootstrap_mean
 from pnp_kernels.physics import generate as demo
-from pnp_kernels.physics.demo import default_plan
+from pnp_kernels.physics.demo import paper_plan
 
 FAST = ["--no-progress", "--steps", "6"]
 
@@ -146,7 +146,7 @@ def test_demo_ignores_prompts_and_says_so(demo_calls, tmp_path, capsys):
     assert evaluate(tmp_path / "eval", "--prompts", str(prompts), "--seeds", "1", "--extra", "clip") == 0
     err = capsys.readouterr().err
     assert "unconditional: the prompts are ignored" in err and "skipping the clip metric" in err
-    assert demo_calls == [((0,), None), ((0,), str(default_plan(6)))]  # one sample per seed; the demo's plan
+    assert demo_calls == [((0,), None), ((0,), str(paper_plan(6)))]  # one sample per seed; the demo's plan
     assert "prompts are ignored" in (tmp_path / "eval" / "report.md").read_text()
 
 
