@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pnp_kernels import PhiloxNoise, PnPUpdateOutput, pnp_update
+from pnp_kernels import Guided, PhiloxNoise, PnPConfig, PnPUpdateOutput, pnp_sample, pnp_update
 from pnp_kernels.ops import PnPUpdateInputs, backends, triton_launch
 from pnp_kernels.ops.custom_op import call_op
 from pnp_kernels.ops.outputs import output_buffers
@@ -78,3 +78,26 @@ def test_custom_op_dispatch_host_time(benchmark, stubbed_triton):
     assert _NoLaunch.calls > before
     benchmark.extra_info.update(op="pnp_update host", provider="custom op dispatch (launch stubbed)",
                                 shape=list(SHAPE), timing="host (CPU-only)")
+
+
+class _FixedVelocities:
+    """A denoiser of no cost: the same bf16 guided velocities at every call."""
+
+    def __init__(self):
+        g = torch.Generator().manual_seed(5)
+        self.cond, self.uncond = (torch.randn(SHAPE, generator=g).bfloat16() for _ in range(2))
+
+    def __call__(self, z, step, sigma):
+        return Guided(self.cond, self.uncond, 5.0)
+
+
+def test_engine_update_host_time(benchmark, stubbed_triton):
+    """Host time per model call of a whole refined pnp_sample run on the stubbed kernel: the engine's
+    own work (state, noise, host reads, statistics) on top of one update's checks and dispatch."""
+    config = PnPConfig(plan="all:2", noise="philox", backend="triton", certain_stop=1.0)
+    latents, sigmas = torch.randn(SHAPE), [1.0 - i / 8 for i in range(9)]
+    denoise = _FixedVelocities()
+    result = benchmark(lambda: pnp_sample(denoise, latents, sigmas, config, seed=3))
+    per_update_us = benchmark.stats.stats.median / result.stats.nfe * 1e6 if benchmark.stats else None
+    benchmark.extra_info.update(op="engine update host", provider="triton (launch stubbed)", shape=list(SHAPE),
+                                timing="host (CPU-only)", nfe=result.stats.nfe, per_update_us=per_update_us)

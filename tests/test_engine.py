@@ -177,12 +177,12 @@ def test_a_caller_can_end_a_step_early():
 def test_op_writes_x0_and_mask_only_when_they_are_read(monkeypatch):
     calls = []
 
-    def spy(*args, **kwargs):
-        calls.append((kwargs["store_state"], kwargs["noise"] is not None))
-        return original(*args, **kwargs)
+    def spy(inputs, out, backend):
+        calls.append((inputs.store_state, inputs.noise is not None))
+        return original(inputs, out, backend)
 
-    original = engine_module.pnp_update
-    monkeypatch.setattr(engine_module, "pnp_update", spy)
+    original = engine_module.update_checked
+    monkeypatch.setattr(engine_module, "update_checked", spy)
     latents, targets = fresh(1, VIDEO, 6)
     cfg = PnPConfig(plan=[(1, 1, 2)], tau=0.0, backend="torch")
     pnp_sample(ToyDenoiser(targets, [0.1], VIDEO[0]), latents, SIGMAS[:4], cfg, generator=torch.Generator())

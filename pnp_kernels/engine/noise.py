@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..config import PnPConfig
-from ..ops.philox import sample_seeds
+from ..ops.philox import PhiloxNoise, sample_seeds
 from ..validators import check_int
 
 
@@ -16,7 +16,8 @@ def check_noise_source(config: PnPConfig, generator, seed, batch: int, device: t
             raise ValueError("generator is not used with noise='philox'; pass seed= instead")
         if seed is None:
             raise ValueError("noise='philox' needs seed= (an integer, or one integer per sample)")
-        return tuple(check_int(f"seed[{b}]", s) for b, s in enumerate(sample_seeds(seed, batch)))
+        seeds = tuple(check_int(f"seed[{b}]", s) for b, s in enumerate(sample_seeds(seed, batch)))
+        return PhiloxNoise(seeds, 0, 0).seeds  # as the noise reads them, so that each update trusts them
     if seed is not None:
         raise ValueError("seed= is for noise='philox'; with noise='generator' pass generator=")
     if generator is None:  # the global RNG of the latents' device, as torch.randn would use

@@ -24,7 +24,8 @@ import torch
 from ..config import PnPConfig
 from ..ops.outputs import PnPUpdateOutput
 from ..ops.philox import PhiloxNoise
-from ..ops.pnp_update import pnp_update
+from ..ops.inputs import FLOAT_DTYPES, PnPUpdateInputs, check_tensor
+from ..ops.pnp_update import update_checked
 from ..validators import (check_bool, check_callable, check_has_data, check_int, check_latent_shape, check_real,
                           check_sigma_grid)
 from .noise import GeneratorNoise, check_noise_source, noise_fingerprint
@@ -303,8 +304,7 @@ class PnPEngine:
     def _check_velocity(self, name: str, v) -> None:
         if not isinstance(v, torch.Tensor):
             raise TypeError(f"{name} must be a tensor, got {type(v).__name__}")
-        if v.shape != self._state.shape:
-            raise ValueError(f"{name} has shape {tuple(v.shape)}, expected {tuple(self._state.shape)}")
+        check_tensor(name, v, FLOAT_DTYPES, self._state.shape, self._state.device)
 
     def _run_update(self, v, v_uncond, scale) -> PnPUpdateOutput:
         step, k, prev = self._step, self._iteration, self._prev
@@ -313,11 +313,12 @@ class PnPEngine:
             if self._generator_noise is not None:
                 noise = self._generator_noise.draw(self.iterating)
             else:
-                noise = PhiloxNoise(self._noise_source, step.step, k + 1)
+                noise = PhiloxNoise.trusted(self._noise_source, step.step, k + 1)
         out = self._slots[self._slot]
         self._slot = 1 - self._slot
         capture = self.capture_uncertainty and prev is not None  # refined iterations have uncertainty maps
-        result = pnp_update(
+        # Every value but the velocities was checked when the run began, those by ``update``.
+        inputs = PnPUpdateInputs.trusted(
             self._input, v, step.sigma, step.sigma_next, v_uncond=v_uncond, guidance_scale=scale,
             prev_x0=prev.x0 if prev is not None else None,
             prev_z_next=prev.z_next if prev is not None else None,
@@ -328,10 +329,10 @@ class PnPEngine:
             store_state=k < step.planned or capture,
             # rounding to float32 changes nothing: no need to restrict the backends then
             round_products_to=v.dtype if self.config.published_rounding and v.dtype != torch.float32 else None,
-            out=out._replace(z_perturbed=out.z_perturbed if noise is not None else None),
             tau=self.config.tau, p_norm=self.config.p_norm, num_pinned_frames=self.num_pinned_frames,
-            backend=self.config.backend,
         )
+        out = out._replace(z_perturbed=out.z_perturbed if noise is not None else None)
+        result = update_checked(inputs, out, self.config.backend)
         self.stats.backend = result.backend
         return result
 

@@ -1,4 +1,4 @@
-"""Backends of the fused update as data: what each supports, and why it cannot run (STYLE.md).
+"""Backends of the fused update as data: what each supports, and why it cannot run.
 
 Every backend has ``name``, ``auto_devices`` (device types "auto" may pick it for; None = any),
 ``not_supported_reasons(inputs) -> list[str]`` and ``run(inputs, outputs) -> None``, which writes
@@ -19,6 +19,7 @@ import math
 import torch
 
 from ..config import BACKENDS as BACKEND_NAMES
+from ..first_choice import first_without_reasons
 from .cuda_backend import MAX_BATCH, MAX_CHANNELS, CudaBackend
 from .inputs import PnPUpdateInputs, kernel_limit_reasons
 from .outputs import TENSOR_FIELDS, PnPUpdateOutput
@@ -146,13 +147,10 @@ def choose_backend(requested: str, inputs: PnPUpdateInputs):
         if reasons:
             raise RuntimeError(f"backend {requested!r} cannot run on these inputs: {'; '.join(reasons)}")
         return backend
-    refused = {}
-    for name in OP_BACKEND_PRIORITY:
-        reasons = _auto_reasons(name, inputs)
-        if not reasons:
-            _report_choice(name, inputs.z.device.type, refused)
-            return BACKENDS[name]
-        refused[name] = reasons
+    name, refused = first_without_reasons(OP_BACKEND_PRIORITY, lambda candidate: _auto_reasons(candidate, inputs))
+    if name is not None:
+        _report_choice(name, inputs.z.device.type, refused)
+        return BACKENDS[name]
     details = "; ".join(f"{n}: {', '.join(r)}" for n, r in refused.items())
     raise RuntimeError(f"no pnp_update backend can run on these inputs ({details})")
 

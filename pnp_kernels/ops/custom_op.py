@@ -1,4 +1,4 @@
-"""``pnp_kernels::pnp_update``: the fused update registered with torch.library (STYLE.md, three layers).
+"""``pnp_kernels::pnp_update``: the fused update registered with torch.library.
 
 The only place where ``PnPUpdateInputs`` and the output buffers are flattened to an op schema. The
 op writes every output into a buffer it is given (declared in ``mutates_args``) and returns
@@ -10,6 +10,7 @@ iteration) so that no device tensor and no host read is needed to describe it.
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -18,6 +19,17 @@ from .backends import BACKENDS
 from .inputs import PnPUpdateInputs
 from .outputs import TENSOR_FIELDS, PnPUpdateOutput
 from .philox import PhiloxNoise, from_words, to_words
+
+
+# Cached both ways: a run's seeds are converted once, not at every update that crosses the op.
+@functools.lru_cache(maxsize=32)
+def _words_of(seeds: tuple[int, ...]) -> list[int]:
+    return to_words(seeds)
+
+
+@functools.lru_cache(maxsize=32)
+def _seeds_of(words: tuple[int, ...]) -> tuple[int, ...]:
+    return from_words(words)
 
 
 @torch.library.custom_op("pnp_kernels::pnp_update", mutates_args=TENSOR_FIELDS)
@@ -49,10 +61,11 @@ def pnp_update_op(
     z_perturbed: Optional[torch.Tensor],
     uncertainty: Optional[torch.Tensor],
 ) -> None:
-    """Run backend ``backend`` (a name of ``backends.BACKENDS``) and write the given buffers."""
+    """Run backend ``backend`` (a name of ``backends.BACKENDS``) and write the given buffers. The
+    arguments are trusted: ``call_op`` flattens a bundle that ``pnp_update`` or the engine checked."""
     if philox_key_words is not None:
-        noise = PhiloxNoise(from_words(philox_key_words), philox_step, philox_iteration)
-    inputs = PnPUpdateInputs(
+        noise = PhiloxNoise.trusted(_seeds_of(tuple(philox_key_words)), philox_step, philox_iteration)
+    inputs = PnPUpdateInputs.trusted(
         z, v, sigma, sigma_next, v_uncond=v_uncond, guidance_scale=guidance_scale, prev_x0=prev_x0,
         prev_z_next=prev_z_next, prev_certain=prev_certain, tau=tau, p_norm=p_norm, noise=noise, active=active,
         num_pinned_frames=num_pinned_frames, return_uncertainty=uncertainty is not None,
@@ -73,7 +86,7 @@ def call_op(inputs: PnPUpdateInputs, outputs: PnPUpdateOutput, backend: str) -> 
     pnp_update_op(
         inputs.z, inputs.v, inputs.v_uncond, inputs.prev_x0, inputs.prev_z_next, inputs.prev_certain,
         inputs.active, inputs.noise_tensor,
-        None if philox is None else to_words(philox.seeds),
+        None if philox is None else _words_of(philox.seeds),
         0 if philox is None else philox.step, 0 if philox is None else philox.iteration,
         inputs.sigma, inputs.sigma_next, inputs.guidance_scale, inputs.tau, inputs.p_norm,
         inputs.num_pinned_frames, inputs.round_products_to, backend,

@@ -7,15 +7,16 @@ it to the op schema. The math is docs/ALGORITHM.md and ``reference.py``.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 
+from ..config import P_NORMS
 from ..validators import check_bool, check_choice, check_has_data, check_int, check_latent_shape, check_real
 from .philox import PhiloxNoise
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-P_NORMS = (1, 2)
 
 
 @dataclass(frozen=True, eq=False, slots=True)  # identity, not field-wise comparison of tensors
@@ -56,15 +57,15 @@ class PnPUpdateInputs:
 
     def __post_init__(self):
         z = self.z
-        _check_tensor("z", z, (torch.float32,))
+        check_tensor("z", z, (torch.float32,))
         if z.dim() != 5:
             raise ValueError(f"z must have shape (B, C, F, H, W), got {tuple(z.shape)}")
         check_latent_shape("z", z.shape)
         check_has_data("z", z.device.type)  # every other tensor must be on z's device
         latent, device = z.shape, z.device
-        _check_tensor("v", self.v, FLOAT_DTYPES, latent, device)
+        check_tensor("v", self.v, FLOAT_DTYPES, latent, device)
         if self.v_uncond is not None:
-            _check_tensor("v_uncond", self.v_uncond, FLOAT_DTYPES, latent, device)
+            check_tensor("v_uncond", self.v_uncond, FLOAT_DTYPES, latent, device)
         # The ranges PnPConfig accepts: finite numbers, tau >= 0, 1 >= sigma >= sigma_next >= 0.
         sigma = check_real("sigma", self.sigma, 0.0, 1.0)
         sigma_next = check_real("sigma_next", self.sigma_next, 0.0, 1.0)
@@ -89,7 +90,19 @@ class PnPUpdateInputs:
             if len(self.noise.seeds) != z.shape[0]:
                 raise ValueError(f"philox noise has {len(self.noise.seeds)} seeds for a batch of {z.shape[0]}")
         elif self.noise is not None:
-            _check_tensor("noise", self.noise, FLOAT_DTYPES, latent, device)
+            check_tensor("noise", self.noise, FLOAT_DTYPES, latent, device)
+
+    @classmethod
+    def trusted(cls, z: torch.Tensor, v: torch.Tensor, sigma: float, sigma_next: float, **options) -> "PnPUpdateInputs":
+        """The bundle without the checks, for a caller that checked every value once per run (the
+        engine) or that unflattens a bundle ``pnp_update`` checked (the custom op's body)."""
+        values = dict(_DEFAULTS, z=z, v=v, sigma=sigma, sigma_next=sigma_next, **options)
+        if len(values) != len(_DEFAULTS) + 4:
+            raise TypeError(f"unknown PnPUpdateInputs fields {sorted(set(values) - set(_DEFAULTS) - {'z', 'v', 'sigma', 'sigma_next'})}")
+        inputs = object.__new__(cls)
+        for name, value in values.items():
+            object.__setattr__(inputs, name, value)
+        return inputs
 
     def _check_previous_iteration(self, latent: torch.Size, device: torch.device) -> None:
         if (self.prev_x0 is None) != (self.prev_z_next is None):
@@ -98,12 +111,12 @@ class PnPUpdateInputs:
             if self.prev_certain is not None or self.active is not None:
                 raise ValueError("prev_certain and active need a previous iteration (prev_x0, prev_z_next)")
             return
-        _check_tensor("prev_x0", self.prev_x0, (torch.float32,), latent, device)
-        _check_tensor("prev_z_next", self.prev_z_next, (torch.float32,), latent, device)
+        check_tensor("prev_x0", self.prev_x0, (torch.float32,), latent, device)
+        check_tensor("prev_z_next", self.prev_z_next, (torch.float32,), latent, device)
         if self.prev_certain is not None:
-            _check_tensor("prev_certain", self.prev_certain, (torch.bool,), self.mask_shape, device)
+            check_tensor("prev_certain", self.prev_certain, (torch.bool,), self.mask_shape, device)
         if self.active is not None:
-            _check_tensor("active", self.active, (torch.bool,), (self.batch,), device)
+            check_tensor("active", self.active, (torch.bool,), (self.batch,), device)
 
     @property
     def batch(self) -> int:
@@ -144,6 +157,9 @@ class PnPUpdateInputs:
         return [(name, t) for name, t in named if t is not None]
 
 
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(PnPUpdateInputs) if f.default is not dataclasses.MISSING}
+
+
 def kernel_limit_reasons(inputs: PnPUpdateInputs, max_channels: int, max_batch: int) -> list[str]:
     """Why a kernel backend with these limits refuses the inputs whatever the device ([] = it does not)."""
     reasons = []
@@ -163,7 +179,7 @@ def contiguous_or_none(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.contiguous()
 
 
-def _check_tensor(name: str, t, dtypes, shape=None, device=None) -> None:
+def check_tensor(name: str, t, dtypes, shape=None, device=None) -> None:
     """``t`` is a tensor of one of ``dtypes``; with ``shape`` and ``device`` given, of that shape on that device."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")

@@ -74,6 +74,16 @@ class PhiloxNoise:
         for name in ("step", "iteration"):  # counter words
             object.__setattr__(self, name, check_int(f"philox {name}", getattr(self, name), 0, _MASK32))
 
+    @classmethod
+    def trusted(cls, seeds: tuple[int, ...], step: int, iteration: int) -> "PhiloxNoise":
+        """Without the checks, for values known to be in range: the seeds of a ``PhiloxNoise`` a run
+        built once, or those of a checked bundle flattened across the custom op."""
+        noise = object.__new__(cls)
+        object.__setattr__(noise, "seeds", seeds)
+        object.__setattr__(noise, "step", step)
+        object.__setattr__(noise, "iteration", iteration)
+        return noise
+
     def key_table(self, device) -> torch.Tensor:
         """(B, 2) int64 tensor of (k0, k1) per sample, for kernels. Cached per (seeds, device): building
         it anew each iteration would be a host-to-device copy, which synchronises on CUDA."""

@@ -61,6 +61,12 @@ def pnp_update(
         raise TypeError(f"backend must be a string, got {backend!r}")
     if backend not in BACKEND_NAMES:
         raise ValueError(f"backend must be one of {BACKEND_NAMES}, got {backend!r}")
+    return update_checked(inputs, out, backend)
+
+
+def update_checked(inputs: PnPUpdateInputs, out: PnPUpdateOutput | None, backend: str) -> PnPUpdateOutput:
+    """``pnp_update`` on a bundle whose values are known good (``PnPUpdateInputs.trusted`` by a caller
+    that checked them once per run, as the engine does) and a backend name from ``BACKENDS``."""
     chosen = choose_backend(backend, inputs)
     outputs = output_buffers(inputs, out, chosen.name)
     if torch.compiler.is_compiling():
