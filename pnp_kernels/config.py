@@ -334,7 +334,9 @@ class PnPConfig:
     """Settings of Predict-and-Perturb sampling (docs/ALGORITHM.md).
 
     plan: refinement plan (RefinePlan, a plan string such as ``"2-5:3,6-14:1"`` or ``"published"``,
-        or a list of ranges); resolved against each run's sigma grid.
+        or a list of ranges); resolved against each run's sigma grid. The default, the ``published``
+        preset, is the published 50-step plan 2-5:3,6-14:1 as fractions of the run: the same steps at
+        50 steps, and a fitting plan at any other step count.
     tau: uncertainty threshold (finite, >= 0); positions with mean |x0 - prev x0| < tau are "certain"
         and frozen for the rest of the step. 0 gives plain P&P (the paper's Algorithm 1).
     p_norm: 1 or 2, the channel norm of the uncertainty (divided by C).
@@ -348,7 +350,7 @@ class PnPConfig:
         (torch backend only); off, both products stay float32.
     """
 
-    plan: RefinePlan = field(default_factory=lambda: DEFAULT_PLAN)
+    plan: RefinePlan = field(default_factory=lambda: RefinePlan.parse("published"))
     tau: float = 0.25
     p_norm: int = 1
     certain_stop: float = 0.999

@@ -20,6 +20,7 @@ import torch
 
 from . import __version__
 from .cli_common.options import add_version
+from .first_choice import first_without_reasons
 from .ops.backends import OP_BACKEND_PRIORITY, auto_reasons, explicit_reasons
 
 PACKAGES = ("triton", "diffusers", "transformers", "accelerate")
@@ -94,7 +95,7 @@ def backend_reasons(device: str, velocity_dtype: str | torch.dtype = torch.bfloa
     z = torch.zeros((1, channels, 1, 2, 2), dtype=torch.float32, device=device)
     v = torch.zeros_like(z, dtype=dtype)
     reasons = {name: explicit_reasons(name, z, v) for name in OP_BACKEND_PRIORITY}
-    chosen = next((name for name in OP_BACKEND_PRIORITY if not auto_reasons(name, z, v)), None)
+    chosen, _ = first_without_reasons(OP_BACKEND_PRIORITY, lambda name: auto_reasons(name, z, v))
     return BackendReport(reasons, chosen)
 
 

@@ -64,7 +64,7 @@ def test_plan_beyond_num_steps():
 def test_config_defaults_and_plan_forms():
     cfg = PnPConfig()
     assert (cfg.plan, cfg.tau, cfg.p_norm, cfg.certain_stop, cfg.noise, cfg.backend, cfg.nan_check,
-            cfg.published_rounding) == (DEFAULT_PLAN, 0.25, 1, 0.999, "generator", "auto", True, False)
+            cfg.published_rounding) == (RefinePlan.parse("published"), 0.25, 1, 0.999, "generator", "auto", True, False)
     assert PnPConfig(plan="2-5:3").plan == RefinePlan([(2, 5, 3)])
     assert PnPConfig(plan=[(1, 1, 2)]).plan == RefinePlan([(1, 1, 2)])
     assert PnPConfig(plan=None).plan == RefinePlan([])
@@ -156,3 +156,13 @@ def test_a_long_plan_is_quoted_shortened_in_its_error(bad_tail):
     with pytest.raises(ValueError) as error:
         PnPConfig(plan=text)
     assert len(str(error.value)) < 600
+
+
+def test_default_plan_is_the_published_plan_at_50_steps_and_fits_any_step_count():
+    def linear(n):
+        return [1.0 - i / n for i in range(n + 1)]
+
+    assert PnPConfig().plan.resolve(linear(50)) == DEFAULT_PLAN
+    # 10 steps: step 1 (fraction 0.1) lies in f0.04-0.12, step 2 (0.2) in f0.12-0.30
+    assert PnPConfig().plan.resolve(linear(10)) == RefinePlan([(1, 1, 3), (2, 2, 1)])
+    assert PnPConfig().plan.resolve(linear(4)) == RefinePlan([(1, 1, 1)])

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..cli_common.options import DTYPES, CommandParser, add_sampling_arguments, add_version, integer, real
+from ..config import BACKENDS, NOISE_MODES
 from .models import MODEL_KINDS
 
 PROG = "pnp-sample"
@@ -79,9 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     refine.add_argument("--p-norm", type=integer, default=1, help="channel norm of the uncertainty: 1 or 2")
     refine.add_argument("--certain-stop", type=real, default=0.999,
                         help="leave a step's iterations once this fraction is certain")
-    refine.add_argument("--noise", choices=("generator", "philox"), default="generator",
+    refine.add_argument("--noise", choices=NOISE_MODES, default="generator",
                         help="perturbation noise: the seeded generator (published order) or counter-based philox")
-    refine.add_argument("--backend", choices=("auto", "triton", "cuda", "torch"), default="auto",
+    refine.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="implementation of the fused P&P update (checked before the model loads)")
 
     runtime = parser.add_argument_group("runtime")

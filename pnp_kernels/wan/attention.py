@@ -24,6 +24,7 @@ from ..compat import (
     processors_with_backend,
     set_processor_backend,
 )
+from ..first_choice import first_without_reasons
 
 logger = logging.getLogger("pnp_kernels")
 
@@ -165,14 +166,11 @@ def choose_attention_backend(requested: str, inputs: AttentionInputs, model_back
                              "does not run under context parallelism in diffusers")
         return AttentionChoice(model_backend, requested)
     if name == "auto":
-        refused = {}
-        for candidate in ATTENTION_BACKEND_PRIORITY:
-            reasons = _reasons(candidate, inputs)
-            if not reasons:
-                choice = AttentionChoice(candidate, requested, refused)
-                logger.info(choice.describe())
-                return choice
-            refused[candidate] = reasons
+        chosen, refused = first_without_reasons(ATTENTION_BACKEND_PRIORITY, lambda candidate: _reasons(candidate, inputs))
+        if chosen is not None:
+            choice = AttentionChoice(chosen, requested, refused)
+            logger.info(choice.describe())
+            return choice
         raise ValueError("no attention backend can run: " + "; ".join(f"{n}: {', '.join(r)}" for n, r in refused.items()))
     known = known_backend_names()
     if name not in known:
