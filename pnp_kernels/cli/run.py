@@ -36,9 +36,11 @@ def load_pipeline(settings: Settings, with_image: bool):
     return pipe
 
 
-def generate(pipe, settings: Settings, image, pnp: PnPConfig, capture_uncertainty: bool, decode: bool = True):
+def generate(pipe, settings: Settings, image, pnp: PnPConfig, capture_uncertainty: bool, decode: bool = True,
+             pnp_group="auto"):
     """One pipeline call; returns (output, seconds). The seed fixes the initial noise and P&P's noise.
-    Without ``decode`` the output holds the latents (the ranks that do not write)."""
+    Without ``decode`` the output holds the latents (the ranks that do not write). ``pnp_group``: the
+    ranks sampling this video together (the pipeline's argument)."""
     import torch
 
     generator = torch.Generator(device=settings.device).manual_seed(settings.seed)
@@ -48,6 +50,7 @@ def generate(pipe, settings: Settings, image, pnp: PnPConfig, capture_uncertaint
         guidance_scale=settings.guidance, generator=generator, output_type="np" if decode else "latent", pnp=pnp,
         pnp_seed=settings.seed if pnp.noise == "philox" else None,
         attention=settings.attention, compile=settings.compile, capture_uncertainty=capture_uncertainty,
+        pnp_group=pnp_group,
     )
     if settings.guidance_2 is not None:
         call["guidance_scale_2"] = settings.guidance_2

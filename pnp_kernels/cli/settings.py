@@ -11,7 +11,7 @@ from typing import Sequence
 from ..config import MAX_STEPS, P_NORMS, PnPConfig, RefinePlan
 from ..validators import check_choice, check_int, check_real, quoted
 from ..cli_common.errors import UsageError, usage_errors
-from ..cli_common.options import DTYPES, MAX_SEED
+from ..cli_common.options import DTYPES, MAX_SEED, check_backend
 from .models import ModelInfo, detect_model
 from .outputs import check_not_overwriting, check_output_folder, output_paths
 
@@ -158,17 +158,6 @@ def _check_attention(requested: str, device: str, dtype: str, head_dim: int) -> 
     return name
 
 
-def _check_backend(requested: str, device: str, dtype: str, channels: int) -> None:
-    """An explicitly requested pnp_update backend must be able to run on this run's latents."""
-    if requested == "auto":
-        return
-    from ..info import backend_reasons
-
-    reasons = backend_reasons(device, dtype, channels).reasons[requested]
-    if reasons:
-        raise UsageError(f"--backend {requested} cannot run here: {'; '.join(reasons)} (--backend auto picks one that can)")
-
-
 def resolve_settings(args: argparse.Namespace) -> tuple[Settings, object]:
     """Check every argument and fill in the model's defaults; returns the settings and the loaded
     conditioning image (or None). Nothing is loaded or written here except the image."""
@@ -229,7 +218,7 @@ def resolve_settings(args: argparse.Namespace) -> tuple[Settings, object]:
     device = _resolve_device(args.device, args.offload)
     dtype = DTYPES[args.dtype] if args.dtype else ("bfloat16" if device.startswith("cuda") else "float32")
     attention = _check_attention(args.attention, device, dtype, info.head_dim)
-    _check_backend(args.backend, device, dtype, info.latent_channels)
+    check_backend(args.backend, device, dtype, info.latent_channels)
     image = _check_image(args.image) if args.image is not None else None
     settings = Settings(
         model=info, prompt=args.prompt, negative_prompt=pick("negative_prompt"), image_path=args.image,

@@ -52,3 +52,15 @@ def add_sampling_arguments(group) -> None:
     group.add_argument("--height", type=integer, help="frame height in pixels")
     group.add_argument("--width", type=integer, help="frame width in pixels")
     group.add_argument("--frames", type=integer, help="number of frames (4k + 1)")
+
+
+def check_backend(requested: str, device: str, dtype: str, channels: int) -> None:
+    """An explicitly requested pnp_update backend must be able to run on the run's latents (checked before
+    any model loads; imports torch)."""
+    if requested == "auto":
+        return
+    from ..info import backend_reasons
+
+    reasons = backend_reasons(device, dtype, channels).reasons[requested]
+    if reasons:
+        raise UsageError(f"--backend {requested} cannot run here: {'; '.join(reasons)} (--backend auto picks one that can)")

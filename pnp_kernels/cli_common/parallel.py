@@ -1,5 +1,6 @@
-"""``pnp-sample --parallel``: one video sampled by several processes together with diffusers' context
-parallelism, launched with torchrun (docs/DISTRIBUTED.md).
+"""Processes launched with torchrun (docs/DISTRIBUTED.md). ``pnp-sample --parallel``: one video sampled by
+several processes together with diffusers' context parallelism. ``pnp-eval``: each group of processes
+(one, or a context-parallel group) samples its own share of the evaluation (data parallelism).
 
 Every rank loads the whole pipeline and calls the transformers together; each computes its share of the
 video's tokens. The P&P engine runs on every rank with the same noise and agrees across ranks on every
@@ -45,6 +46,17 @@ class Launch:
     local_rank: int
     world_size: int
     timeout_s: float
+    data_degree: int = 1  # groups of ranks that sample different videos (pnp-eval)
+
+    @property
+    def context_degree(self) -> int:
+        """Ranks that sample one video together (consecutive ranks: a group shares a node when it can)."""
+        return self.ulysses_degree * self.ring_degree
+
+    @property
+    def data_rank(self) -> int:
+        """Which of the ``data_degree`` groups this rank belongs to."""
+        return self.rank // self.context_degree
 
 
 class RankFailure(CommandError):
@@ -70,50 +82,59 @@ def _usage(message: str) -> UsageError:
     return error
 
 
-def parallel_launch(args: argparse.Namespace) -> Launch | None:
-    """The launch --parallel asks for (None without it); a one-line usage error for a flag combination
-    that cannot work, before anything is loaded."""
+def parallel_launch(args: argparse.Namespace, command: str = "pnp_kernels",
+                    data_parallel: bool = False) -> Launch | None:
+    """The launch the flags and torchrun's environment ask for (None: one process); a one-line usage error
+    for a combination that cannot work, before anything is loaded. ``command``: the module torchrun runs.
+    With ``data_parallel`` (pnp-eval), processes that --parallel leaves over sample different videos: all of
+    them without --parallel, and world / --parallel-degree groups with it."""
     world = _torchrun_world_size()
-    if args.parallel is None:
+    if args.parallel is None and (args.parallel_degree is not None or not (data_parallel and world > 1)):
+        where = f"--parallel {'|'.join(MODES)}" + (" or a run under torchrun" if data_parallel else "")
         for flag, value in (("--parallel-degree", args.parallel_degree), ("--parallel-timeout", args.parallel_timeout)):
             if value is not None:
-                raise _usage(f"{flag} is for --parallel {'|'.join(MODES)}")
+                raise _usage(f"{flag} is for {where}")
         if world > 1:
             raise _usage(f"torchrun started {world} processes but --parallel is not set: each would sample and write "
                          f"the same files; add --parallel {'|'.join(MODES)} (or launch one process)")
         return None
+    what = f"--parallel {args.parallel}" if args.parallel else "a run of several processes"
     missing = [name for name in TORCHRUN_VARIABLES if name not in os.environ]
     if missing:
-        raise _usage(f"--parallel {args.parallel} needs the environment torchrun sets ({', '.join(missing)} missing): "
-                     f"launch with torchrun --nproc-per-node N -m pnp_kernels ...")
+        raise _usage(f"{what} needs the environment torchrun sets ({', '.join(missing)} missing): "
+                     f"launch with torchrun --nproc-per-node N -m {command} ...")
     try:
         rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     except ValueError:
-        raise _usage("--parallel: RANK and LOCAL_RANK must be integers (set by torchrun)") from None
+        raise _usage(f"{what}: RANK and LOCAL_RANK must be integers (set by torchrun)") from None
     if world < 2:
-        raise _usage(f"--parallel {args.parallel} needs at least 2 processes; torchrun started {world}")
+        raise _usage(f"{what} needs at least 2 processes; torchrun started {world}")
     try:
         degree = check_int("--parallel-degree", world if args.parallel_degree is None else args.parallel_degree,
-                           low=2, high=world)
+                           low=2, high=world) if args.parallel else 1
         timeout = check_real("--parallel-timeout", DEFAULT_TIMEOUT_S if args.parallel_timeout is None
                              else args.parallel_timeout, low=0.0, low_open=True)
     except ValueError as error:
         raise _usage(str(error)) from None
     if world % degree:
         raise _usage(f"--parallel-degree {degree} does not divide the {world} processes torchrun started")
-    given = {"--offload": args.offload, "--compile": args.compile, "--device": args.device is not None}
+    given = {"--offload": args.offload and args.parallel, "--compile": args.compile and args.parallel,
+             "--device": args.device is not None}
     refused = [flag for flag, on in given.items() if on]
     if refused:
         reason = ("each rank's device is cuda:LOCAL_RANK (cpu without CUDA)" if refused[0] == "--device"
                   else "it is not supported with context parallelism")
-        raise _usage(f"{refused[0]} cannot be combined with --parallel: {reason}")
+        raise _usage(f"{refused[0]} cannot be combined with {what}: {reason}")
+    if data_parallel:  # the ranks left over sample other videos
+        ulysses, ring = (degree, 1) if args.parallel == "ulysses" else (1, degree)
+        return Launch(args.parallel, ulysses, ring, rank, local_rank, world, timeout, world // degree)
     other = world // degree  # the ranks left over use the other mode
     ulysses, ring = (degree, other) if args.parallel == "ulysses" else (other, degree)
     return Launch(args.parallel, ulysses, ring, rank, local_rank, world, timeout)
 
 
 class Ranks:
-    """The process group of a --parallel run, once started."""
+    """The process group of a run under torchrun, once started."""
 
     def __init__(self, launch: Launch):
         import torch
@@ -122,11 +143,20 @@ class Ranks:
         self.rank = launch.rank
         self.device = f"cuda:{launch.local_rank}" if torch.cuda.is_available() else "cpu"
         self.parallel_models: list[str] = []  # the pipeline's components that run context-parallel
+        # The ranks that sample one video together and so must agree on P&P's early exits ("auto": all of
+        # them; None: each rank alone), and diffusers' device mesh of them (None: all ranks).
+        self.pnp_group = "auto" if launch.data_degree == 1 else None
+        self.context_mesh = None
 
     @property
     def writes(self) -> bool:
         """Whether this rank decodes and writes the outputs."""
         return self.rank == 0
+
+    @property
+    def leads_group(self) -> bool:
+        """Whether this rank decodes and saves the videos of its context-parallel group (its first rank)."""
+        return self.rank % self.launch.context_degree == 0
 
     def start(self) -> "Ranks":
         from datetime import timedelta
@@ -138,6 +168,16 @@ class Ranks:
         if backend == "nccl":
             torch.cuda.set_device(self.device)
         dist.init_process_group(backend, timeout=timedelta(seconds=self.launch.timeout_s))
+        launch = self.launch
+        if launch.data_degree > 1 and launch.context_degree > 1:
+            from torch.distributed.device_mesh import init_device_mesh
+
+            size = launch.context_degree
+            groups = [dist.new_group(list(range(first, first + size))) for first in range(0, launch.world_size, size)]
+            self.pnp_group = groups[launch.data_rank]  # every rank creates every group, in the same order
+            mesh = init_device_mesh(self.device.split(":")[0], (launch.data_degree, launch.ring_degree,
+                                    launch.ulysses_degree), mesh_dim_names=("data", "ring", "ulysses"))
+            self.context_mesh = mesh["ring", "ulysses"]
         return self
 
     def stop(self) -> None:
@@ -185,10 +225,10 @@ class Ranks:
         info, launch = settings.model, self.launch
         latent_frames = (settings.frames - 1) // info.temporal_factor + 1
         tokens = latent_frames * (settings.height // info.size_multiple) * (settings.width // info.size_multiple)
-        if tokens % launch.world_size:
+        if tokens % launch.context_degree:
             raise UsageError(f"the video has {tokens} tokens ({latent_frames} latent frames of "
                              f"{settings.height // info.size_multiple}x{settings.width // info.size_multiple}), "
-                             f"which do not split evenly over {launch.world_size} ranks; change --frames, "
+                             f"which do not split evenly over {launch.context_degree} ranks; change --frames, "
                              "--height or --width")
         if info.heads % launch.ulysses_degree:
             raise UsageError(f"--parallel: the model's {info.heads} attention heads do not split over "
@@ -200,7 +240,7 @@ class Ranks:
         for name in ("transformer", "transformer_2"):
             model = getattr(pipe, name, None)
             if model is not None:
-                enable_context_parallel(model, self.launch.ulysses_degree, self.launch.ring_degree)
+                enable_context_parallel(model, self.launch.ulysses_degree, self.launch.ring_degree, self.context_mesh)
                 self.parallel_models.append(name)
         if not self.writes:
             pipe.set_progress_bar_config(disable=True)
@@ -217,12 +257,13 @@ def together(ranks: Ranks | None, what: str):
     return nullcontext() if ranks is None else ranks.together(what)
 
 
-def enable_context_parallel(model, ulysses_degree: int, ring_degree: int) -> None:
+def enable_context_parallel(model, ulysses_degree: int, ring_degree: int, mesh=None) -> None:
     """diffusers' context parallelism on ``model`` (a transformer with a ``_cp_plan``) over the default
-    process group, on CUDA or, with gloo, on CPU."""
+    process group or over ``mesh`` (a device mesh with "ring" and "ulysses" dimensions), on CUDA or, with
+    gloo, on CPU."""
     from diffusers import ContextParallelConfig
 
-    config = ContextParallelConfig(ulysses_degree=ulysses_degree, ring_degree=ring_degree)
+    config = ContextParallelConfig(ulysses_degree=ulysses_degree, ring_degree=ring_degree, mesh=mesh)
     with _accelerator_count_for_cpu():
         model.enable_parallelism(config=config)
 

@@ -4,6 +4,7 @@ For every (prompt, seed) the baseline and each P&P setting run from the same ini
 video metrics are computed per clip and saved per sample as soon as it finishes, so an interrupted
 evaluation resumes where it stopped (run the same command again). At the end the folder ``--out`` holds
 report.md, report.json, differences.png and contact_sheet.png (docs/EVAL.md says how to read them).
+Under torchrun the samples are shared out over the processes (``distributed``).
 
 Every argument is checked before a model is loaded (and before torch is imported by this module); a bad
 one gives a one-line error and exit status 2.
@@ -12,22 +13,28 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
+import signal
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
 from ..cli.outputs import check_output_folder
-from ..cli_common.errors import UsageError, usage_errors  # a bad argument: one line, exit 2
-from ..cli_common.options import DTYPES, MAX_SEED, CommandParser, add_sampling_arguments, add_version  # no torch
-from ..config import BACKENDS, NOISE_MODES, P_NORMS
+from ..cli_common.errors import CommandError, UsageError, usage_errors  # a bad argument: one line, exit 2
+from ..cli_common.options import (DTYPES, MAX_SEED, CommandParser, add_sampling_arguments, add_version,  # no torch
+                                  check_backend, integer, real)
+from ..cli_common.parallel import MODES
+from ..config import BACKENDS, MAX_STEP_INDEX, NOISE_MODES, P_NORMS
 from ..staging import TERMINATION, Interrupted
 from ..validators import check_int
+from .session import PROG, Evaluation, check_resumable, run
 
-PROG = "pnp-eval"
 DEMO = "demo"
 MAX_SETTINGS = 12  # a grid larger than this is almost surely a mistake (each setting is a full run per sample)
+# Samples (prompts x seeds) per evaluation: the report's bootstrap holds resamples x samples indices in
+# memory (10,000 x 4,096 = 330 MB), and the work list is made before the first sample.
+MAX_SAMPLES = 4096
+MAX_STEPS = MAX_STEP_INDEX + 1
 DEFAULT_SEEDS = 8
 
 
@@ -81,6 +88,19 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--extra", action="append", default=[], choices=("clip",),
                         help="a model-based metric, run only when its weights are on disk (docs/EVAL.md)")
     output.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    processes = parser.add_argument_group(
+        "several processes: torchrun --nproc-per-node N -m pnp_kernels.eval ... (docs/EVAL.md)",
+        "the samples are shared out over the processes, which save them into --out (a folder every node sees); "
+        "rank 0 writes the report")
+    processes.add_argument("--parallel", choices=MODES,
+                           help="sample each video on a group of --parallel-degree processes together (Wan "
+                           "checkpoints): Ulysses (attention heads exchanged) or ring attention")
+    processes.add_argument("--parallel-degree", type=integer, metavar="N",
+                           help="processes per video with --parallel (default: all); the groups sample different videos")
+    processes.add_argument("--parallel-timeout", type=real, metavar="SECONDS",
+                           help="seconds a process waits for the others before the run fails; more than one sample "
+                           "(its baseline and every setting) takes (default 600)")
     return parser
 
 
@@ -88,24 +108,13 @@ REFINE_OPTIONS = ("p_norm", "certain_stop", "noise", "backend")
 WAN_ONLY = ("guidance", "guidance_2", "height", "width", "frames", "image", "dtype", "device")
 
 
-@dataclass
-class Evaluation:
-    """A checked evaluation, ready to run: nothing has been loaded yet."""
-
-    sampler: object
-    prompts: list[str]
-    seeds: list[int]
-    settings: list  # runner.Setting
-    baseline: object  # runner.Setting
-    out: Path
-    notices: list[str]
-    extras: list  # extras.MetricGroup: the model's own metrics and the optional ones found
-
-
 def _seeds(args) -> list[int]:
     if args.seed_list is not None:
+        parts = args.seed_list.split(",")
+        if len(parts) > MAX_SAMPLES:
+            raise UsageError(f"--seed-list gives {len(parts)} seeds; at most {MAX_SAMPLES}")
         try:
-            seeds = [int(part) for part in args.seed_list.split(",")]
+            seeds = [int(part) for part in parts]
         except ValueError:
             raise UsageError(f"--seed-list {args.seed_list!r}: give comma-separated integers, e.g. 0,7,42") from None
         if len(set(seeds)) != len(seeds):
@@ -113,7 +122,7 @@ def _seeds(args) -> list[int]:
     else:
         count = DEFAULT_SEEDS if args.seeds is None else args.seeds
         with usage_errors():
-            seeds = list(range(check_int("--seeds", count, low=1)))
+            seeds = list(range(check_int("--seeds", count, low=1, high=MAX_SAMPLES)))
     with usage_errors():
         for seed in seeds:
             check_int("--seed-list", seed, low=0, high=MAX_SEED)
@@ -141,11 +150,11 @@ def _prompts(args) -> list[str]:
 
 
 def _grid(args) -> list[tuple[str | None, float | None]]:
-    taus = args.tau or [None]
-    grid = list(itertools.product(args.plan or [None], taus))
-    if len(grid) > MAX_SETTINGS:
-        raise UsageError(f"{len(grid)} settings ({len(args.plan)} plans x {len(taus)} taus); at most {MAX_SETTINGS}")
-    return grid
+    plans, taus = args.plan or [None], args.tau or [None]
+    if len(plans) * len(taus) > MAX_SETTINGS:
+        raise UsageError(f"{len(plans) * len(taus)} settings ({len(plans)} plans x {len(taus)} taus); "
+                         f"at most {MAX_SETTINGS}")
+    return list(itertools.product(plans, taus))
 
 
 def _check_out(out: Path) -> None:
@@ -171,11 +180,9 @@ def _demo_settings(args, grid):
     for name in WAN_ONLY + ("negative_prompt",):
         if getattr(args, name) not in (None, "", False):
             raise UsageError(f"--{name.replace('_', '-')} does not apply to --model {DEMO}")
-    with usage_errors():
-        steps = None if args.steps is None else check_int("--steps", args.steps, low=1)
     configs = []
     try:
-        steps, defaults = demo_defaults(steps)
+        steps, defaults = demo_defaults(args.steps)
         for plan, tau in grid:
             given = {**_refine_options(args), **({} if plan is None else {"plan": plan}),
                      **({} if tau is None else {"tau": tau})}
@@ -184,6 +191,7 @@ def _demo_settings(args, grid):
             configs.append(config)
     except (TypeError, ValueError) as error:
         raise UsageError(f"invalid P&P setting: {error}") from None
+    check_backend(configs[0].backend, DemoSampler.device, "float32", DemoSampler.latent_channels)
     return DemoSampler(steps), configs, [physics_metrics()]
 
 
@@ -202,25 +210,38 @@ def _wan_namespace(args, prompt: str, plan: str | None, tau: float | None) -> ar
     return namespace
 
 
-def _wan_settings(args, grid, prompts):
+def _wan_settings(args, grid, prompts, ranks):
     from pnp_kernels.cli import resolve_settings
 
     from .models import WanSampler
 
+    model = Path(args.model)
+    if not model.is_dir():  # before the prompt: a mistyped model must not read as a missing prompt
+        problem = "not a directory" if model.exists() else "no such directory"
+        raise UsageError(f"--model {args.model}: {problem}; give a Wan checkpoint folder in diffusers format or "
+                         f"'{DEMO}'")
     if not prompts:
         raise UsageError(f"--prompt or --prompts is required for a Wan checkpoint (--model {args.model})")
+    if ranks is not None:
+        args.device = ranks.device
     resolved = [resolve_settings(_wan_namespace(args, prompts[0], plan, tau)) for plan, tau in grid]
     settings, image = resolved[0]
-    return WanSampler(settings, image), [each.pnp for each, _ in resolved], []
+    return WanSampler(settings, image, ranks), [each.pnp for each, _ in resolved], []
 
 
-def prepare(args) -> Evaluation:
-    """Check every argument and build the evaluation; loads no model."""
+def prepare(args, ranks=None) -> Evaluation:
+    """Check every argument and build the evaluation; loads no model. ``ranks``: torchrun's processes."""
     from ..config import RefinePlan
     from .extras import load_optional
     from .runner import Setting
 
     seeds, prompts, grid = _seeds(args), _prompts(args), _grid(args)
+    if args.model != DEMO and len(prompts) * len(seeds) > MAX_SAMPLES:  # the demo model takes no prompt
+        raise UsageError(f"{len(prompts)} prompts x {len(seeds)} seeds = {len(prompts) * len(seeds)} samples; "
+                         f"at most {MAX_SAMPLES} in one evaluation")
+    with usage_errors():
+        if args.steps is not None:
+            check_int("--steps", args.steps, low=1, high=MAX_STEPS)
     _check_out(args.out)
     notices = []
     if args.model == DEMO:
@@ -229,84 +250,67 @@ def prepare(args) -> Evaluation:
             notices.append(f"the {DEMO} model is unconditional: the prompts are ignored")
         prompts = [""]
     else:
-        sampler, configs, model_metrics = _wan_settings(args, grid, prompts)
+        sampler, configs, model_metrics = _wan_settings(args, grid, prompts, ranks)
     labels = [_label(config) for config in configs]
     if len(set(labels)) != len(labels):
         raise UsageError(f"the settings repeat one another: {', '.join(labels)}")
     baseline = Setting("baseline", replace(configs[0], plan=RefinePlan(())))
     extras, skipped = load_optional(args.extra, uses_prompts=sampler.uses_prompts)
     return Evaluation(sampler, prompts, seeds, [Setting(label, config) for label, config in zip(labels, configs)],
-                baseline, args.out, notices + skipped, model_metrics + extras)
+                      baseline, args.out, notices + skipped, model_metrics + extras)
 
 
-def _extra_metrics(evaluation: Evaluation) -> list:
-    return [metric for group in evaluation.extras for metric in group.metrics]
+def _checked(args, ranks=None):
+    """The evaluation, its output folder and its fingerprint, every argument checked."""
+    from .runner import ResultStore
+
+    evaluation = prepare(args, ranks)
+    store, fingerprint = ResultStore(evaluation.out), evaluation.fingerprint()
+    check_resumable(store, fingerprint)
+    return evaluation, store, fingerprint
 
 
-def run_fingerprint(evaluation: Evaluation) -> dict:
-    """What a resumed evaluation must share with the one it continues (not the prompts and seeds), as
-    it reads back from JSON."""
-    settings = {s.label: {**vars(s.pnp), "plan": str(s.pnp.plan)} for s in (evaluation.baseline, *evaluation.settings)}
-    fingerprint = {"model": evaluation.sampler.fingerprint(), "settings": settings,
-                   "extras": [metric.name for metric in _extra_metrics(evaluation)]}
-    return json.loads(json.dumps(fingerprint))
+def _notify(evaluation: Evaluation) -> None:
+    for notice in evaluation.notices:
+        print(f"{PROG}: {notice}", file=sys.stderr)
 
 
-def _check_resumable(store, fingerprint: dict) -> None:
+def _main(argv: list[str]) -> int:
+    from .distributed import eval_launch, refuse_differences
+
+    args = build_parser().parse_args(argv)
+    launch = eval_launch(args, demo=args.model == DEMO)
+    if launch is None:
+        evaluation, store, fingerprint = _checked(args)
+        _notify(evaluation)
+        return run(evaluation, store, fingerprint, progress=not args.no_progress)
+    from ..cli_common.parallel import Ranks
+
+    ranks = Ranks(launch).start()
     try:
-        existing = store.existing_fingerprint()
-    except (OSError, ValueError, KeyError) as error:
-        raise UsageError(f"--out {store.folder}: cannot read the record of its evaluation ({error})") from None
-    if existing is not None and existing != fingerprint:
-        changed = sorted(key for key in set(existing) | set(fingerprint) if existing.get(key) != fingerprint.get(key))
-        raise UsageError(f"--out {store.folder} holds an evaluation with other {' and '.join(changed)}; "
-                         "give another --out to start a new one")
-
-
-def run(evaluation: Evaluation, store, fingerprint: dict, progress: bool = True) -> int:
-    """Evaluate the samples not done yet and write the report; returns the exit status."""
-    from .metrics import REPORTED_METRICS
-    from .report import markdown, summarize, write_report
-    from .runner import all_samples, evaluate
-
-    samples = all_samples(evaluation.prompts, evaluation.seeds)
-    store.start(fingerprint)
-    resumed = sum(store.done(sample) for sample in samples)
-    if resumed:
-        print(f"{PROG}: resuming: {resumed} of {len(samples)} samples are already in {evaluation.out}", file=sys.stderr)
-    header = {"model": evaluation.sampler.description, "fingerprint": fingerprint, "num_seeds": len(evaluation.seeds),
-              "num_prompts": len(evaluation.prompts) if evaluation.sampler.uses_prompts else 0,
-              "steps": fingerprint["model"].get("steps"), "notice": " ".join(evaluation.notices)}
-    metrics = list(REPORTED_METRICS) + _extra_metrics(evaluation)
-    try:
-        records = evaluate(evaluation.sampler, samples, evaluation.baseline, evaluation.settings, store,
-                           [group.compute for group in evaluation.extras], progress=progress)
-        summary = summarize(records, evaluation.baseline.label, [s.label for s in evaluation.settings], metrics, header)
-        paths = write_report(summary, samples, [store.thumbnails(sample) for sample in samples], evaluation.out)
-    except KeyboardInterrupt as interruption:  # SIGINT or SIGTERM: every finished sample is on disk already
-        done = sum(store.done(sample) for sample in samples)
-        print(f"{PROG}: interrupted; {done} of {len(samples)} samples are saved in {evaluation.out}; "
-              "run the same command again to resume", file=sys.stderr)
-        return interruption.exit_status if isinstance(interruption, Interrupted) else 130
-    print(markdown(summary))
-    print("\n".join(f"wrote {name}: {path}" for name, path in paths.items()))
-    return 0
+        with ranks.together("checking the arguments"):
+            evaluation, store, fingerprint = _checked(args, ranks)
+        refuse_differences(ranks, {"model and settings": fingerprint, "prompts": evaluation.prompts,
+                                   "seeds": evaluation.seeds, "--out": str(evaluation.out)})
+        if ranks.writes:
+            _notify(evaluation)
+        return run(evaluation, store, fingerprint, progress=not args.no_progress, ranks=ranks)
+    finally:
+        ranks.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``pnp-eval``; returns the exit status."""
-    from .runner import ResultStore
-
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args = build_parser().parse_args(argv)
-        evaluation = prepare(args)
-        store, fingerprint = ResultStore(evaluation.out), run_fingerprint(evaluation)
-        _check_resumable(store, fingerprint)
-    except UsageError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
-    for notice in evaluation.notices:
-        print(f"{PROG}: {notice}", file=sys.stderr)
-    with TERMINATION.installed():  # SIGTERM ends the run as SIGINT does (exit status 143), not mid-write
-        return run(evaluation, store, fingerprint, progress=not args.no_progress)
+    with TERMINATION.installed():  # SIGTERM ends the run as SIGINT does (exit status 143), never mid-write
+        try:
+            return _main(argv)
+        except CommandError as error:
+            if not error.quiet:
+                print(f"{PROG}: error: {error}", file=sys.stderr)
+            return error.exit_status
+        except KeyboardInterrupt as interruption:  # while checking: no sample has started
+            if not isinstance(interruption, Interrupted):  # Python's own SIGINT handler was in place
+                interruption = Interrupted(signal.SIGINT)
+            print(f"{PROG}: {interruption.describe()}", file=sys.stderr)
+            return interruption.exit_status

@@ -22,32 +22,54 @@ def _certain_fractions(stats, index: int = 0) -> list[list[float]]:
 
 class WanSampler:
     """A Wan checkpoint in diffusers format; ``settings`` is a resolved ``pnp_kernels.cli.Settings``
-    (prompt, seed and P&P setting are replaced per run) and ``image`` the conditioning image or None."""
+    (prompt, seed and P&P setting are replaced per run) and ``image`` the conditioning image or None.
+    ``ranks``: torchrun's processes (``cli_common.parallel.Ranks``), which sample on their own or, with
+    --parallel, in context-parallel groups whose first rank alone decodes (the others' clips have no frames)."""
 
     uses_prompts = True
 
-    def __init__(self, settings, image=None):
-        self.settings = settings
+    def __init__(self, settings, image=None, ranks=None):
+        self._fingerprint = self._fixed(settings)  # the user's settings, however the ranks run them
+        self.context_parallel = ranks is not None and ranks.launch.context_degree > 1
+        self.settings = ranks.check_fits(settings) if self.context_parallel else settings
         self.image = image
+        self.ranks = ranks
         self.description = settings.model.kind.description
         self._pipe = None
 
-    def fingerprint(self) -> dict:
-        fixed = self.settings.to_dict()
+    @staticmethod
+    def _fixed(settings) -> dict:
+        fixed = settings.to_dict()
         for varying in ("prompt", "seed", "plan", "tau", "baseline", "save_uncertainty"):
             fixed.pop(varying, None)
+        fixed["device"] = fixed["device"].split(":")[0]  # cuda:LOCAL_RANK under torchrun: the same outputs
         return fixed
 
+    def fingerprint(self) -> dict:
+        return self._fingerprint
+
+    def _load(self):
+        from pnp_kernels.cli import load_pipeline
+
+        pipe = load_pipeline(self.settings, with_image=self.image is not None)
+        if self.context_parallel:
+            self.ranks.enable(pipe)
+        pipe.set_progress_bar_config(disable=True)  # the evaluation has its own, over samples
+        return pipe
+
     def sample(self, prompt: str, seed: int, pnp) -> Clip:
-        from pnp_kernels.cli import generate, load_pipeline
+        from pnp_kernels.cli import generate
 
         if self._pipe is None:
-            self._pipe = load_pipeline(self.settings, with_image=self.image is not None)
-            self._pipe.set_progress_bar_config(disable=True)  # the evaluation has its own, over samples
+            self._pipe = self._load()
         settings = replace(self.settings, prompt=prompt, seed=seed, pnp=pnp)
-        output, seconds = generate(self._pipe, settings, self.image, pnp, capture_uncertainty=False)
+        decode = self.ranks is None or self.ranks.leads_group
+        group = "auto" if self.ranks is None else self.ranks.pnp_group
+        output, seconds = generate(self._pipe, settings, self.image, pnp, capture_uncertainty=False, decode=decode,
+                                   pnp_group=group)
         stats = output.pnp_stats
-        return Clip(to_uint8(np.asarray(output.frames[0])), stats.nfe, seconds, _certain_fractions(stats))
+        frames = to_uint8(np.asarray(output.frames[0])) if decode else None
+        return Clip(frames, stats.nfe, seconds, _certain_fractions(stats))
 
 
 def physics_metrics() -> MetricGroup:
@@ -68,6 +90,7 @@ class DemoSampler:
 
     uses_prompts = False
     description = "embedded physics-video demo model (unconditional)"
+    device, latent_channels = "cpu", 1  # grey clips sampled on the CPU (pnp_kernels.physics.generate)
 
     def __init__(self, num_steps: int):
         self.num_steps = num_steps
@@ -85,7 +108,8 @@ class DemoSampler:
         from pnp_kernels.physics.generate import generate
 
         started = time.perf_counter()
-        clips = generate([seed], pnp if pnp.plan else None, num_steps=self.num_steps)
+        # Each clip alone: under torchrun, the ranks sample different seeds (data parallel).
+        clips = generate([seed], pnp if pnp.plan else None, num_steps=self.num_steps, group=None)
         seconds = time.perf_counter() - started
         return Clip(clips.frames[0], clips.stats.nfe, seconds, _certain_fractions(clips.stats))
 

@@ -64,6 +64,13 @@ def _number(value: float) -> str:
     return "nan" if not np.isfinite(value) else f"{value:.4g}"
 
 
+def _run_line(run: dict, num_samples: int) -> str:
+    processes = f"{run['processes']} processes" if run["processes"] > 1 else "one process"
+    earlier = num_samples - run["computed"]
+    return (f"Wall time {run['wall_s']:.1f} s, {run['samples_per_s']:.3g} samples/s: {run['computed']} samples "
+            f"computed by this run on {processes}" + (f", {earlier} read back from an earlier run." if earlier else "."))
+
+
 def markdown(summary: dict) -> str:
     """The report as markdown: one table per setting."""
     n = summary["num_samples"]
@@ -86,6 +93,8 @@ def markdown(summary: dict) -> str:
         f"Baseline: {_number(base['nfe_mean'])} NFE, {base['time_s_mean']:.2f} s per sample, "
         f"flicker flagged in {base['flicker_flagged']} of {n} clips.",
     ]
+    if "run" in summary:
+        lines.append(_run_line(summary["run"], n))
     for label, comparison in summary["comparisons"].items():
         options = summary.get("fingerprint", {}).get("settings", {}).get(label, {})
         other = ", ".join(f"{name} {value}" for name, value in options.items() if name not in ("plan", "tau"))

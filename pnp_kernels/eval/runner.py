@@ -153,17 +153,18 @@ def evaluate_sample(sampler: Sampler, sample: Sample, baseline: Setting, setting
 
 
 def evaluate(sampler: Sampler, samples: Sequence[Sample], baseline: Setting, settings: Sequence[Setting],
-             store: ResultStore, extra_metrics: Sequence[Callable] = (), progress: bool = True) -> list[dict]:
-    """Evaluate every sample that has no record yet, saving each as it finishes; returns all records."""
-    from tqdm.auto import tqdm
-
-    todo = [sample for sample in samples if not store.done(sample)]
-    with tqdm(total=len(samples), initial=len(samples) - len(todo), unit="sample", disable=not progress) as bar:
-        for sample in todo:
+             store: ResultStore, extra_metrics: Sequence[Callable] = (), finished: Callable[[], None] = lambda: None,
+             save: bool = True) -> None:
+    """Evaluate ``samples``, saving each as it finishes and calling ``finished()`` after each. Without
+    ``save`` (a rank that helps another one sample its videos) only the sampler runs."""
+    for sample in samples:
+        if save:
             record, thumbs = evaluate_sample(sampler, sample, baseline, settings, extra_metrics)
             store.save(sample, record, thumbs)
-            bar.update()
-    return [store.record(sample) for sample in samples]
+        else:
+            for setting in (baseline, *settings):
+                sampler.sample(sample.prompt, sample.seed, setting.pnp)
+        finished()
 
 
 def all_samples(prompts: Iterable[str], seeds: Iterable[int]) -> list[Sample]:

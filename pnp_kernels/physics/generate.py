@@ -80,13 +80,14 @@ def _check_seeds(seeds) -> list[int]:
 
 def generate(seeds: Sequence[int], config: PnPConfig | None, *, num_steps: int = DEFAULT_STEPS,
              shift: float = 1.0, capture_uncertainty: bool = False, progress: bool = False,
-             model: PhysicsVelocityNet | None = None) -> GeneratedClips:
+             model: PhysicsVelocityNet | None = None, group="auto") -> GeneratedClips:
     """Sample one clip per seed with ``num_steps`` Euler steps on ``sigma_grid(num_steps, shift)``,
     refined by ``config`` (None = plain Euler; its plan may take any form: steps, fractions, sigmas,
     presets).
 
     model: the network to sample (default: the shipped weights). Runs on one CPU thread: the network
     is small, and one thread is fastest on shared cores and fixes the order of reductions.
+    group: as for ``pnp_sample``; None when torch.distributed ranks each sample their own clips.
     """
     seeds = _check_seeds(seeds)
     num_steps = check_int("num_steps", num_steps, low=1)
@@ -107,7 +108,7 @@ def generate(seeds: Sequence[int], config: PnPConfig | None, *, num_steps: int =
     with single_thread(), _progress_bar(progress, num_steps + config.plan.extra_nfe(num_steps)) as bar:
         latents, stats = pnp_sample(
             model_denoiser(model), initial_noise(seeds, model), sigmas, config,
-            capture_uncertainty=capture_uncertainty, callback=bar, **noise_source,
+            capture_uncertainty=capture_uncertainty, callback=bar, group=group, **noise_source,
         )
     return GeneratedClips(latents_to_frames(latents), stats, latents)
 
