@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import signal
 import sys
 from dataclasses import replace
@@ -24,7 +25,7 @@ from ..cli_common.errors import CommandError, UsageError, usage_errors  # a bad 
 from ..cli_common.options import (DTYPES, MAX_SEED, CommandParser, add_sampling_arguments, add_version,  # no torch
                                   check_backend, integer, real)
 from ..cli_common.parallel import MODES
-from ..config import BACKENDS, MAX_STEP_INDEX, NOISE_MODES, P_NORMS
+from ..config import BACKENDS, MAX_STEPS, NOISE_MODES, P_NORMS
 from ..staging import TERMINATION, Interrupted
 from ..validators import check_int
 from .session import PROG, Evaluation, check_resumable, run
@@ -34,7 +35,6 @@ MAX_SETTINGS = 12  # a grid larger than this is almost surely a mistake (each se
 # Samples (prompts x seeds) per evaluation: the report's bootstrap holds resamples x samples indices in
 # memory (10,000 x 4,096 = 330 MB), and the work list is made before the first sample.
 MAX_SAMPLES = 4096
-MAX_STEPS = MAX_STEP_INDEX + 1
 DEFAULT_SEEDS = 8
 
 
@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="sample each video on a group of --parallel-degree processes together (Wan "
                            "checkpoints): Ulysses (attention heads exchanged) or ring attention")
     processes.add_argument("--parallel-degree", type=integer, metavar="N",
-                           help="processes per video with --parallel (default: all); the groups sample different videos")
+                           help="processes per video with --parallel (default: all); the groups sample other videos")
     processes.add_argument("--parallel-timeout", type=real, metavar="SECONDS",
                            help="seconds a process waits for the others before the run fails; more than one sample "
                            "(its baseline and every setting) takes (default 600)")
@@ -182,13 +182,12 @@ def _demo_settings(args, grid):
             raise UsageError(f"--{name.replace('_', '-')} does not apply to --model {DEMO}")
     configs = []
     try:
-        steps, defaults = demo_defaults(args.steps)
+        steps, defaults, sigmas = demo_defaults(args.steps)
         for plan, tau in grid:
             given = {**_refine_options(args), **({} if plan is None else {"plan": plan}),
                      **({} if tau is None else {"tau": tau})}
             config = PnPConfig(**{**defaults, **given})
-            config.plan.validate(steps)
-            configs.append(config)
+            configs.append(replace(config, plan=config.plan.resolve(sigmas)))
     except (TypeError, ValueError) as error:
         raise UsageError(f"invalid P&P setting: {error}") from None
     check_backend(configs[0].backend, DemoSampler.device, "float32", DemoSampler.latent_channels)
@@ -278,7 +277,11 @@ def _notify(evaluation: Evaluation) -> None:
 def _main(argv: list[str]) -> int:
     from .distributed import eval_launch, refuse_differences
 
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as error:  # every process of a torchrun launch finds it: rank 0 speaks for all
+        error.quiet = os.environ.get("RANK", "0") != "0"
+        raise
     launch = eval_launch(args, demo=args.model == DEMO)
     if launch is None:
         evaluation, store, fingerprint = _checked(args)

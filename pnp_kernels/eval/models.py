@@ -114,11 +114,11 @@ class DemoSampler:
         return Clip(clips.frames[0], clips.stats.nfe, seconds, _certain_fractions(clips.stats))
 
 
-def demo_defaults(num_steps: int | None) -> tuple[int, dict]:
+def demo_defaults(num_steps: int | None) -> tuple[int, dict, object]:
     """The demo model's steps and P&P settings when not given: the paper's placement and tau, as the
-    second column of ``pnp-sample --demo``."""
+    second column of ``pnp-sample --demo``; and its sigma grid, on which every plan form resolves."""
     from pnp_kernels.physics.demo import PAPER_TAU, paper_plan
-    from pnp_kernels.physics.generate import DEFAULT_STEPS
+    from pnp_kernels.physics.generate import DEFAULT_STEPS, sigma_grid
 
     num_steps = DEFAULT_STEPS if num_steps is None else num_steps
-    return num_steps, {"plan": paper_plan(num_steps), "tau": PAPER_TAU, "noise": "philox"}
+    return num_steps, {"plan": paper_plan(num_steps), "tau": PAPER_TAU, "noise": "philox"}, sigma_grid(num_steps)
