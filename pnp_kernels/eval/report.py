@@ -67,8 +67,9 @@ def _number(value: float) -> str:
 def _run_line(run: dict, num_samples: int) -> str:
     processes = f"{run['processes']} processes" if run["processes"] > 1 else "one process"
     earlier = num_samples - run["computed"]
+    read_back = f", {earlier} read back from an earlier run." if earlier else "."
     return (f"Wall time {run['wall_s']:.1f} s, {run['samples_per_s']:.3g} samples/s: {run['computed']} samples "
-            f"computed by this run on {processes}" + (f", {earlier} read back from an earlier run." if earlier else "."))
+            f"computed by this run on {processes}{read_back}")
 
 
 def markdown(summary: dict) -> str:
