@@ -106,8 +106,10 @@ class Results:
         with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             current = json.loads(self.path.read_text()) if self.path.is_file() else {"rows": {}}
-            rows = {**current["rows"], **self.data["rows"]}
-            self.data = {**current, **self.data, "rows": rows}
+            for key, value in current.items():  # in place: callers hold on to self.data["rows"]
+                self.data.setdefault(key, value)
+            for label, row in current["rows"].items():
+                self.data["rows"].setdefault(label, row)
             partial = self.path.with_name(self.path.name + ".partial")
             partial.write_text(json.dumps(self.data, separators=(",", ":")) + "\n")
             partial.replace(self.path)

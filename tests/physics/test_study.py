@@ -172,12 +172,13 @@ def test_shipped_headline_rows_reproduce_on_their_first_seeds(label_of):
 
 def test_processes_sharing_a_results_file_keep_each_others_rows(tmp_path):
     first, second = study.Results(tmp_path, "4x"), study.Results(tmp_path, "4x")
-    first.data["rows"]["a"] = {"calls": [1]}
+    rows_of_first = first.data["rows"]  # what run_rows holds on to between saves
+    rows_of_first["a"] = {"calls": [1]}
     first.save()
     second.data["rows"]["b"] = {"calls": [2]}
     second.data["gate"] = {"passed": True}
     second.save()
-    first.data["rows"]["c"] = {"calls": [3]}
+    rows_of_first["c"] = {"calls": [3]}
     first.save()
     merged = study.Results(tmp_path, "4x").data
     assert sorted(merged["rows"]) == ["a", "b", "c"] and merged["gate"] == {"passed": True}
