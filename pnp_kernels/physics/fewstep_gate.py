@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .distill import GATE_SEEDS
+from .distill import GATE_SEEDS, file_digest
 from .generate import generate
 from .metrics import batch_metrics
 from .model import SHIPPED_WEIGHTS, PhysicsVelocityNet, load_weights
@@ -71,6 +71,7 @@ def run_gate(student_path: Path, teacher_path: Path = SHIPPED_WEIGHTS, seeds: Se
     student_rows = {n: euler_means(student, seeds, n) for n in STUDENT_STEPS}
     teacher_rows = {n: euler_means(teacher, seeds, n) for n in TEACHER_STEPS}
     return {"student": str(student_path), "teacher": str(teacher_path), "seeds": len(seeds),
+            "student_digest": file_digest(student_path), "teacher_digest": file_digest(teacher_path),
             "student_rows": student_rows, "teacher_rows": teacher_rows, "real": real,
             "gate": judge(student_rows, teacher_rows, real)}
 
@@ -87,11 +88,16 @@ def format_gate(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Quality gate of the few-step student (docs/FEWSTEP_PREREG.md).")
+def student_and_teacher(description: str, argv: list[str] | None) -> argparse.Namespace:
+    """--student and --teacher, the arguments of the gate and of the few-step study."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--student", type=Path, required=True, help="student weights (safetensors)")
     parser.add_argument("--teacher", type=Path, default=SHIPPED_WEIGHTS, help="teacher weights (default: the shipped model)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = student_and_teacher("Quality gate of the few-step student (docs/FEWSTEP_PREREG.md).", argv)
     started = time.perf_counter()
     result = run_gate(args.student, args.teacher)
     (args.student.parent / "gate.json").write_text(json.dumps(result, indent=1) + "\n")
