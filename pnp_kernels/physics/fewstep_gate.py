@@ -7,7 +7,8 @@ the four checks, and writes gate.json next to the student. Every clip is scored,
 
 - G1: student Euler 4 tracked >= teacher Euler 20 tracked - 0.10;
 - G2: student Euler 4 blank-clip rate <= teacher Euler 20's + 0.02;
-- G3: student Euler 4 permanence and size within the physics gate's limits (3x the real clips', floors);
+- G3: student Euler 4 permanence <= teacher Euler 20's + 0.03, and size within the physics gate's
+  limit (3x the real clips', floor 0.05);
 - G4: student Euler 6 and 8 tracked >= student Euler 4 tracked - 0.05.
 """
 from __future__ import annotations
@@ -30,6 +31,9 @@ STUDENT_STEPS = (2, 4, 6, 8)
 TEACHER_STEPS = (4, 6, 8, 20)
 TRACKED_MARGIN = 0.10  # G1
 BLANK_MARGIN = 0.02  # G2
+# G3: relative to the teacher, as the physics gate's absolute 0.05 is not met by the teacher itself
+# under the metric that counts frames without a ball (docs/FEWSTEP_PREREG.md, "Amendment").
+PERMANENCE_MARGIN = 0.03
 MORE_STEPS_MARGIN = 0.05  # G4
 SHOWN = ("tracked", "blank", "partly_blank", "permanence", "size")
 
@@ -55,8 +59,8 @@ def judge(student: dict[int, dict], teacher: dict[int, dict], real: dict[str, fl
         "G1 tracked": (four["tracked"], teacher[20]["tracked"] - TRACKED_MARGIN, ">="),
         "G2 blank": (four["blank"], teacher[20]["blank"] + BLANK_MARGIN, "<="),
     }
-    for name, floor in GATE_FLOORS.items():
-        checks[f"G3 {name}"] = (four[name], max(GATE_FACTOR * real[name], floor), "<=")
+    checks["G3 permanence"] = (four["permanence"], teacher[20]["permanence"] + PERMANENCE_MARGIN, "<=")
+    checks["G3 size"] = (four["size"], max(GATE_FACTOR * real["size"], GATE_FLOORS["size"]), "<=")
     for steps in (6, 8):
         checks[f"G4 tracked at {steps}"] = (student[steps]["tracked"], four["tracked"] - MORE_STEPS_MARGIN, ">=")
     result = {name: {"value": value, "limit": limit,
