@@ -208,7 +208,8 @@ def _base_env(run_dir: Path, dry_run: bool, on_cpu: bool) -> dict:
     return env
 
 
-def main(argv: list[str] | None = None) -> int:
+def _arguments(argv: list[str] | None) -> tuple[argparse.Namespace, set[str]]:
+    """The command line, and the names of the stages to run."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="every stage with tiny shapes and one round")
     parser.add_argument("--stages", default=",".join(s.name for s in STAGES),
@@ -219,6 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = wanted - {s.name for s in STAGES}
     if unknown:
         parser.error(f"--stages: unknown {sorted(unknown)}; stages are {[s.name for s in STAGES]}")
+    return args, wanted
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, wanted = _arguments(argv)
     device = _device_name(args.dry_run)
     if device is None:
         print("suite: no NVIDIA GPU found (nvidia-smi); --dry-run runs every stage on this machine", file=sys.stderr)
@@ -268,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     stages = write_summary(run_dir, device, outcomes, planned, started, args.dry_run, note)
     say(f"results in {run_dir}")
     report = run_dir / "report.md"
-    # The stages last: the end of the output is what the device tool shows.
+    # The stages last: the end of the output is what a cut-off log still shows.
     print((report.read_text() if report.exists() else "") + "\n" + stages)
     return 0 if all(o.status.startswith("ok") for o in outcomes) and not note else 1
 

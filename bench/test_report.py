@@ -1,7 +1,7 @@
 """bench/report.py on made-up result files: labels, pending GPU figures, target arithmetic, both file kinds."""
 import json
 
-from bench import report
+from bench import report, report_text
 
 
 def environment(gpu: bool, date: str) -> dict:
@@ -51,7 +51,7 @@ def test_cpu_only_report_says_gpu_pending(tmp_path):
     assert "CPU (x86_64) (CPU-only), 2026-01-02 03:04 UTC" in text
     assert "triton (interpreter)" in text
     assert "| eager | 2.00 ms | - |" in text  # host median on CPU, no device quantiles
-    assert report.RUN_COMMAND in text and "SPEC" not in text
+    assert report_text.RUN_COMMAND in text and "SPEC" not in text and "run(command" not in text
     assert (tmp_path / "plots" / "pnp_update_bandwidth.png").stat().st_size > 0
 
 

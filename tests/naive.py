@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from pnp_kernels import Guided
 
 
+# Over 60 lines on purpose: the reference loop, read top to bottom like the published one.
 def naive_pnp(denoise, latents, sigmas, ranges, tau, p_norm, certain_stop, generator, num_pinned_frames=0):
     """The loop of docs/ALGORITHM.md with per-sample state and per-sample early exit; ``generator`` is one or a list."""
     sigmas = [float(s) for s in sigmas]

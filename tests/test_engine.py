@@ -3,10 +3,10 @@ samples, which buffers the op is asked to write, and misuse of the call protocol
 import pytest
 import torch
 
-import pnp_kernels.engine.state as engine_module
-from naive import ToyDenoiser, naive_pnp
 from pnp_kernels import Guided, PnPConfig, pnp_sample
 from pnp_kernels.engine import PnPEngine, advance_together
+import pnp_kernels.engine.state as engine_module
+from tests.naive import ToyDenoiser, naive_pnp
 
 SIGMAS = torch.linspace(1.0, 0.0, 7)
 VIDEO = (4, 3, 5, 7)  # C, F, H, W

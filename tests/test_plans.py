@@ -3,10 +3,10 @@ presets; RefinePlan.resolve maps them onto a run's sigma grid (docs/ALGORITHM.md
 import pytest
 import torch
 
-from naive import ToyDenoiser
 from pnp_kernels import DEFAULT_PLAN, WAN22_T2V_PLAN, PnPConfig, RefinePlan, pnp_sample
 from pnp_kernels.config import MAX_ITERATIONS
 from pnp_kernels.engine import check_sigmas
+from tests.naive import ToyDenoiser
 
 
 def linear(num_steps):

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from naive import ToyDenoiser, naive_pnp
 from pnp_kernels import Guided, NonFiniteError, PnPConfig, RefinePlan, pnp_sample
+from tests.naive import ToyDenoiser, naive_pnp
 
 SHAPE = (4, 3, 5, 7)  # C, F, H, W: odd on purpose
 SIGMAS = torch.linspace(1.0, 0.0, 9)

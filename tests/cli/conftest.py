@@ -1,15 +1,8 @@
 """tests/cli: tiny Wan checkpoints on disk, built once per session (seconds on a CPU)."""
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-HERE = Path(__file__).parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-
-from tiny_checkpoint import build_tiny_wan  # noqa: E402
+from tests.wan.tiny import build_tiny_wan
 
 
 def _tiny_checkpoint(kind: str):

@@ -17,7 +17,7 @@ from pnp_kernels import cli, staging, video
 from pnp_kernels.cli import run, settings
 from pnp_kernels.staging import StagedFiles
 
-from fake_pipeline import fake_generate, fake_load_pipeline, nan_load_pipeline
+from tests.cli.fake_pipeline import fake_generate, fake_load_pipeline, nan_load_pipeline
 
 HERE = Path(__file__).parent
 SMALL = ["--height", "32", "--width", "48", "--frames", "5", "--steps", "4", "--plan", "1-2:2", "--dtype", "fp32"]
@@ -153,7 +153,7 @@ SLOW_WRITER = textwrap.dedent("""
     import sys, time
     from pnp_kernels import cli, video
     from pnp_kernels.cli import run
-    from fake_pipeline import fake_generate, fake_load_pipeline
+    from tests.cli.fake_pipeline import fake_generate, fake_load_pipeline
 
     real_export = video.export_video
 

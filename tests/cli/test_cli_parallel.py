@@ -17,8 +17,7 @@ from pnp_kernels import cli
 from pnp_kernels.cli_common.errors import RunError, UsageError
 from pnp_kernels.cli_common.parallel import Launch, Ranks, RankFailure
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "distributed"))
-from ranks import TIMEOUT_S, run_ranks  # noqa: E402
+from tests.distributed.ranks import TIMEOUT_S, run_ranks
 
 SMALL = ["--height", "32", "--width", "48", "--frames", "5", "--steps", "3", "--plan", "0-1:2", "--dtype", "fp32"]
 TORCHRUN = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29555"}

@@ -1,13 +1,7 @@
-"""tests/diffusers: the tiny Wan components (tests/wan) and the naive P&P loop (tests/) are reused by import."""
-import sys
-from pathlib import Path
-
+"""tests/diffusers: one thread for the tiny models; their components come from ``tests.wan.tiny`` and
+``tiny_models``, the naive P&P loop from ``tests.naive``."""
 import pytest
 import torch
-
-for folder in (Path(__file__).parent, Path(__file__).parent.parent / "wan", Path(__file__).parent.parent):
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ from diffusers.hooks import FirstBlockCacheConfig, MagCacheConfig, PyramidAttent
 
 from pnp_kernels import PnPConfig
 from pnp_kernels.diffusers import enable_pnp
-from test_wan import PLAN, STEPS, make, run
+from tests.diffusers.test_wan import PLAN, STEPS, make, run
 
 CACHES = {  # each set to reuse whenever it may; TaylorSeer on the self-attention of each block
     "first-block": lambda: FirstBlockCacheConfig(threshold=10.0),

@@ -5,8 +5,8 @@ import inspect
 import pytest
 import torch
 
-import tiny
 from pnp_kernels import compat
+from tests.wan import tiny
 
 
 def test_attention_version_floors_are_diffusers_own():

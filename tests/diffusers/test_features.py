@@ -3,10 +3,10 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, FlowMatchHeunDiscreteScheduler, FlowMatchLCMScheduler, WanPipeline
 
-import tiny
 from pnp_kernels import PnPConfig
 from pnp_kernels.diffusers import disable_pnp, enable_pnp
-from test_wan import PLAN, STEPS, make, run
+from tests.diffusers.test_wan import PLAN, STEPS, make, run
+from tests.wan import tiny
 
 CONFIG = PnPConfig(plan=PLAN, tau=0.3)
 

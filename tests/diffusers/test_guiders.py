@@ -6,7 +6,7 @@ from diffusers.guiders import AdaptiveProjectedGuidance, ClassifierFreeGuidance,
 
 from pnp_kernels import PnPConfig
 from pnp_kernels.diffusers import disable_pnp, enable_pnp
-from test_hunyuan_video15 import STEPS, make, run
+from tests.diffusers.test_hunyuan_video15 import STEPS, make, run
 
 GUIDERS = {
     "cfg": lambda: ClassifierFreeGuidance(guidance_scale=3.0),

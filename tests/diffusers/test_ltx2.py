@@ -3,10 +3,10 @@ import pytest
 import torch
 from diffusers import LTX2Pipeline
 
-import tiny_models
-from model_calls import CallRecorder, ForwardCounter
 from pnp_kernels import PnPConfig, RefinePlan
 from pnp_kernels.diffusers import disable_pnp, enable_pnp
+from tests.diffusers import tiny_models
+from tests.diffusers.model_calls import CallRecorder, ForwardCounter
 
 STEPS, PLAN = 3, "0-1:2"
 SIZE = dict(height=32, width=32, num_frames=5, frame_rate=25.0)  # video tokens 3 x 16 x 16, audio 5 tokens

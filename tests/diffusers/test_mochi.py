@@ -3,11 +3,11 @@ import pytest
 import torch
 from diffusers import MochiPipeline
 
-import tiny_models
-from model_calls import CallRecorder, ForwardCounter
-from naive import naive_pnp
 from pnp_kernels import Guided, PnPConfig, RefinePlan
 from pnp_kernels.diffusers import disable_pnp, enable_pnp
+from tests.diffusers import tiny_models
+from tests.diffusers.model_calls import CallRecorder, ForwardCounter
+from tests.naive import naive_pnp
 
 STEPS, PLAN, SCALE = 3, "0-1:2", 3.0
 SIZE = dict(height=32, width=48, num_frames=13)  # latents (12, 3, 4, 6)

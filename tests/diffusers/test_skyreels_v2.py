@@ -3,13 +3,13 @@ import pytest
 import torch
 from diffusers import SkyReelsV2Pipeline
 
-import tiny
-import tiny_models
-from model_calls import ForwardCounter
-from naive import naive_pnp
 from pnp_kernels import PnPConfig, RefinePlan
 from pnp_kernels.diffusers import enable_pnp
-from reference_loops import euler, sequential_denoiser
+from tests.diffusers import tiny_models
+from tests.diffusers.model_calls import ForwardCounter
+from tests.naive import naive_pnp
+from tests.wan import tiny
+from tests.wan.reference_loops import euler, sequential_denoiser
 
 STEPS, PLAN, SCALE = 4, "1-2:2", 4.0
 LATENT = (16, 3, 6, 4)

@@ -3,13 +3,13 @@ import pytest
 import torch
 from diffusers import WanImageToVideoPipeline, WanPipeline
 
-import tiny
-from model_calls import ForwardCounter
-from naive import naive_pnp
 from pnp_kernels import PnPConfig, RefinePlan
 from pnp_kernels.diffusers import disable_pnp, enable_pnp
 from pnp_kernels.wan import WanImageToVideoPnPPipeline, WanPnPPipeline
-from reference_loops import euler, sequential_denoiser
+from tests.diffusers.model_calls import ForwardCounter
+from tests.naive import naive_pnp
+from tests.wan import tiny
+from tests.wan.reference_loops import euler, sequential_denoiser
 
 HEIGHT, WIDTH, FRAMES = 48, 32, 9  # latents (16, 3, 6, 4): odd frame count, non-square
 LATENT = (16, 3, 6, 4)

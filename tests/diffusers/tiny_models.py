@@ -105,7 +105,7 @@ def skyreels_v2_components():
     """SkyReels-V2 text-to-video: a Wan-like transformer with the tiny Wan VAE and a UniPC flow scheduler."""
     from diffusers import SkyReelsV2Transformer3DModel
 
-    import tiny
+    from tests.wan import tiny
 
     torch.manual_seed(0)
     transformer = _perturbed(SkyReelsV2Transformer3DModel(

@@ -2,19 +2,15 @@
 one process (docs/DISTRIBUTED.md). On CPU the ranks use gloo and Ulysses attention; ring attention needs
 an attention backend that returns the softmax's log-sum-exp, which PyTorch's SDPA ("native", the only one
 on CPU) does not, so it is tested with 2 CUDA devices (NCCL) only."""
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.distributed as dist
 
 pytest.importorskip("diffusers", reason="context parallelism is diffusers'")
-sys.path.insert(0, str(Path(__file__).parents[1] / "wan"))
 
 from pnp_kernels import PnPConfig, pnp_sample  # noqa: E402
 from pnp_kernels.cli_common.parallel import enable_context_parallel  # noqa: E402
-from ranks import run_ranks  # noqa: E402
+from tests.distributed.ranks import run_ranks  # noqa: E402
 
 WORLD = 2
 SHAPE = (2, 16, 3, 6, 8)  # B, C, F, H, W
@@ -35,7 +31,7 @@ def denoiser(model, text):
 
 
 def worker(rank: int, init_file: str, device_type: str, modes: tuple[str, ...]) -> None:
-    import tiny
+    from tests.wan import tiny
 
     torch.set_num_threads(1)
     device = torch.device(device_type, rank) if device_type == "cuda" else torch.device("cpu")

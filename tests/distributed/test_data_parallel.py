@@ -2,17 +2,13 @@
 Wan P&P pipeline and with enable_pnp on the stock pipeline (docs/DISTRIBUTED.md). Left at "auto", the
 ranks would agree on early exits of different videos: every rank stops with an error naming the argument
 that says otherwise; with it set to None each rank samples alone, as in a process of its own."""
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.distributed as dist
 
 pytest.importorskip("diffusers", reason="the pipelines are diffusers'")
-sys.path.insert(0, str(Path(__file__).parents[1] / "wan"))
 
-from ranks import run_ranks  # noqa: E402
+from tests.distributed.ranks import run_ranks  # noqa: E402
 
 WORLD = 2
 PLAN = "1-2:2,3:1"
@@ -20,7 +16,7 @@ PLAN = "1-2:2,3:1"
 
 def run(pipe, seed: int, **kwargs) -> torch.Tensor:
     """The latents of a 6-step guided call of a tiny Wan pipeline (48x32, 9 frames)."""
-    import tiny
+    from tests.wan import tiny
 
     return pipe(prompt_embeds=tiny.prompt_embeds(1, 0), negative_prompt_embeds=tiny.prompt_embeds(1, 99), height=48,
                 width=32, num_frames=9, num_inference_steps=6, guidance_scale=4.0, output_type="latent",
@@ -34,7 +30,7 @@ def gathered(t: torch.Tensor) -> list[torch.Tensor]:
 
 
 def worker(rank: int, init_file: str) -> None:
-    import tiny
+    from tests.wan import tiny
     from diffusers import WanPipeline
 
     from pnp_kernels import PnPConfig

@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 
 from pnp_kernels import PnPConfig, pnp_sample
-from ranks import run_ranks
+from tests.distributed.ranks import run_ranks
 
 SHAPE = (2, 4, 3, 4, 5)  # B, C, F, H, W: 60 tokens, split evenly over 2 or 3 ranks
 SIGMAS = torch.linspace(1.0, 0.0, 7)

@@ -1,16 +1,10 @@
 """tests/eval: a call counter on the demo model's ``generate``, and the tiny Wan checkpoint built by
 tests/cli's factory."""
 import functools
-import sys
-from pathlib import Path
 
 import pytest
 
-CLI_TESTS = Path(__file__).parents[1] / "cli"
-if str(CLI_TESTS) not in sys.path:
-    sys.path.insert(0, str(CLI_TESTS))
-
-from tiny_checkpoint import build_tiny_wan  # noqa: E402
+from tests.wan.tiny import build_tiny_wan
 
 
 @pytest.fixture

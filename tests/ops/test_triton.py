@@ -19,7 +19,7 @@ from pnp_kernels.ops.triton_launch import block_spatial, channel_chunk, spatial_
 
 from .helpers import TRITON_DEVICES
 
-TESTS = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_auto_picks_triton_for_cuda_tensors_only():
@@ -76,9 +76,9 @@ def test_kernel_compiles_for_hopper_without_a_gpu(velocity_dtype, flags, vectori
     loads of the float32 latents whenever S is a multiple of 4 (8 for TI2V's 30x52 frames).
     A subprocess, because kernels defined under TRITON_INTERPRET=1 cannot be compiled."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    code = f"from ops.helpers import compile_for_hopper; print(compile_for_hopper({velocity_dtype!r}, {flags!r}))"
-    # Run from tests/, where the test package ``ops`` is importable as it is under pytest.
-    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=TESTS, capture_output=True, text=True, timeout=600)
+    code = f"from tests.ops.helpers import compile_for_hopper; print(compile_for_hopper({velocity_dtype!r}, {flags!r}))"
+    # Run from the repository root, where the test package is importable as it is under pytest.
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     if "ptxas" in done.stderr and "not found" in done.stderr.lower():
         pytest.skip("this triton install has no ptxas")
     assert done.returncode == 0, done.stderr[-3000:]

@@ -4,10 +4,12 @@ import importlib.util
 import pytest
 import torch
 
-import tiny
+pytest.importorskip("diffusers", reason="needs diffusers (pip install 'pnp-kernels[wan]')")
+
 from pnp_kernels import PnPConfig
 from pnp_kernels.wan import ATTENTION_BACKEND_PRIORITY, WanPnPPipeline, choose_attention_backend
 from pnp_kernels.wan.attention import AttentionInputs
+from tests.wan import tiny
 
 CPU_FP32 = AttentionInputs(torch.device("cpu"), torch.float32, 128)
 CPU_BF16 = AttentionInputs(torch.device("cpu"), torch.bfloat16, 128)

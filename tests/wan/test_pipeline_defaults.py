@@ -4,12 +4,15 @@ import math
 
 import pytest
 import torch
+
+pytest.importorskip("diffusers", reason="needs diffusers (pip install 'pnp-kernels[wan]')")
+
 from diffusers import WanImageToVideoPipeline, WanPipeline
 
-import tiny
 from pnp_kernels import PnPConfig
 from pnp_kernels.wan import WanImageToVideoPnPPipeline, WanPnPPipeline
-from test_pipeline_wan import PLAN, make_pipe, run
+from tests.wan import tiny
+from tests.wan.test_pipeline_wan import PLAN, make_pipe, run
 
 
 @pytest.mark.parametrize("name", ["guidance_scale", "guidance_scale_2"])

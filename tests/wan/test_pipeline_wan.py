@@ -2,11 +2,13 @@
 import pytest
 import torch
 
-import tiny
-from naive import naive_pnp
+pytest.importorskip("diffusers", reason="needs diffusers (pip install 'pnp-kernels[wan]')")
+
 from pnp_kernels import PnPConfig, RefinePlan
 from pnp_kernels.wan import WanPnPPipeline
-from reference_loops import euler, sequential_denoiser
+from tests.naive import naive_pnp
+from tests.wan import tiny
+from tests.wan.reference_loops import euler, sequential_denoiser
 
 HEIGHT, WIDTH, FRAMES = 48, 32, 9  # latents (3, 6, 4): odd frame count, non-square
 STEPS = 6

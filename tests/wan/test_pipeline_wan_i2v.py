@@ -2,11 +2,13 @@
 import pytest
 import torch
 
-import tiny
-from naive import naive_pnp
+pytest.importorskip("diffusers", reason="needs diffusers (pip install 'pnp-kernels[wan]')")
+
 from pnp_kernels import PnPConfig
 from pnp_kernels.wan import WanImageToVideoPnPPipeline
-from reference_loops import sequential_denoiser
+from tests.naive import naive_pnp
+from tests.wan import tiny
+from tests.wan.reference_loops import sequential_denoiser
 
 FRAMES, STEPS, SCALE, PLAN = 9, 6, 4.0, "1-2:2,3:1"
 SIZES = {"i2v21": (48, 32), "i2v_a14b": (48, 32), "ti2v_i2v": (96, 64)}
