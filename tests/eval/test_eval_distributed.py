@@ -9,16 +9,13 @@ import os
 import re
 import signal
 import socket
-import sys
 from pathlib import Path
 
 import pytest
 import torch.multiprocessing as mp
 
 from pnp_kernels.eval import cli
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "distributed"))
-from ranks import run_ranks  # noqa: E402
+from tests.distributed.ranks import run_ranks
 
 FAST = ["--no-progress", "--steps", "4", "--plan", "1-2:2"]
 KEY = "seed{}-da39a3ee5e"  # the demo's samples: no prompt
