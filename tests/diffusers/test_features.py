@@ -5,14 +5,23 @@ from diffusers import DDIMScheduler, FlowMatchHeunDiscreteScheduler, FlowMatchLC
 
 from pnp_kernels import PnPConfig
 from pnp_kernels.diffusers import disable_pnp, enable_pnp
+from pnp_kernels.threads import single_thread
 from tests.diffusers.test_wan import PLAN, STEPS, make, run
 from tests.wan import tiny
 
 CONFIG = PnPConfig(plan=PLAN, tau=0.3)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Bitwise comparisons on one thread: with two, CPU BLAS can split a product differently when the
+    same weights sit elsewhere in memory (an offloaded or copied module), which moves the last bits."""
+    with single_thread():
+        yield
+
+
 @pytest.fixture(scope="module")
-def reference():
+def reference(one_thread):
     """P&P output of the plain tiny pipeline (seed 0), to compare each feature against."""
     return run(enable_pnp(make(), CONFIG)).clone()
 
