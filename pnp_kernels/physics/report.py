@@ -152,6 +152,7 @@ def write_report(folder: Path, out: Path) -> Path:
         against, pairs, level = headline_comparisons(results[name])
         lines += headline_lines(results[name], name, against, pairs, level, registered)
         save_headline_figure(against, out / "physics_study.png")
+        (out / "summary.md").write_text("\n".join(summary_lines(results[name], against)) + "\n")
     lines += curve_lines(results)
     save_curve_figure(results, out / "physics_quality_curve.png")
     (out / "study.md").write_text("\n".join(lines) + "\n")
@@ -169,8 +170,9 @@ def gate_lines(results: dict[str, dict]) -> list[str]:
             lines.append(f"| {name} | {gate['seeds']} | {c['tracked']['value']:.3f} | {c['permanence']['value']:.4f} "
                          f"({c['permanence']['limit']:.4f}) | {c['size']['value']:.4f} ({c['size']['limit']:.4f}) | "
                          f"{gate['blank']:.3f} | {'yes' if gate['passed'] else 'no'} |")
-    chosen = headline_name(results)
-    return lines + ["", f"Headline model: {chosen or 'none yet'}; demo model: {demo_name(results) or 'none'}.", ""]
+    chosen, demo = headline_name(results), demo_name(results)
+    return lines + ["", f"Registered headline model: {chosen or 'none (no judged checkpoint passed the gate)'}; "
+                        f"demo model: {demo or 'the shipped weights (no checkpoint passed the gate)'}.", ""]
 
 
 def headline_lines(result: dict, name: str, against: list[Comparison], pairs: list[Comparison],
@@ -194,6 +196,19 @@ def headline_lines(result: dict, name: str, against: list[Comparison], pairs: li
     chosen, meets = selected_placement(against)
     lines += ["", f"Selected placement for the demo: {chosen.row.label()} "
               f"({'meets the rule' if meets else 'no row met the rule; highest tracked difference'}).", ""]
+    return lines
+
+
+def summary_lines(result: dict, against: list[Comparison]) -> list[str]:
+    """The short table README shows: the paper's placement on each grid, and the P&P and Restart rows of
+    the uniform grid, each against Euler with the same calls."""
+    shown = [c for c in against if c.row.kind != "broken" and (c.row.name == "published" or c.row.shift == 1.0)]
+    lines = ["| row | calls | tracked | blank | Δ tracked | Δ ballistic (px) | verdict |", "|---|---|---|---|---|---|---|"]
+    for c in shown:
+        tracked, blank = (mean_interval(values(result, c.row, n)).mean for n in ("tracked", "blank"))
+        lines.append(f"| {c.row.label()} | {c.row.planned_calls} | {tracked:.3f} | {blank:.3f} | "
+                     f"{difference_cell(c.differences['tracked'], 'tracked')} | "
+                     f"{difference_cell(c.differences['ballistic'], 'ballistic')} | {c.verdict()} |")
     return lines
 
 
