@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..config import P_NORMS
-from ..validators import check_bool, check_choice, check_has_data, check_int, check_latent_shape, check_real
+from ..validators import check_bool, check_choice, check_has_data, check_int, check_real
 from .philox import PhiloxNoise
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -60,7 +60,6 @@ class PnPUpdateInputs:
         check_tensor("z", z, (torch.float32,))
         if z.dim() != 5:
             raise ValueError(f"z must have shape (B, C, F, H, W), got {tuple(z.shape)}")
-        check_latent_shape("z", z.shape)
         check_has_data("z", z.device.type)  # every other tensor must be on z's device
         latent, device = z.shape, z.device
         check_tensor("v", self.v, FLOAT_DTYPES, latent, device)
@@ -77,7 +76,8 @@ class PnPUpdateInputs:
         set_field(self, "guidance_scale", check_real("guidance_scale", self.guidance_scale))
         set_field(self, "tau", check_real("tau", self.tau, low=0.0))
         set_field(self, "p_norm", check_choice("p_norm", self.p_norm, P_NORMS))
-        pinned = check_int("num_pinned_frames", self.num_pinned_frames, 0, z.shape[2] - 1)
+        # An empty axis gives empty outputs, as torch ops do; with no frames, none can be pinned.
+        pinned = check_int("num_pinned_frames", self.num_pinned_frames, 0, max(z.shape[2] - 1, 0))
         set_field(self, "num_pinned_frames", pinned)
         check_bool("return_uncertainty", self.return_uncertainty)
         check_bool("store_state", self.store_state)
