@@ -169,7 +169,8 @@ SLOW_WRITER = textwrap.dedent("""
 
 def test_sigterm_while_writing_leaves_nothing(tiny_t2v, tmp_path):
     out = tmp_path / "new" / "cat.mp4"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    repository = HERE.parents[1]  # the writer imports the test helpers as the package ``tests``
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repository), os.environ.get("PYTHONPATH", "")])}
     process = subprocess.Popen(
         [sys.executable, "-c", SLOW_WRITER, "--model", str(tiny_t2v), "--prompt", "a cat", *SMALL, *ALL_FILES,
          "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
