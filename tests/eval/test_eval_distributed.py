@@ -15,6 +15,7 @@ import pytest
 import torch.multiprocessing as mp
 
 from pnp_kernels.eval import cli
+from pnp_kernels.threads import single_thread
 from tests.distributed.ranks import run_ranks
 
 FAST = ["--no-progress", "--steps", "4", "--plan", "1-2:2"]
@@ -158,7 +159,8 @@ def test_context_parallel_groups_share_out_a_wan_evaluation(tiny_t2v, tmp_path, 
     small = ["--height", "32", "--width", "48", "--frames", "5", "--steps", "2", "--dtype", "fp32", "--no-progress",
              "--prompt", "a cat", "--seeds", "3", "--plan", "0-1:1", "--tau", "0"]
     alone = tmp_path / "alone"
-    assert cli.main(["--model", str(tiny_t2v), *small, "--out", str(alone)]) == 0
+    with single_thread():  # as the ranks run: with two threads CPU BLAS may round the last bits otherwise
+        assert cli.main(["--model", str(tiny_t2v), *small, "--out", str(alone)]) == 0
     capsys.readouterr()
     out = tmp_path / "together"
     argv = ["--model", str(tiny_t2v), *small, "--out", str(out), "--parallel", "ulysses", "--parallel-degree", "2"]
