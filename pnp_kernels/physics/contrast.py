@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..threads import single_thread
-from .generate import initial_noise, sigma_grid
+from .generate import clip_generators, clip_noise, euler_step, initial_noise, sigma_grid
 
 RENOISE_STREAM = 0xC0A7  # the re-noising draws must not replay a clip's initial noise stream
 
@@ -30,17 +30,16 @@ def contrast_per_renoise(model: torch.nn.Module, seeds: Sequence[int], sigma: fl
     matches = [i for i, s in enumerate(sigmas) if abs(s - sigma) < 1e-9]
     if not matches:
         raise ValueError(f"sigma must lie on the {num_steps}-step uniform grid, got {sigma}")
-    generators = [torch.Generator().manual_seed(s ^ RENOISE_STREAM) for s in seeds]
+    generators = clip_generators(seeds, RENOISE_STREAM)
     with single_thread():
         z = initial_noise(seeds, model)
         for step in range(matches[0]):
-            z = z + (sigmas[step + 1] - sigmas[step]) * model(z, sigmas[step])
+            z = euler_step(model, z, sigmas, step)
         x0 = z - sigma * model(z, sigma)
         first = contrast(x0)
         ratios = [1.0]
         for _ in range(renoises):
-            noise = torch.stack([torch.randn(z.shape[1:], generator=g) for g in generators])
-            z = (1.0 - sigma) * x0 + sigma * noise
+            z = (1.0 - sigma) * x0 + sigma * clip_noise(generators, z.shape[1:])
             x0 = z - sigma * model(z, sigma)
             ratios.append(float(np.mean(contrast(x0) / np.maximum(first, 1e-9))))
     return ratios

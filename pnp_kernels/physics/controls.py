@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 
 from ..threads import single_thread
-from .generate import initial_noise, sigma_grid
+from .generate import clip_generators, clip_noise, euler_step, initial_noise, sigma_grid
 from .model import PhysicsVelocityNet
 
 RESTART_STREAM = 0x2E57A27  # Restart's noise must not replay a clip's initial noise stream
@@ -27,26 +27,21 @@ def restart_sample(model: torch.nn.Module, seeds: Sequence[int], num_steps: int,
     Model calls: num_steps + restarts * (last - first + 1).
     """
     sigmas = sigma_grid(num_steps, shift).tolist()
-    generators = [torch.Generator().manual_seed(s ^ RESTART_STREAM) for s in seeds]
+    generators = clip_generators(seeds, RESTART_STREAM)
     with single_thread():
         z = initial_noise(seeds, model)
         for step in range(num_steps):
-            z = _euler(model, z, sigmas, step)
+            z = euler_step(model, z, sigmas, step)
             if step != last:
                 continue
             low, high = sigmas[last + 1], sigmas[first]
             a = (1.0 - high) / (1.0 - low)
             b = math.sqrt(max(high * high - a * a * low * low, 0.0))
             for _ in range(restarts):
-                noise = torch.stack([torch.randn(z.shape[1:], generator=g) for g in generators])
-                z = a * z + b * noise
+                z = a * z + b * clip_noise(generators, z.shape[1:])
                 for again in range(first, last + 1):
-                    z = _euler(model, z, sigmas, again)
+                    z = euler_step(model, z, sigmas, again)
     return z
-
-
-def _euler(model: torch.nn.Module, z: torch.Tensor, sigmas: list[float], step: int) -> torch.Tensor:
-    return z + (sigmas[step + 1] - sigmas[step]) * model(z, sigmas[step])
 
 
 class NoisierPerturbation(torch.nn.Module):

@@ -50,10 +50,26 @@ def sigma_grid(num_steps: int, shift: float = 1.0) -> torch.Tensor:
     return shift * uniform / (1.0 + (shift - 1.0) * uniform)
 
 
+def clip_generators(seeds: Sequence[int], stream: int = 0) -> list[torch.Generator]:
+    """One generator per clip, seeded ``seed ^ stream``: a clip's draws do not depend on its batch, and
+    each stream (initial noise, Restart, re-noising) has draws of its own."""
+    return [torch.Generator().manual_seed(s ^ stream) for s in seeds]
+
+
+def clip_noise(generators: Sequence[torch.Generator], shape: Sequence[int]) -> torch.Tensor:
+    """(B, *shape) standard normal noise, row b drawn from ``generators[b]``."""
+    return torch.stack([torch.randn(shape, generator=g) for g in generators])
+
+
 def initial_noise(seeds: Sequence[int], model: PhysicsVelocityNet) -> torch.Tensor:
     """(B, 1, F, H, W) standard normal noise, clip b drawn from ``manual_seed(seeds[b])``."""
     shape = (1, model.config["num_frames"], model.config["size"], model.config["size"])
-    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
+    return clip_noise(clip_generators(seeds), shape)
+
+
+def euler_step(model: torch.nn.Module, z: torch.Tensor, sigmas: Sequence[float], step: int) -> torch.Tensor:
+    """z after Euler step ``step`` of the grid ``sigmas`` (a list of floats)."""
+    return z + (sigmas[step + 1] - sigmas[step]) * model(z, sigmas[step])
 
 
 def latents_to_frames(latents: torch.Tensor) -> np.ndarray:
@@ -104,7 +120,7 @@ def generate(seeds: Sequence[int], config: PnPConfig | None, *, num_steps: int =
     if config.noise == "philox":
         noise_source = {"seed": seeds}
     else:
-        noise_source = {"generator": [torch.Generator().manual_seed(s ^ PERTURBATION_STREAM) for s in seeds]}
+        noise_source = {"generator": clip_generators(seeds, PERTURBATION_STREAM)}
     with single_thread(), _progress_bar(progress, num_steps + config.plan.extra_nfe(num_steps)) as bar:
         latents, stats = pnp_sample(
             model_denoiser(model), initial_noise(seeds, model), sigmas, config,

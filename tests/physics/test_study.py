@@ -188,3 +188,17 @@ def test_parts_share_out_every_headline_row_once():
     table = rows.headline_rows()
     parts = [table[k::3] for k in range(3)]
     assert sorted(r.label() for part in parts for r in part) == sorted(r.label() for r in table)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["curve", "--checkpoint", "4x"], "NAME=WEIGHTS"),
+    (["curve", "--checkpoint", "4x=/nonexistent.safetensors"], "/nonexistent.safetensors"),
+    (["headline", "--part", "2/2"], "K/N"),
+    (["headline", "--part", "x"], "K/N"),
+    (["sample"], "invalid choice"),
+])
+def test_bad_command_lines_are_refused_naming_the_value(argv, words, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        study.main([*argv, "--results", str(tmp_path)])
+    assert words in str(stopped.value) + capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
