@@ -28,9 +28,9 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _rank(rank: int, world: int, port: int, logs: str, argvs: list, kill_at: int | None) -> None:
+def _rank(rank: int, world: int, port: int, logs: str, argvs: list, kill: tuple[int, int] | None) -> None:
     """One process of a torchrun launch: pnp-eval with ``argvs[rank]``, every demo model call appended to
-    ``logs/rank{rank}.calls`` as it starts; the process kills itself (SIGKILL) at call ``kill_at`` if given."""
+    ``logs/rank{rank}.calls`` as it starts; with ``kill = (r, n)`` rank r kills itself (SIGKILL) at its call n."""
     import torch
 
     from pnp_kernels.physics import generate as module
@@ -42,7 +42,7 @@ def _rank(rank: int, world: int, port: int, logs: str, argvs: list, kill_at: int
     made = []
 
     def logged(seeds, config, **kwargs):
-        if len(made) == kill_at:
+        if kill == (rank, len(made)):
             os.kill(os.getpid(), signal.SIGKILL)
         made.append(seeds)
         with log.open("a") as file:
@@ -56,10 +56,10 @@ def _rank(rank: int, world: int, port: int, logs: str, argvs: list, kill_at: int
     (Path(logs) / f"rank{rank}.json").write_text(json.dumps({"status": status, "stderr": err.getvalue()}))
 
 
-def _launch(tmp_path, name: str, argvs: list, kill_at: int | None = None) -> Path:
+def _launch(tmp_path, name: str, argvs: list, kill: tuple[int, int] | None = None) -> Path:
     logs = tmp_path / name
     logs.mkdir()
-    run_ranks(_rank, (len(argvs), _free_port(), str(logs), argvs, kill_at), len(argvs))
+    run_ranks(_rank, (len(argvs), _free_port(), str(logs), argvs, kill), len(argvs))
     return logs
 
 
@@ -118,9 +118,9 @@ def test_a_killed_rank_loses_only_its_unfinished_samples_and_a_rerun_on_3_ranks_
     out = tmp_path / "eval"
     argv = ["--model", "demo", "--out", str(out), *FAST, "--seeds", "7"]
     # Rank 1 (seeds 1, 3, 5 of the round-robin share) dies at its third model call: one sample saved,
-    # the second cut short. torchrun (here run_ranks) then stops the other rank.
+    # the second cut short. torchrun (here run_ranks) then stops the other rank, wherever it is.
     with pytest.raises(mp.ProcessExitedException):
-        _launch(tmp_path, "killed", [argv, argv], kill_at=2)
+        _launch(tmp_path, "killed", [argv, argv], kill=(1, 2))
     saved = {path.name: path.stat().st_mtime_ns for path in (out / "samples").glob("*.json")}
     assert KEY.format(1) + ".json" in saved and KEY.format(3) + ".json" not in saved
     assert not list((out / "samples").glob(".*.partial"))
