@@ -6,6 +6,7 @@ pytest.importorskip("diffusers", reason="needs diffusers (pip install 'pnp-kerne
 
 from pnp_kernels import PnPConfig, RefinePlan
 from pnp_kernels.wan import WanPnPPipeline
+from pnp_kernels.threads import single_thread
 from tests.naive import naive_pnp
 from tests.wan import tiny
 from tests.wan.reference_loops import euler, sequential_denoiser
@@ -219,10 +220,15 @@ def test_from_pretrained_round_trip(tmp_path, pipe):
     pipe.save_pretrained(tmp_path)
     loaded = WanPnPPipeline.from_pretrained(tmp_path, tokenizer=None, text_encoder=None)  # none saved
     loaded.set_progress_bar_config(disable=True)
+    # Weights read from a safetensors file may sit at addresses that are not 64-byte aligned, where CPU
+    # matmul kernels take another summation path (so may two threads): fresh copies on one thread compare
+    # bit for bit.
+    with torch.no_grad():
+        for parameter in loaded.transformer.parameters():
+            parameter.data = parameter.data.clone()
     config = PnPConfig(plan=PLAN, tau=1.0)
-    diff = (run(loaded, pnp=config).frames - run(pipe, pnp=config).frames).abs().max().item()
-    # Weights read from disk sit at other addresses, where CPU matmul kernels may sum in another order.
-    assert diff <= 1e-5, diff
+    with single_thread():
+        assert torch.equal(run(loaded, pnp=config).frames, run(pipe, pnp=config).frames)
 
 
 def test_decoded_output_and_tuple_return(pipe):
