@@ -11,8 +11,8 @@ __version__ = "0.1.0"
 
 # Public name -> the module that defines it.
 _PUBLIC = {
-    "DEFAULT_PLAN": "config",
-    "WAN22_T2V_PLAN": "config",
+    "DEFAULT_PLAN": "published",
+    "WAN22_T2V_PLAN": "published",
     "PnPConfig": "config",
     "RefinePlan": "config",
     "PhiloxNoise": "ops",

@@ -64,19 +64,6 @@ class RelativeRange(NamedTuple):
         return True  # "all"
 
 
-# Named plans (the whole plan string). "published" is the published default, steps 2-5 with K=3 and
-# 6-14 with K=1 of a 50-step run, written as fractions of the run so that it fits any step count;
-# "published-wan22" is the published Wan 2.2 T2V plan (2-5:3,6-13:1 of 40 steps) in the same form.
-# "distilled" is for 4-8 step distilled models: one iteration at the steps between 10% and 50% of the
-# run (step 1 of 4; steps 1-3 of 8), never the first step, whose sigma-1 perturbation only redraws the
-# noise. It follows the published plan's reasoning (refine the early steps that lay out the video); it
-# is not tuned, and no measurement on distilled models backs it yet.
-PRESETS = {
-    "published": "f0.04-0.12:3,f0.12-0.30:1",
-    "published-wan22": "f0.05-0.15:3,f0.15-0.35:1",
-    "distilled": "f0.1-0.5:1",
-}
-
 _NUMBER = r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+"
 _ENTRY = re.compile(
     r"\s*(?:(?P<first>[0-9]+)(?:\s*-\s*(?P<last>[0-9]+))?"
@@ -141,6 +128,8 @@ class RefinePlan:
         stripped = text.strip()
         if stripped.lower() in ("", "none"):
             return cls._build([], [], text)
+        from .published import PRESETS  # the presets live with the published settings they follow
+
         body = PRESETS.get(stripped.lower(), stripped)
         return cls._build(*_parse_entries(body, text), text)
 
@@ -310,10 +299,6 @@ def _always_overlap(a: RelativeRange, b: RelativeRange) -> bool:
         return max(a.start, b.start) <= min(a.end, b.end)
     return max(a.start, b.start) < min(a.end, b.end)  # fraction: [start, end)
 
-
-# Published step-index defaults: Wan 2.1 scripts use 50 steps; the Wan 2.2 T2V script uses 40.
-DEFAULT_PLAN = RefinePlan([(2, 5, 3), (6, 14, 1)])
-WAN22_T2V_PLAN = RefinePlan([(2, 5, 3), (6, 13, 1)])
 
 PlanLike = Union[RefinePlan, str, Sequence]
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import importlib
 
-from ..config import PRESETS, PnPConfig, RefinePlan
+from ..config import PnPConfig, RefinePlan
+from ..published import PRESETS
 
 PLAN_TYPE = "PNP_PLAN"  # the plan node's output type; the sampler's plan input takes only it
 CUSTOM = "custom"

@@ -394,10 +394,10 @@ def test_command_line_answers_without_importing_torch(tiny_t2v, tmp_path):
 
 def test_package_names_load_on_first_use():
     import pnp_kernels
-    from pnp_kernels import config, sampler
+    from pnp_kernels import published, sampler
 
     assert set(pnp_kernels.__all__) <= set(dir(pnp_kernels))
-    assert pnp_kernels.DEFAULT_PLAN is config.DEFAULT_PLAN and pnp_kernels.pnp_sample is sampler.pnp_sample
+    assert pnp_kernels.DEFAULT_PLAN is published.DEFAULT_PLAN and pnp_kernels.pnp_sample is sampler.pnp_sample
     with pytest.raises(AttributeError, match="no_such_name"):
         pnp_kernels.no_such_name
 
