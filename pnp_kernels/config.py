@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping, NamedTuple, Sequence, Union
 
+from .presets import PRESETS
 from .validators import check_bool, check_choice, check_int, check_real, check_sigma_grid, quoted
 
 NOISE_MODES = ("generator", "philox")
@@ -128,8 +129,6 @@ class RefinePlan:
         stripped = text.strip()
         if stripped.lower() in ("", "none"):
             return cls._build([], [], text)
-        from .published import PRESETS  # the presets live with the published settings they follow
-
         body = PRESETS.get(stripped.lower(), stripped)
         return cls._build(*_parse_entries(body, text), text)
 

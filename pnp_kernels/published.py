@@ -1,27 +1,13 @@
-"""The one home of P&P's named settings: the plan presets (the published plans in a form that fits any
-step count, and our own few-step preset with its measurement), the published step-index plans, and the
-settings of the authors' published P&P scripts per Wan model, which the Wan pipelines and
-``pnp-sample`` use for every option left unset. Torch-free, so the command line can list them in
-``--help`` without importing torch.
+"""The settings of the authors' published P&P scripts: their step-index plans, and per Wan model what
+the Wan pipelines and ``pnp-sample`` use for every option left unset. The named plans that carry these
+plans to any step count are in ``presets``. Torch-free, so the command line can list them in ``--help``
+without importing torch.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
 from .config import RefinePlan
-
-# Named plans (the whole plan string, accepted wherever a plan is). "published" is the published
-# default, steps 2-5 with K=3 and 6-14 with K=1 of a 50-step run, written as fractions of the run so
-# that it fits any step count; "published-wan22" is the published Wan 2.2 T2V plan (2-5:3,6-13:1 of 40
-# steps) in the same form. "distilled" is for 4-8 step distilled models: one iteration at the steps
-# between 10% and 50% of the run (step 1 of 4; steps 1-3 of 8), never the first step, whose sigma-1
-# perturbation only redraws the noise. It follows the published plan's reasoning (refine the early
-# steps that lay out the video); it is not tuned, and no measurement on distilled models backs it yet.
-PRESETS = {
-    "published": "f0.04-0.12:3,f0.12-0.30:1",
-    "published-wan22": "f0.05-0.15:3,f0.15-0.35:1",
-    "distilled": "f0.1-0.5:1",
-}
 
 # The published step-index plans: Wan 2.1 scripts use 50 steps; the Wan 2.2 T2V script uses 40.
 DEFAULT_PLAN = RefinePlan([(2, 5, 3), (6, 14, 1)])

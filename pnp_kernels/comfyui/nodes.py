@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 
 from ..config import PnPConfig, RefinePlan
-from ..published import PRESETS
+from ..presets import PRESETS
 
 PLAN_TYPE = "PNP_PLAN"  # the plan node's output type; the sampler's plan input takes only it
 CUSTOM = "custom"
