@@ -192,6 +192,21 @@ def uncertainty_segments(frames: np.ndarray, maps: Sequence[dict], tau: float,
             yield with_label(overlay_heat(frames[part], heat[part]), title)
 
 
+def _grid_colour_bars(figure, axes, heat_image, share_image, tau: float, scale: float) -> None:
+    """The uncertainty grid's two colour bars: uncertainty (tau marked) under the frame columns, and the
+    share still uncertain under the last column."""
+    bar = figure.colorbar(heat_image, ax=axes[:, :-1], orientation="horizontal", fraction=0.05, aspect=40)
+    bar.solids.set_alpha(1.0)
+    bar.set_label("uncertainty: mean |x0 - previous x0| over channels", fontsize=7)
+    if tau > 0:
+        bar.ax.axvline(tau, color="cyan", linewidth=2)
+        bar.ax.set_xticks([0.0, tau, scale], ["0", f"tau {tau:g}", f"{scale:.3g}"], fontsize=7)
+    share_bar = figure.colorbar(share_image, ax=axes[:, -1], orientation="horizontal", fraction=0.05, aspect=12)
+    share_bar.solids.set_alpha(1.0)
+    share_bar.set_label("share of latent frames uncertain", fontsize=7)
+    share_bar.ax.tick_params(labelsize=7)
+
+
 def uncertainty_grid(frames: np.ndarray, maps: Sequence[dict], tau: float, path: str | Path,
                      max_columns: int = 4) -> Path:
     """A PNG summary: one row per refined step; columns show the step's uncertainty over a few
@@ -240,16 +255,7 @@ def uncertainty_grid(frames: np.ndarray, maps: Sequence[dict], tau: float, path:
     for axis in axes.flat:
         axis.set_xticks([])
         axis.set_yticks([])
-    bar = figure.colorbar(heat_image, ax=axes[:, :-1], orientation="horizontal", fraction=0.05, aspect=40)
-    bar.solids.set_alpha(1.0)
-    bar.set_label("uncertainty: mean |x0 - previous x0| over channels", fontsize=7)
-    if tau > 0:
-        bar.ax.axvline(tau, color="cyan", linewidth=2)
-        bar.ax.set_xticks([0.0, tau, scale], ["0", f"tau {tau:g}", f"{scale:.3g}"], fontsize=7)
-    share_bar = figure.colorbar(share_image, ax=axes[:, -1], orientation="horizontal", fraction=0.05, aspect=12)
-    share_bar.solids.set_alpha(1.0)
-    share_bar.set_label("share of latent frames uncertain", fontsize=7)
-    share_bar.ax.tick_params(labelsize=7)
+    _grid_colour_bars(figure, axes, heat_image, share_image, tau, scale)
     figure.suptitle("P&P uncertainty per refined step (first iteration)", fontsize=9)
     figure.savefig(path, dpi=100)
     plt.close(figure)
