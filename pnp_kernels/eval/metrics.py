@@ -4,7 +4,7 @@ statistics (OpenCV, numpy). Definitions, units and directions are in docs/EVAL.m
 Every clip is a numpy uint8 array (F, H, W, 3), RGB. Each metric maps one clip to one number; the
 paired metrics (``frame_change``) compare a P&P clip with the baseline clip from the same noise. The
 drift of a metric against the baseline (e.g. the over-saturation P&P can cause) is the paired
-difference of its per-clip values, taken in ``stats``.
+difference of its per-clip values, summarised in ``report`` with ``pnp_kernels.statistics``.
 """
 from __future__ import annotations
 

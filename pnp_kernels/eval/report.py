@@ -9,9 +9,9 @@ from typing import Sequence
 
 import numpy as np
 
+from ..statistics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, bootstrap_mean, paired_differences
 from .metrics import FLICKER_FLAG, Metric
 from .runner import Sample, write_atomically
-from .stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, bootstrap_mean, paired_differences
 
 BETTER = {"higher": "higher", "lower": "lower", "neutral": "-"}
 

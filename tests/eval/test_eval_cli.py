@@ -11,7 +11,7 @@ import pytest
 
 from pnp_kernels import PnPConfig
 from pnp_kernels.eval import cli, metrics, runner
-from pnp_kernels.eval.stats import bootstrap_mean
+from pnp_kernels.statistics import bootstrap_mean
 from pnp_kernels.physics import generate as demo
 from pnp_kernels.physics.demo import paper_plan
 
