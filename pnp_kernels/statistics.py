@@ -81,3 +81,31 @@ def paired_differences(setting, baseline) -> np.ndarray:
     if setting.shape != baseline.shape:
         raise ValueError(f"setting and baseline must pair up, got {setting.shape} and {baseline.shape} values")
     return setting - baseline
+
+
+def two_sided_p(values) -> float:
+    """p-value of the two-sided z-test that the mean of the finite values is 0 (the normal approximation
+    of ``mean_interval``). Fewer than two values give NaN; no spread gives 1 for a zero mean, else 0."""
+    values = _finite(values)
+    if values.size < 2:
+        return math.nan
+    spread = float(values.std(ddof=1)) / math.sqrt(values.size)
+    mean = float(values.mean())
+    if spread == 0.0:
+        return 1.0 if mean == 0.0 else 0.0
+    return 2.0 * NormalDist().cdf(-abs(mean) / spread)
+
+
+def holm_significant(p_values, family_error: float = 0.05) -> list[bool]:
+    """Holm's step-down correction: which tests reject at family-wise error rate ``family_error``. The
+    smallest p-values are tested first against family_error / (tests left); the first that fails stops
+    the rejections. A NaN p-value never rejects."""
+    family_error = check_real("family_error", family_error, 0.0, 1.0, low_open=True)
+    p = np.asarray(p_values, dtype=np.float64).ravel()
+    p = np.where(np.isnan(p), 1.0, p)
+    significant = [False] * p.size
+    for rank, index in enumerate(np.argsort(p, kind="stable")):
+        if p[index] > family_error / (p.size - rank):
+            break
+        significant[int(index)] = True
+    return significant

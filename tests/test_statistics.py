@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pnp_kernels.statistics import bonferroni_level, bootstrap_mean, mean_interval, paired_differences
+from pnp_kernels.statistics import (bonferroni_level, bootstrap_mean, holm_significant, mean_interval, paired_differences,
+                                    two_sided_p)
 
 
 @pytest.mark.parametrize("level", [0.95, 1 - 0.05 / 50])
@@ -101,3 +102,30 @@ def test_paired_differences_and_bad_arguments():
         bootstrap_mean([1.0], level=1.5)
     with pytest.raises(TypeError, match="resamples"):
         bootstrap_mean([1.0], resamples=10.0)
+
+
+def test_two_sided_p_is_the_z_test():
+    values = np.random.default_rng().normal(0.1, 1.0, 301)
+    z = values.mean() / (values.std(ddof=1) / math.sqrt(values.size))
+    assert two_sided_p(values) == pytest.approx(2 * stats.norm.sf(abs(z)))
+    assert two_sided_p([1.0, np.nan, 1.0]) == 0.0 and two_sided_p([0.0, 0.0]) == 1.0 and math.isnan(two_sided_p([2.0]))
+
+
+def _holm_naive(p_values, family_error):
+    """Holm by adjusted p-values: the running maximum of (m - i) p_(i), capped at 1."""
+    order = np.argsort(p_values)
+    adjusted, running = np.empty(len(p_values)), 0.0
+    for i, index in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - i) * p_values[index]))
+        adjusted[index] = running
+    return list(adjusted <= family_error)
+
+
+@pytest.mark.parametrize("tests", [1, 7, 72])
+def test_holm_equals_the_adjusted_p_values(tests):
+    rng = np.random.default_rng()
+    p_values = np.concatenate([rng.uniform(0, 0.004, tests // 3), rng.uniform(0, 1, tests - tests // 3)])
+    rng.shuffle(p_values)
+    assert holm_significant(p_values, 0.05) == _holm_naive(p_values, 0.05)
+    assert holm_significant([0.01, 0.04, 0.03], 0.05) == [True, False, False]  # 0.03 > 0.05 / 2 stops it
+    assert holm_significant([0.01, np.nan], 0.05) == [True, False]

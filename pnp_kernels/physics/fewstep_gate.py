@@ -92,16 +92,16 @@ def format_gate(result: dict) -> str:
     return "\n".join(lines)
 
 
-def student_and_teacher(description: str, argv: list[str] | None) -> argparse.Namespace:
-    """--student and --teacher, the arguments of the gate and of the few-step study."""
-    parser = argparse.ArgumentParser(description=description)
+def add_student_and_teacher(parser: argparse.ArgumentParser) -> None:
+    """--student and --teacher, the arguments of the gate, the few-step study and its report."""
     parser.add_argument("--student", type=Path, required=True, help="student weights (safetensors)")
     parser.add_argument("--teacher", type=Path, default=SHIPPED_WEIGHTS, help="teacher weights (default: the shipped model)")
-    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = student_and_teacher("Quality gate of the few-step student (docs/FEWSTEP_PREREG.md).", argv)
+    parser = argparse.ArgumentParser(description="Quality gate of the few-step student (docs/FEWSTEP_PREREG.md).")
+    add_student_and_teacher(parser)
+    args = parser.parse_args(argv)
     started = time.perf_counter()
     result = run_gate(args.student, args.teacher)
     (args.student.parent / "gate.json").write_text(json.dumps(result, indent=1) + "\n")

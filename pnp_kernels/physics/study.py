@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="a checkpoint to run the stage on (repeatable), e.g. 2x=checkpoints/physics/steps_7000.safetensors")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of the per-checkpoint results (resumed)")
     parser.add_argument("--out", type=Path, default=Path("physics_study"), help="folder for the report's tables and figures")
-    parser.add_argument("--part", type=_part, default=(0, 1), metavar="K/N",
+    parser.add_argument("--part", type=parse_part, default=(0, 1), metavar="K/N",
                         help="headline: sample only every N-th row from the K-th (0-based), to share the rows "
                              "between N processes")
     args = parser.parse_args(argv)
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wall time {time.perf_counter() - started:.0f}s", flush=True)
 
 
-def _part(text: str) -> tuple[int, int]:
+def parse_part(text: str) -> tuple[int, int]:
     index, _, parts = text.partition("/")
     if not (index.isdigit() and parts.isdigit() and int(index) < int(parts)):
         raise argparse.ArgumentTypeError(f"must be K/N with 0 <= K < N, got {text!r}")

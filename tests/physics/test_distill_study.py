@@ -4,7 +4,7 @@ import json
 import pytest
 
 from pnp_kernels import RefinePlan
-from pnp_kernels.physics import fewstep_study
+from pnp_kernels.physics import fewstep_rows, fewstep_study
 from pnp_kernels.physics.distill import file_digest
 from pnp_kernels.physics.generate import sigma_grid
 from pnp_kernels.physics.model import SHIPPED_WEIGHTS
@@ -13,20 +13,20 @@ from pnp_kernels.physics.study import measure_row
 
 
 def test_rows_are_the_pre_registered_ones():
-    candidates = fewstep_study.candidate_rows()
+    candidates = fewstep_rows.candidate_rows()
     assert len(candidates) == 6 * 3 * 2
     placements = {r.resolved_plan.ranges[0][:2] for r in candidates}
     assert placements == {(1, 1), (2, 2), (3, 3), (1, 2), (2, 3), (1, 3)}  # every contiguous placement in 1-3
-    rows = fewstep_study.student_rows()
+    rows = fewstep_rows.student_rows()
     assert len({r.label() for r in rows}) == len(rows)
     for row in rows:
         if row.kind != "euler":
             assert matching_euler(row, rows).num_steps == row.planned_calls
-    equal_calls = next(r for r in rows if r.plan == fewstep_study.EQUAL_CALLS_PLAN)
-    assert equal_calls.planned_calls == 19 and Row("euler", 19) in fewstep_study.teacher_rows()
+    equal_calls = next(r for r in rows if r.plan == fewstep_rows.EQUAL_CALLS_PLAN)
+    assert equal_calls.planned_calls == 19 and Row("euler", 19) in fewstep_rows.teacher_rows()
     assert {r.planned_calls for r in rows if r.kind == "broken"} == {13}
-    assert [r.num_steps for r in fewstep_study.teacher_rows()][-2:] == [19, 20]
-    for reading in fewstep_study.EMPTY_READINGS:
+    assert [r.num_steps for r in fewstep_rows.teacher_rows()][-2:] == [19, 20]
+    for reading in fewstep_rows.EMPTY_READINGS:
         assert RefinePlan.parse(reading).resolve(sigma_grid(4)).ranges == ()
 
 
@@ -54,8 +54,8 @@ def test_the_study_refuses_a_student_that_has_not_passed_its_gate(tmp_path, monk
 
 def test_rows_are_sampled_once_and_reproduce_exactly(tmp_path, monkeypatch):
     rows = [Row("euler", 4), Row("pnp", 4, plan="f0.3-0.7:1", tau=0.25)]
-    monkeypatch.setattr(fewstep_study, "student_rows", lambda: rows)
-    monkeypatch.setattr(fewstep_study, "teacher_rows", lambda: [Row("euler", 5)])
+    monkeypatch.setattr(fewstep_rows, "student_rows", lambda: rows)
+    monkeypatch.setattr(fewstep_rows, "teacher_rows", lambda: [Row("euler", 5)])
     seeds = fewstep_study.STUDY_SEEDS[:3]
     out = fewstep_study.run_study(_student(tmp_path), SHIPPED_WEIGHTS, seeds)
     results = json.loads(out.read_text())
