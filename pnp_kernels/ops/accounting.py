@@ -9,7 +9,7 @@ and what anyone reads afterwards:
 - refined iteration: a later iteration that another one follows (previous state, noise).
 - last iteration: of a refined step; z_next is the step's result, x0 and the mask are not kept.
 
-"before" is what the op moved before ``store_state`` existed (x0 and the mask always written).
+``always_store`` counts x0 and the mask as written in every situation: what ``store_state`` saves.
 Philox noise is computed in the kernel (16 key bytes per sample); tensor noise is read.
 prev_z_next is counted whole: the kernels read it only where a position takes the previous state,
 so with a previous iteration the figure is an upper bound (exact when every position is certain).
@@ -41,11 +41,12 @@ SITUATIONS = {
 
 
 def bytes_moved(variant: str, shape, *, velocity_bytes: int = 2, guided: bool = False, noise: str = "philox",
-                before: bool = False) -> int:
+                always_store: bool = False) -> int:
     """Bytes read plus written by one update in situation ``variant`` on latents of ``shape`` (B, C, F, H, W).
 
     velocity_bytes: 2 for bf16/fp16 model outputs, 4 for fp32; guided: v_uncond read as well (the
-    guidance is fused); noise: "philox" or "tensor"; before: as the op did before store_state.
+    guidance is fused); noise: "philox" or "tensor"; always_store: x0 and the mask written even where
+    nobody reads them.
     """
     if variant not in SITUATIONS:
         raise ValueError(f"variant must be one of {tuple(SITUATIONS)}, got {variant!r}")
@@ -59,7 +60,7 @@ def bytes_moved(variant: str, shape, *, velocity_bytes: int = 2, guided: bool = 
     moved += STATS_BYTES * batch
     if situation.prev:
         moved += 2 * FLOAT32_BYTES * latent + MASK_BYTES * mask  # prev_x0, prev_z_next, prev_certain
-    if situation.store_state or before:
+    if situation.store_state or always_store:
         moved += FLOAT32_BYTES * latent + MASK_BYTES * mask  # x0, certain
     if situation.noise:
         moved += FLOAT32_BYTES * latent  # z_perturbed
@@ -72,13 +73,13 @@ TABLE_SHAPES = {"Wan2.1 480p 81f": (1, 16, 21, 60, 104), "TI2V-5B 480p 121f": (1
 
 
 def byte_table(shapes: dict[str, tuple] = TABLE_SHAPES) -> str:
-    """Markdown table: MB one update moves, before store_state and now (= what the situation needs),
-    per situation, for bf16 guided velocities and philox noise."""
-    lines = ["| shape | situation | moved before store_state (MB) | moved now = needed (MB) | saved |",
+    """Markdown table: MB one update moves with x0 and the mask always written and as the op moves them
+    (what the situation needs), per situation, for bf16 guided velocities and philox noise."""
+    lines = ["| shape | situation | x0 and mask always written (MB) | as the op moves them (MB) | saved |",
              "|---|---|---|---|---|"]
     for shape_name, shape in shapes.items():
         for variant in SITUATIONS:
-            old = bytes_moved(variant, shape, guided=True, before=True)
-            new = bytes_moved(variant, shape, guided=True)
-            lines.append(f"| {shape_name} | {variant} | {old / 1e6:.1f} | {new / 1e6:.1f} | {1 - new / old:.0%} |")
+            always = bytes_moved(variant, shape, guided=True, always_store=True)
+            needed = bytes_moved(variant, shape, guided=True)
+            lines.append(f"| {shape_name} | {variant} | {always / 1e6:.1f} | {needed / 1e6:.1f} | {1 - needed / always:.0%} |")
     return "\n".join(lines)

@@ -35,20 +35,20 @@ def _nbytes(args, result) -> int:
 @pytest.mark.parametrize("variant", list(SITUATIONS))
 @pytest.mark.parametrize("guided", [False, True])
 @pytest.mark.parametrize("noise", ["philox", "tensor"])
-@pytest.mark.parametrize("before", [False, True])
-def test_bytes_moved_equals_the_tensors_of_a_real_call(variant, guided, noise, before):
+@pytest.mark.parametrize("always_store", [False, True])
+def test_bytes_moved_equals_the_tensors_of_a_real_call(variant, guided, noise, always_store):
     situation = SITUATIONS[variant]
-    args = _call(situation, guided, noise, store_state=situation.store_state or before)
+    args = _call(situation, guided, noise, store_state=situation.store_state or always_store)
     result = pnp_update(**args, backend="torch")
-    assert bytes_moved(variant, SHAPE, guided=guided, noise=noise, before=before) == _nbytes(args, result)
+    assert bytes_moved(variant, SHAPE, guided=guided, noise=noise, always_store=always_store) == _nbytes(args, result)
 
 
 def test_store_state_saves_a_latent_and_a_mask_where_nobody_reads_them():
     for variant in ("plain step", "last iteration"):
-        saved = bytes_moved(variant, SHAPE, before=True) - bytes_moved(variant, SHAPE)
+        saved = bytes_moved(variant, SHAPE, always_store=True) - bytes_moved(variant, SHAPE)
         assert saved == 4 * torch.Size(SHAPE).numel() + SHAPE[0] * 3 * 4 * 7
     for variant in ("first iteration", "refined iteration"):
-        assert bytes_moved(variant, SHAPE, before=True) == bytes_moved(variant, SHAPE)
+        assert bytes_moved(variant, SHAPE, always_store=True) == bytes_moved(variant, SHAPE)
 
 
 def test_table_lists_every_situation_per_shape():
