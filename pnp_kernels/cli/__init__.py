@@ -16,15 +16,16 @@ A failure while running (NaN from the model, a full disk) gives one line and exi
 SIGTERM give 130 and 143. In every case nothing half-written is left behind. ``pnp-sample --demo``
 runs an embedded demo that needs no weights.
 
-Modules: ``args`` (the command line), ``models`` (checkpoint detection and the per-model defaults),
-``settings`` (validation), ``run`` (sampling and the sidecar), ``outputs`` (output names and checks;
-written through ``pnp_kernels.staging``), ``demo``; errors and --parallel (context parallelism under
-torchrun, docs/DISTRIBUTED.md) are in ``pnp_kernels.cli_common``, shared with pnp-eval.
+Modules: ``args`` (the command line), ``settings`` (validation of the output options, the sampling
+options by ``cli_common``), ``run`` (sampling and the sidecar), ``outputs`` (output names and checks;
+written through ``pnp_kernels.staging``), ``demo``. What pnp-eval shares lives in
+``pnp_kernels.cli_common``: errors, checkpoint detection and the per-model defaults, the sampling
+options, loading and calling the pipeline, and --parallel (context parallelism under torchrun,
+docs/DISTRIBUTED.md).
 Importing this package does not import torch.
 """
 from __future__ import annotations
 
-import importlib
 import signal
 import sys
 from typing import Sequence
@@ -33,20 +34,7 @@ from ..cli_common.errors import CommandError, UsageError
 from ..staging import TERMINATION, Interrupted
 from .args import PROG, build_parser
 
-# Names other tools import from here, each loaded from its module on first use.
-_LAZY = {
-    "detect_model": "models", "ModelInfo": "models", "MODEL_KINDS": "models",
-    "Settings": "settings", "resolve_settings": "settings",
-    "load_pipeline": "run", "generate": "run",
-}
-
-__all__ = ["PROG", "UsageError", "build_parser", "main", *_LAZY]
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["PROG", "UsageError", "build_parser", "main"]
 
 
 def _main(argv: list[str]) -> str | None:

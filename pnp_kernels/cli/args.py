@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cli_common.checkpoint import MODEL_KINDS
 from ..cli_common.options import DTYPES, CommandParser, add_sampling_arguments, add_version, integer, real
 from ..config import BACKENDS, NOISE_MODES
-from .models import MODEL_KINDS
 
 PROG = "pnp-sample"
 DEMOS = ("video", "toy")
+DEFAULT_OUT = Path("pnp-sample.mp4")
 DEMO_FOLDERS = {"video": Path("pnp-demo"), "toy": Path("pnp-demo-toy")}  # each demo's default --out
 
 
@@ -54,7 +55,22 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_version(parser)
-    model = parser.add_argument_group("model and prompt")
+    _add_model_arguments(parser.add_argument_group("model and prompt"))
+    sampling = parser.add_argument_group("sampling")
+    add_sampling_arguments(sampling)
+    sampling.add_argument("--fps", type=integer, help="frames per second of the written video")
+    sampling.add_argument("--seed", type=integer, default=0, help="seed of the initial noise and of P&P (default 0)")
+    _add_refine_arguments(parser.add_argument_group("P&P refinement"))
+    _add_runtime_arguments(parser.add_argument_group("runtime"))
+    _add_parallel_arguments(parser.add_argument_group(
+        "context parallelism", "one video sampled by several processes launched with torchrun "
+        "(torchrun --nproc-per-node N -m pnp_kernels --parallel ulysses ...); each rank runs on cuda:LOCAL_RANK "
+        "(cpu without CUDA) and rank 0 writes the files (docs/DISTRIBUTED.md)"))
+    _add_output_arguments(parser.add_argument_group("output"))
+    return parser
+
+
+def _add_model_arguments(model) -> None:
     model.add_argument("--model", type=Path, help="checkpoint folder in diffusers format (T2V, A14B, TI2V-5B or I2V)")
     model.add_argument("--prompt", help="text prompt")
     model.add_argument("--negative-prompt", help="negative prompt (default: the model's, see below)")
@@ -65,12 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                        f"(default ./{DEMO_FOLDERS['video']}/, ./{DEMO_FOLDERS['toy']}/ for the toy); the video demo takes --steps, --plan and --seed, "
                        "the toy --seed")
 
-    sampling = parser.add_argument_group("sampling")
-    add_sampling_arguments(sampling)
-    sampling.add_argument("--fps", type=integer, help="frames per second of the written video")
-    sampling.add_argument("--seed", type=integer, default=0, help="seed of the initial noise and of P&P (default 0)")
 
-    refine = parser.add_argument_group("P&P refinement")
+def _add_refine_arguments(refine) -> None:
     refine.add_argument("--plan", help="refined steps and their P&P iterations K, e.g. '2-5:3,6-14:1' (steps are "
                         "0-based: step 0 is the first, at pure noise; 'none': no refinement). Forms that fit any "
                         "step count: 'f0.04-0.12:3' (fractions of the run), 's0.9-0.7:2' (sigma from 0.9 down to "
@@ -85,17 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
     refine.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="implementation of the fused P&P update (checked before the model loads)")
 
-    runtime = parser.add_argument_group("runtime")
+
+def _add_runtime_arguments(runtime) -> None:
     runtime.add_argument("--attention", default="auto", help="attention backend: auto or a diffusers backend name")
     runtime.add_argument("--compile", action="store_true", help="torch.compile the transformer")
     runtime.add_argument("--dtype", choices=sorted(DTYPES), help="model dtype (default: bfloat16 on CUDA, float32 on CPU)")
     runtime.add_argument("--offload", action="store_true", help="diffusers model CPU offload (needs a CUDA device)")
     runtime.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
 
-    parallel = parser.add_argument_group(
-        "context parallelism", "one video sampled by several processes launched with torchrun "
-        "(torchrun --nproc-per-node N -m pnp_kernels --parallel ulysses ...); each rank runs on cuda:LOCAL_RANK "
-        "(cpu without CUDA) and rank 0 writes the files (docs/DISTRIBUTED.md)")
+
+def _add_parallel_arguments(parallel) -> None:
     parallel.add_argument("--parallel", choices=("ulysses", "ring"),
                           help="split every transformer call over the ranks: Ulysses (attention heads exchanged) "
                           "or ring attention (keys and values passed around)")
@@ -106,16 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
     parallel.add_argument("--parallel-timeout", type=real, metavar="SECONDS",
                           help="seconds a rank waits for the others in a collective before the run fails (default 600)")
 
-    output = parser.add_argument_group("output")
+
+def _add_output_arguments(output) -> None:
     output.add_argument("--out", type=Path,
-                        help=f"output mp4 (default pnp-sample.mp4; with --demo a folder, default ./{DEMO_FOLDERS['video']}/ "
+                        help=f"output mp4 (default {DEFAULT_OUT}; with --demo a folder, default ./{DEMO_FOLDERS['video']}/ "
                         f"or ./{DEMO_FOLDERS['toy']}/)")
     output.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     output.add_argument("--baseline", action="store_true",
                         help="also sample without refinement (same seed) and write a side-by-side video")
     output.add_argument("--save-uncertainty", action="store_true",
                         help="write heat maps of each refined step's uncertainty (video and PNG grid)")
-    return parser
 
 
 def given_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> set[str]:

@@ -1,8 +1,8 @@
-"""``pnp-sample``'s output files: their names and the checks made before and at the start of a run.
-They are written through ``pnp_kernels.staging.StagedFiles``, so a failed run leaves nothing."""
+"""``pnp-sample``'s output files: their names and the checks made before and at the start of a run (that
+--out can be created is checked by ``pnp_kernels.cli_common.outputs``). They are written through
+``pnp_kernels.staging.StagedFiles``, so a failed run leaves nothing."""
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -21,30 +21,6 @@ def output_paths(out: Path) -> dict[str, Path]:
         "uncertainty_video": Path(f"{stem}_uncertainty.mp4"),
         "uncertainty_grid": Path(f"{stem}_uncertainty.png"),
     }
-
-
-def existing_ancestor(path: Path) -> Path:
-    """The nearest folder above ``path`` that exists (or the first existing non-folder, to be refused)."""
-    ancestor = path.absolute().parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    return ancestor
-
-
-def check_output_folder(path: Path, flag: str = "--out") -> None:
-    """Raise unless ``path`` can be created: its nearest existing ancestor is a directory in which a
-    file can really be made (a probe file, removed at once; permission bits alone miss read-only
-    mounts and pseudo file systems)."""
-    if path.is_dir():
-        raise UsageError(f"{flag} {path} is a directory; give a file name such as {path / 'video.mp4'}")
-    ancestor = existing_ancestor(path)
-    if not ancestor.is_dir():
-        raise UsageError(f"{flag} {path}: {ancestor} is not a directory")
-    try:
-        with tempfile.TemporaryFile(dir=ancestor):
-            pass
-    except OSError as error:
-        raise UsageError(f"{flag} {path}: cannot write in {ancestor} ({error.strerror or error})") from None
 
 
 def check_not_overwriting(paths: Iterable[Path], flag: str = "--out") -> None:

@@ -20,10 +20,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
-from ..cli.outputs import check_output_folder
 from ..cli_common.errors import CommandError, UsageError, usage_errors  # a bad argument: one line, exit 2
 from ..cli_common.options import (DTYPES, MAX_SEED, CommandParser, add_sampling_arguments, add_version,  # no torch
                                   check_backend, integer, real)
+from ..cli_common.outputs import check_output_folder
 from ..cli_common.parallel import MODES
 from ..config import BACKENDS, MAX_STEPS, NOISE_MODES, P_NORMS
 from ..staging import TERMINATION, Interrupted
@@ -55,7 +55,22 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_version(parser)
-    what = parser.add_argument_group("model, prompts and seeds")
+    _add_samples_arguments(parser.add_argument_group("model, prompts and seeds"))
+    _add_refine_arguments(parser.add_argument_group("P&P settings compared with the baseline"))
+    _add_wan_arguments(parser.add_argument_group("sampling (Wan checkpoints; unset: the model's pnp-sample defaults)"))
+    output = parser.add_argument_group("output")
+    output.add_argument("--out", type=Path, default=Path("pnp-eval"), help="output folder (default pnp-eval)")
+    output.add_argument("--extra", action="append", default=[], choices=("clip",),
+                        help="a model-based metric, run only when its weights are on disk (docs/EVAL.md)")
+    output.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_processes_arguments(parser.add_argument_group(
+        "several processes: torchrun --nproc-per-node N -m pnp_kernels.eval ... (docs/EVAL.md)",
+        "the samples are shared out over the processes, which save them into --out (a folder every node sees); "
+        "rank 0 writes the report"))
+    return parser
+
+
+def _add_samples_arguments(what) -> None:
     what.add_argument("--model", required=True,
                       help=f"Wan checkpoint folder in diffusers format, or '{DEMO}' (the embedded physics-video model)")
     prompts = what.add_mutually_exclusive_group()
@@ -65,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     seeds.add_argument("--seeds", type=int, help=f"number of seeds, 0..N-1 (default {DEFAULT_SEEDS})")
     seeds.add_argument("--seed-list", help="comma-separated seeds, e.g. 0,7,42")
 
-    refine = parser.add_argument_group("P&P settings compared with the baseline")
+
+def _add_refine_arguments(refine) -> None:
     refine.add_argument("--plan", action="append", help="refinement plan, e.g. 2-5:3,6-14:1 (repeat for several)")
     refine.add_argument("--tau", action="append", type=float, help="uncertainty threshold (repeat for several)")
     refine.add_argument("--p-norm", type=int, choices=P_NORMS, help="channel norm of the uncertainty")
@@ -73,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     refine.add_argument("--noise", choices=NOISE_MODES, help="perturbation noise (the demo model: philox)")
     refine.add_argument("--backend", choices=BACKENDS, help="implementation of the fused P&P update")
 
-    sampling = parser.add_argument_group("sampling (Wan checkpoints; unset: the model's pnp-sample defaults)")
+
+def _add_wan_arguments(sampling) -> None:
     add_sampling_arguments(sampling)  # --steps also applies to the demo model
     sampling.add_argument("--negative-prompt", help="negative prompt (default: the model's)")
     sampling.add_argument("--image", type=Path, help="conditioning image (I2V; optional for TI2V-5B)")
@@ -83,16 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     sampling.add_argument("--compile", action="store_true", help="torch.compile the transformer")
     sampling.add_argument("--offload", action="store_true", help="diffusers model CPU offload")
 
-    output = parser.add_argument_group("output")
-    output.add_argument("--out", type=Path, default=Path("pnp-eval"), help="output folder (default pnp-eval)")
-    output.add_argument("--extra", action="append", default=[], choices=("clip",),
-                        help="a model-based metric, run only when its weights are on disk (docs/EVAL.md)")
-    output.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    processes = parser.add_argument_group(
-        "several processes: torchrun --nproc-per-node N -m pnp_kernels.eval ... (docs/EVAL.md)",
-        "the samples are shared out over the processes, which save them into --out (a folder every node sees); "
-        "rank 0 writes the report")
+def _add_processes_arguments(processes) -> None:
     processes.add_argument("--parallel", choices=MODES,
                            help="sample each video on a group of --parallel-degree processes together (Wan "
                            "checkpoints): Ulysses (attention heads exchanged) or ring attention")
@@ -101,11 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     processes.add_argument("--parallel-timeout", type=real, metavar="SECONDS",
                            help="seconds a process waits for the others before the run fails; more than one sample "
                            "(its baseline and every setting) takes (default 600)")
-    return parser
 
 
 REFINE_OPTIONS = ("p_norm", "certain_stop", "noise", "backend")
 WAN_ONLY = ("guidance", "guidance_2", "height", "width", "frames", "image", "dtype", "device")
+# This command's options that are sampling options of a Wan checkpoint, under the same names.
+WAN_SAMPLING = WAN_ONLY + ("steps", "negative_prompt", "attention", "compile", "offload") + REFINE_OPTIONS
 
 
 def _seeds(args) -> list[int]:
@@ -160,7 +170,7 @@ def _grid(args) -> list[tuple[str | None, float | None]]:
 def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: not a folder")
-    check_output_folder(out / "report.md")  # pnp-sample's check: a probe file, not permission bits
+    check_output_folder(out / "report.md")  # a probe file, not permission bits
 
 
 def _label(pnp) -> str:
@@ -194,24 +204,8 @@ def _demo_settings(args, grid):
     return DemoSampler(steps), configs, [physics_metrics()]
 
 
-def _wan_namespace(args, prompt: str, plan: str | None, tau: float | None) -> argparse.Namespace:
-    """pnp-sample's arguments for one setting, for ``resolve_settings`` to check and complete: its own
-    parser's defaults, with every sampling option of this command copied over (the video is never written)."""
-    from pnp_kernels.cli import build_parser as sample_parser
-
-    namespace = sample_parser().parse_args(["--model", str(args.model), "--prompt", prompt])
-    for name in WAN_ONLY + ("steps", "negative_prompt", "attention", "compile", "offload"):
-        setattr(namespace, name, getattr(args, name))
-    for name, value in _refine_options(args).items():
-        setattr(namespace, name, value)
-    namespace.model, namespace.plan, namespace.tau = Path(args.model), plan, tau
-    namespace.out = args.out / "unused.mp4"
-    return namespace
-
-
 def _wan_settings(args, grid, prompts, ranks):
-    from pnp_kernels.cli import resolve_settings
-
+    from ..cli_common.sampling import SamplingOptions, resolve_sampling
     from .models import WanSampler
 
     model = Path(args.model)
@@ -221,9 +215,11 @@ def _wan_settings(args, grid, prompts, ranks):
                          f"'{DEMO}'")
     if not prompts:
         raise UsageError(f"--prompt or --prompts is required for a Wan checkpoint (--model {args.model})")
+    given = {name: getattr(args, name) for name in WAN_SAMPLING}
     if ranks is not None:
-        args.device = ranks.device
-    resolved = [resolve_settings(_wan_namespace(args, prompts[0], plan, tau)) for plan, tau in grid]
+        given["device"] = ranks.device
+    # Each setting checked with the first prompt; the sampler replaces prompt, seed and P&P per sample.
+    resolved = [resolve_sampling(SamplingOptions(model, prompts[0], plan=plan, tau=tau, **given)) for plan, tau in grid]
     settings, image = resolved[0]
     return WanSampler(settings, image, ranks), [each.pnp for each, _ in resolved], []
 

@@ -1,5 +1,6 @@
 """The models an evaluation can run, behind one small interface (``runner.Sampler``): a Wan checkpoint
-through ``pnp-sample``'s own loading and generation code, and the embedded physics-video demo model.
+through the loading and generation code pnp-sample runs (``pnp_kernels.cli_common.pipeline``), and the
+embedded physics-video demo model.
 
 Both load lazily, on the first sample: a resumed evaluation with nothing left to do loads no model.
 """
@@ -21,7 +22,7 @@ def _certain_fractions(stats, index: int = 0) -> list[list[float]]:
 
 
 class WanSampler:
-    """A Wan checkpoint in diffusers format; ``settings`` is a resolved ``pnp_kernels.cli.Settings``
+    """A Wan checkpoint in diffusers format; ``settings`` are resolved ``cli_common.sampling.SamplingSettings``
     (prompt, seed and P&P setting are replaced per run) and ``image`` the conditioning image or None.
     ``ranks``: torchrun's processes (``cli_common.parallel.Ranks``), which sample on their own or, with
     --parallel, in context-parallel groups whose first rank alone decodes (the others' clips have no frames)."""
@@ -40,8 +41,8 @@ class WanSampler:
     @staticmethod
     def _fixed(settings) -> dict:
         fixed = settings.to_dict()
-        for varying in ("prompt", "seed", "plan", "tau", "baseline", "save_uncertainty"):
-            fixed.pop(varying, None)
+        for varying in ("prompt", "seed", "plan", "tau"):
+            del fixed[varying]
         fixed["device"] = fixed["device"].split(":")[0]  # cuda:LOCAL_RANK under torchrun: the same outputs
         return fixed
 
@@ -49,7 +50,7 @@ class WanSampler:
         return self._fingerprint
 
     def _load(self):
-        from pnp_kernels.cli import load_pipeline
+        from ..cli_common.pipeline import load_pipeline
 
         pipe = load_pipeline(self.settings, with_image=self.image is not None)
         if self.context_parallel:
@@ -58,7 +59,7 @@ class WanSampler:
         return pipe
 
     def sample(self, prompt: str, seed: int, pnp) -> Clip:
-        from pnp_kernels.cli import generate
+        from ..cli_common.pipeline import generate
 
         if self._pipe is None:
             self._pipe = self._load()

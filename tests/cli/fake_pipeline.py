@@ -20,7 +20,7 @@ def nan_load_pipeline(settings, with_image):
 
 
 def fake_generate(pipe, settings, image, pnp, capture_uncertainty):
-    """What ``pnp_kernels.cli.run.generate`` returns, from a toy velocity field (NaN when ``pipe.nan``)."""
+    """What ``pnp_kernels.cli_common.pipeline.generate`` returns, from a toy velocity field (NaN when ``pipe.nan``)."""
     latent_frames = (settings.frames - 1) // 4 + 1
     latents = torch.randn(1, 4, latent_frames, settings.height // 8, settings.width // 8,
                           generator=torch.Generator().manual_seed(settings.seed))

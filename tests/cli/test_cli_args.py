@@ -10,6 +10,8 @@ import pytest
 
 from pnp_kernels import cli
 from pnp_kernels.cli.outputs import output_paths
+from pnp_kernels.cli.settings import resolve_settings
+from pnp_kernels.cli_common.checkpoint import detect_model
 
 TINY = ["--height", "32", "--width", "32", "--frames", "5", "--steps", "3", "--plan", "1:2", "--dtype", "fp32"]
 COMPONENTS = {"tokenizer": "PreTrainedTokenizerFast", "text_encoder": "UMT5EncoderModel",
@@ -50,19 +52,19 @@ def write_checkpoint_index(folder, class_name="WanPipeline", vae_spatial=8, **en
 )
 def test_detect_model_from_model_index(tmp_path, class_name, entries, vae_spatial, kind, multiple):
     folder = write_checkpoint_index(tmp_path / "ckpt", class_name, vae_spatial, **entries)
-    info = cli.detect_model(folder)
+    info = detect_model(folder)
     assert (info.kind.name, info.size_multiple, info.temporal_factor) == (kind, multiple, 4)
 
 
 def test_detect_model_on_saved_tiny_checkpoints(tiny_t2v, tiny_a14b, tiny_ti2v, tiny_i2v):
-    assert cli.detect_model(tiny_t2v).kind.name == "t2v"
-    assert cli.detect_model(tiny_a14b).kind.name == "t2v-a14b"
-    assert (cli.detect_model(tiny_ti2v).kind.name, cli.detect_model(tiny_ti2v).size_multiple) == ("ti2v-5b", 32)
-    assert cli.detect_model(tiny_i2v).kind.name == "i2v"
+    assert detect_model(tiny_t2v).kind.name == "t2v"
+    assert detect_model(tiny_a14b).kind.name == "t2v-a14b"
+    assert (detect_model(tiny_ti2v).kind.name, detect_model(tiny_ti2v).size_multiple) == ("ti2v-5b", 32)
+    assert detect_model(tiny_i2v).kind.name == "i2v"
 
 
 def _parse(argv):
-    return cli.resolve_settings(cli.build_parser().parse_args(argv))
+    return resolve_settings(cli.build_parser().parse_args(argv))
 
 
 def test_published_defaults(tiny_t2v, tiny_a14b, tmp_path):
@@ -333,7 +335,7 @@ def test_truncated_safetensors_are_found_before_loading(tiny_t2v, tmp_path, caps
 def test_safetensors_problem_reads_only_the_header(tmp_path):
     from safetensors.numpy import save_file
 
-    from pnp_kernels.cli.models import safetensors_problem
+    from pnp_kernels.cli_common.checkpoint import safetensors_problem
 
     rng = np.random.default_rng()
     path = tmp_path / "w.safetensors"
@@ -381,9 +383,12 @@ def test_command_line_answers_without_importing_torch(tiny_t2v, tmp_path):
         f"assert cli.main(['--model', {str(tiny_t2v)!r}, '--prompt', 'a', '--frames', '6']) == 2\n"
         "heavy = sorted(m for m in ('torch', 'numpy', 'diffusers', 'PIL') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
-        "assert callable(cli.detect_model) and callable(cli.resolve_settings) and cli.Settings\n"
+        "from pnp_kernels.cli.settings import Settings, resolve_settings\n"
+        "from pnp_kernels.cli_common.checkpoint import detect_model\n"
+        "assert callable(detect_model) and callable(resolve_settings) and Settings\n"
         "assert 'torch' not in sys.modules\n"
-        "assert callable(cli.load_pipeline) and callable(cli.generate)\n"
+        "from pnp_kernels.cli_common.pipeline import generate, load_pipeline\n"
+        "assert callable(load_pipeline) and callable(generate)\n"
         "assert 'torch' not in sys.modules\n"
         "assert pnp_kernels.PnPConfig().tau == 0.25 and 'torch' not in sys.modules\n"
     )

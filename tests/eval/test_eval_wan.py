@@ -1,10 +1,10 @@
-"""pnp-eval on a tiny Wan checkpoint saved to disk (tests/cli's factory): the whole path through
-pnp-sample's loading and generation code, seconds on a CPU."""
+"""pnp-eval on a tiny Wan checkpoint saved to disk (tests/cli's factory): the whole path through the
+loading and generation code pnp-sample runs too, seconds on a CPU."""
 import json
 
 import pytest
 
-import pnp_kernels.cli
+from pnp_kernels.cli_common import pipeline
 from pnp_kernels.eval import cli
 
 SMALL = ["--height", "32", "--width", "48", "--frames", "5", "--steps", "2", "--dtype", "fp32", "--no-progress"]
@@ -12,15 +12,15 @@ SMALL = ["--height", "32", "--width", "48", "--frames", "5", "--steps", "2", "--
 
 @pytest.fixture
 def loads(monkeypatch):
-    """Counts pipeline loads (pnp-sample's load_pipeline, as pnp-eval imports it)."""
+    """Counts pipeline loads (the load_pipeline pnp-eval and pnp-sample share)."""
     calls = []
-    real = pnp_kernels.cli.load_pipeline
+    real = pipeline.load_pipeline
 
     def counted(*args, **kwargs):
         calls.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pnp_kernels.cli, "load_pipeline", counted)
+    monkeypatch.setattr(pipeline, "load_pipeline", counted)
     return calls
 
 
