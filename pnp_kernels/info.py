@@ -19,7 +19,6 @@ from typing import NamedTuple, Sequence
 import torch
 
 from . import __version__
-from .cli_common.options import add_version
 from .first_choice import first_without_reasons
 from .ops.backends import OP_BACKEND_PRIORITY, auto_reasons, explicit_reasons
 
@@ -131,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``pnp-info``; returns the exit status."""
     parser = argparse.ArgumentParser(prog="pnp-info", description="The environment and every pnp_update backend: "
                                      "usable here, or the reasons it is not, and which one backend='auto' picks.")
-    add_version(parser)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")  # as pnp-sample's
     parser.parse_args(argv)
     print(format_info(collect_info()))
     return 0

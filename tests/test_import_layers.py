@@ -24,11 +24,6 @@ MAY_IMPORT = {
     "front-end": {"integration", "embedded model", "command-line common"},
 }
 ALLOWED_EDGES = {("wan", "diffusers")}  # the Wan conveniences run on the generic diffusers integration
-# Edges that break the rule until their owners move them, each with why it is still there.
-KNOWN_EXCEPTIONS = {
-    ("info", "cli_common"): "pnp-info's command line (in the core module info, beside the environment and "
-                            "backend facts the other tools read) takes --version from cli_common.options",
-}
 # ``python -m pnp_kernels`` is pnp-sample's entry point.
 PART_ALIASES = {"__main__": "cli"}
 
@@ -86,15 +81,8 @@ def forbidden(own: str, other: str) -> str | None:
 
 
 def test_every_import_keeps_to_the_layers():
-    violations = [forbidden(own, other) for own, other in edges()
-                  if forbidden(own, other) and (own, other) not in KNOWN_EXCEPTIONS]
+    violations = [problem for own, other in edges() if (problem := forbidden(own, other))]
     assert not violations, "\n".join(violations)
-
-
-def test_known_exceptions_are_still_needed():
-    current = set(edges())
-    needed = [edge for edge in KNOWN_EXCEPTIONS if forbidden(*edge) and edge in current]
-    assert needed == list(KNOWN_EXCEPTIONS), "remove the exceptions that no import needs"
 
 
 def test_every_package_has_a_layer():

@@ -2,12 +2,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import numpy as np
-
-    from .report import Comparison
 
 KIND_COLOURS = {"pnp": "tab:blue", "restart": "tab:orange", "broken": "tab:red"}
 
@@ -21,8 +15,9 @@ def _pyplot():
     return plt
 
 
-def save_headline_figure(comparisons: list["Comparison"], path: Path) -> Path:
-    """Each row's tracked and ballistic difference against matched Euler, with its interval."""
+def save_headline_figure(comparisons: list, path: Path) -> Path:
+    """Each row's tracked and ballistic difference against matched Euler, with its interval
+    (``comparisons``: report.Comparison)."""
     plt = _pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(13, 0.28 * len(comparisons) + 1.6), sharey=True, layout="constrained")
     labels = [c.row.label() for c in comparisons]
@@ -42,25 +37,17 @@ def save_headline_figure(comparisons: list["Comparison"], path: Path) -> Path:
     return Path(path)
 
 
-def save_curve_figure(results: dict[str, dict], path: Path) -> Path:
+def save_curve_figure(curves: dict[tuple[str, str], list[tuple[float, float, float]]],
+                      blank: list[tuple[float, float]], path: Path) -> Path:
     """Each curve row's tracked and ballistic difference, and Euler's blank rate, against the
-    checkpoint's gate share of tracked clips."""
-    import numpy as np
-
-    from .report import compare, values
-    from .rows import Row, curve_rows, matching_euler
-
+    checkpoint's gate share of tracked clips. ``curves``: (row label, kind) -> (quality, Δ tracked,
+    Δ ballistic) per checkpoint; ``blank``: (quality, Euler 20's blank rate) per checkpoint."""
     plt = _pyplot()
-    rows = curve_rows()
-    done = {n: r for n, r in results.items() if "gate" in r and all(x.label() in r["rows"] for x in rows)}
-    quality = {n: r["gate"]["checks"]["tracked"]["value"] for n, r in done.items()}
     figure, axes = plt.subplots(1, 3, figsize=(14, 4.2), layout="constrained")
-    for row in (r for r in rows if r.kind != "euler"):
-        points = sorted((quality[n], compare(r, row, matching_euler(row, rows), 0.95).differences) for n, r in done.items())
-        style = "-" if row.kind == "pnp" else "--"
-        for axis, name in zip(axes[:2], ("tracked", "ballistic")):
-            axis.plot([q for q, _ in points], [d[name].mean for _, d in points], style, marker="o", label=row.label())
-    blank = sorted((quality[n], float(np.mean(values(r, Row("euler"), "blank")))) for n, r in done.items())
+    for (label, kind), points in curves.items():
+        style = "-" if kind == "pnp" else "--"
+        for axis, index in zip(axes[:2], (1, 2)):
+            axis.plot([p[0] for p in points], [p[index] for p in points], style, marker="o", label=label)
     axes[2].plot([q for q, _ in blank], [b for _, b in blank], "k-", marker="x", label="Euler 20")
     for axis, title in zip(axes, ("Δ tracked vs matched Euler", "Δ ballistic (px) vs matched Euler", "blank rate")):
         axis.set_xlabel("model quality: gate share of tracked clips (Euler 20)")
@@ -72,7 +59,7 @@ def save_curve_figure(results: dict[str, dict], path: Path) -> Path:
     return Path(path)
 
 
-def save_sample_strips(rows: list[tuple[str, "np.ndarray"]], path: Path, clips: int = 3) -> Path:
+def save_sample_strips(rows: list[tuple[str, object]], path: Path, clips: int = 3) -> Path:
     """One labelled row of frames per (label, uint8 clips (B, F, H, W, 3)); the first ``clips`` clips
     side by side, every frame shown."""
     import numpy as np

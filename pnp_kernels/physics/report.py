@@ -154,10 +154,24 @@ def write_report(folder: Path, out: Path) -> Path:
         save_headline_figure(against, out / "physics_study.png")
         (out / "summary.md").write_text("\n".join(summary_lines(results[name], against)) + "\n")
     lines += curve_lines(results)
-    save_curve_figure(results, out / "physics_quality_curve.png")
+    save_curve_figure(*curve_points(results), out / "physics_quality_curve.png")
     (out / "study.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return out / "study.md"
+
+
+def curve_points(results: dict[str, dict]) -> tuple[dict, list]:
+    """What the quality-curve figure draws, over the checkpoints with a gate and every curve row: per
+    curve row, (gate share tracked, Δ tracked, Δ ballistic) against matched Euler; Euler 20's blank rate."""
+    rows = curve_rows()
+    done = {n: r for n, r in results.items() if "gate" in r and all(x.label() in r["rows"] for x in rows)}
+    quality = {n: r["gate"]["checks"]["tracked"]["value"] for n, r in done.items()}
+    curves = {}
+    for row in (r for r in rows if r.kind != "euler"):
+        found = sorted((quality[n], compare(r, row, matching_euler(row, rows), 0.95).differences) for n, r in done.items())
+        curves[(row.label(), row.kind)] = [(q, d["tracked"].mean, d["ballistic"].mean) for q, d in found]
+    blank = sorted((quality[n], float(np.mean(values(r, Row("euler"), "blank")))) for n, r in done.items())
+    return curves, blank
 
 
 def gate_lines(results: dict[str, dict]) -> list[str]:
