@@ -37,6 +37,9 @@ from .train import Trainer, _train, flow_matching_loss
 PAIR_SEED_BASE = 2**36
 MAX_PAIRS = 2**20
 GATE_SEEDS = seeds.gate_seeds(512)
+# A second student, trained after the first failed its gate, is judged on gate seeds nothing has used,
+# so that retrying cannot pass by the noise of the first seeds (docs/FEW_STEP.md, "Deviations").
+RETRY_GATE_SEEDS = seeds.gate_seeds(512, offset=2**20)
 STUDY_SEEDS = seeds.study_seeds(1024)
 
 PAIRS = 8192  # teacher pairs (~0.08 s each on one core)

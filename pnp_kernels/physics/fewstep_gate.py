@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .distill import GATE_SEEDS, file_digest
+from .distill import GATE_SEEDS, RETRY_GATE_SEEDS, file_digest
 from .generate import generate
 from .metrics import batch_metrics
 from .model import SHIPPED_WEIGHTS, PhysicsVelocityNet, load_weights
@@ -75,6 +75,7 @@ def run_gate(student_path: Path, teacher_path: Path = SHIPPED_WEIGHTS, seeds: Se
     student_rows = {n: euler_means(student, seeds, n) for n in STUDENT_STEPS}
     teacher_rows = {n: euler_means(teacher, seeds, n) for n in TEACHER_STEPS}
     return {"student": str(student_path), "teacher": str(teacher_path), "seeds": len(seeds),
+            "first_seed": int(seeds[0]),
             "student_digest": file_digest(student_path), "teacher_digest": file_digest(teacher_path),
             "student_rows": student_rows, "teacher_rows": teacher_rows, "real": real,
             "gate": judge(student_rows, teacher_rows, real)}
@@ -101,9 +102,11 @@ def add_student_and_teacher(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Quality gate of the few-step student (docs/FEWSTEP_PREREG.md).")
     add_student_and_teacher(parser)
+    parser.add_argument("--retry", action="store_true",
+                        help="judge a student trained after another failed, on gate seeds nothing has used")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    result = run_gate(args.student, args.teacher)
+    result = run_gate(args.student, args.teacher, RETRY_GATE_SEEDS if args.retry else GATE_SEEDS)
     (args.student.parent / "gate.json").write_text(json.dumps(result, indent=1) + "\n")
     print(format_gate(result))
     print(f"\nwritten to {args.student.parent / 'gate.json'} ({time.perf_counter() - started:.0f}s, 1 thread)")

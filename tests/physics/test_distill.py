@@ -15,9 +15,9 @@ def test_pair_seeds_lie_between_every_training_draw_and_the_held_out_ranges():
     largest_training_draw = seeds.training_draw(seeds.MAX_TRAINING_SEED - 1, seeds.TRAINING_SEED_STRIDE - 1)
     pairs = distill.pair_seeds(distill.MAX_PAIRS)
     assert largest_training_draw < pairs.start and pairs.stop <= seeds.HELD_OUT_START
-    judged = set(distill.GATE_SEEDS) | set(distill.STUDY_SEEDS)
-    assert len(judged) == 512 + 1024 and min(judged) >= seeds.HELD_OUT_START
-    assert not set(distill.GATE_SEEDS) & set(distill.STUDY_SEEDS)
+    judged = set(distill.GATE_SEEDS) | set(distill.RETRY_GATE_SEEDS) | set(distill.STUDY_SEEDS)
+    assert len(judged) == 512 + 512 + 1024 and min(judged) >= seeds.HELD_OUT_START  # no range shares a seed
+    assert set(distill.RETRY_GATE_SEEDS).isdisjoint(seeds.gate_seeds(1024))  # nor with the physics gate
     with pytest.raises(ValueError, match="pairs"):
         distill.pair_seeds(distill.MAX_PAIRS + 1)
     with pytest.raises(ValueError, match="seed"):
