@@ -26,6 +26,7 @@ from ..cli_common.options import (DTYPES, MAX_SEED, CommandParser, add_sampling_
 from ..cli_common.outputs import check_output_folder
 from ..cli_common.parallel import MODES
 from ..config import BACKENDS, MAX_STEPS, NOISE_MODES, P_NORMS
+from ..physics.seeds import RANGE_SIZE  # torch-free
 from ..staging import TERMINATION, Interrupted
 from ..validators import check_int
 from .session import PROG, Evaluation, check_resumable, run
@@ -36,6 +37,7 @@ MAX_SETTINGS = 12  # a grid larger than this is almost surely a mistake (each se
 # memory (10,000 x 4,096 = 330 MB), and the work list is made before the first sample.
 MAX_SAMPLES = 4096
 DEFAULT_SEEDS = 8
+DEMO_SEED_LIMIT = RANGE_SIZE  # the demo model's seeds map into one held-out range of that size
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -241,6 +243,8 @@ def prepare(args, ranks=None) -> Evaluation:
     notices = []
     if args.model == DEMO:
         sampler, configs, model_metrics = _demo_settings(args, grid)
+        if max(seeds) >= DEMO_SEED_LIMIT:
+            raise UsageError(f"seed {max(seeds)}: the {DEMO} model takes seeds below {DEMO_SEED_LIMIT}")
         if prompts:
             notices.append(f"the {DEMO} model is unconditional: the prompts are ignored")
         prompts = [""]

@@ -101,16 +101,19 @@ class DemoSampler:
 
         from pnp_kernels.physics.model import SHIPPED_WEIGHTS
 
-        # The shipped weights can be retrained: a resumed evaluation must not mix two versions.
+        # The shipped weights can be retrained: a resumed evaluation must not mix two versions. The noise
+        # range is recorded too: an evaluation whose seeds meant other noise must not be resumed.
         digest = hashlib.sha256(SHIPPED_WEIGHTS.read_bytes()).hexdigest()
-        return {"model": "demo", "weights_sha256": digest, "steps": self.num_steps}
+        return {"model": "demo", "weights_sha256": digest, "steps": self.num_steps, "noise_seeds": "held-out"}
 
     def sample(self, prompt: str, seed: int, pnp) -> Clip:
         from pnp_kernels.physics.generate import generate
+        from pnp_kernels.physics.seeds import eval_seed
 
         started = time.perf_counter()
-        # Each clip alone: under torchrun, the ranks sample different seeds (data parallel).
-        clips = generate([seed], pnp if pnp.plan else None, num_steps=self.num_steps, group=None)
+        # Each clip alone: under torchrun, the ranks sample different seeds (data parallel). Seed s starts
+        # from held-out noise, never from noise the model was trained on.
+        clips = generate([eval_seed(seed)], pnp if pnp.plan else None, num_steps=self.num_steps, group=None)
         seconds = time.perf_counter() - started
         return Clip(clips.frames[0], clips.stats.nfe, seconds, _certain_fractions(clips.stats))
 

@@ -6,7 +6,8 @@ Training step ``step`` of a run with seed ``seed`` draws its clips (numpy) and i
 an integer below ``HELD_OUT_START``. Clips that judge the model (the quality gate, the studies, the
 demo) start from ``torch.Generator().manual_seed(s)`` with ``s`` at or above ``HELD_OUT_START``: their
 initial noise and reference clips are never a training draw. The gate, the study and the demo use
-disjoint ranges, so the gate is judged on seeds the study never sees.
+disjoint ranges, so the gate is judged on seeds the study never sees; ``pnp-eval --model demo`` maps
+its seeds into a range of its own.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ RANGE_SIZE = 2**24  # seeds per held-out range
 GATE_START = HELD_OUT_START
 STUDY_START = HELD_OUT_START + RANGE_SIZE
 DEMO_START = HELD_OUT_START + 2 * RANGE_SIZE
+EVAL_START = HELD_OUT_START + 3 * RANGE_SIZE
 
 
 def training_draw(seed: int, step: int) -> int:
@@ -47,3 +49,8 @@ def study_seeds(count: int, offset: int = 0) -> list[int]:
 def demo_seeds(count: int, offset: int = 0) -> list[int]:
     """Seeds of ``pnp-sample --demo`` (``--seed`` is the offset)."""
     return _held_out(DEMO_START, count, offset)
+
+
+def eval_seed(seed: int) -> int:
+    """The held-out seed behind ``pnp-eval --model demo``'s seed ``seed`` (0 <= seed < RANGE_SIZE)."""
+    return _held_out(EVAL_START, 1, check_int("seed", seed, low=0, high=RANGE_SIZE - 1))[0]

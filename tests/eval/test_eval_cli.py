@@ -14,6 +14,7 @@ from pnp_kernels.eval import cli, metrics, runner
 from pnp_kernels.statistics import bootstrap_mean
 from pnp_kernels.physics import generate as demo
 from pnp_kernels.physics.demo import paper_plan
+from pnp_kernels.physics.seeds import eval_seed
 
 FAST = ["--no-progress", "--steps", "6"]
 
@@ -27,7 +28,7 @@ def test_report_pairs_every_setting_with_the_baseline_from_the_same_noise(demo_c
     assert evaluate(out, "--seed-list", "4,1,9", "--plan", "1-2:2", "--plan", "2-4:1", "--tau", "0") == 0
     assert {p.name for p in out.iterdir()} == {"eval.json", "samples", "report.json", "report.md",
                                               "differences.png", "contact_sheet.png"}
-    assert demo_calls == [((seed,), plan) for seed in (4, 1, 9) for plan in (None, "1-2:2", "2-4:1")]
+    assert demo_calls == [((eval_seed(seed),), plan) for seed in (4, 1, 9) for plan in (None, "1-2:2", "2-4:1")]
 
     report = json.loads((out / "report.json").read_text(), parse_constant=pytest.fail)  # strict JSON: no NaN
     labels = ["plan 1-2:2 tau 0", "plan 2-4:1 tau 0"]
@@ -51,9 +52,9 @@ def test_report_pairs_every_setting_with_the_baseline_from_the_same_noise(demo_c
     # The stored baseline frames are the plain run of that seed (the same noise for every setting), and
     # each setting's frame change is measured against them.
     stored = runner.ResultStore(out).thumbnails(runner.Sample("", 4))
-    baseline = demo.generate([4], None, num_steps=6).frames[0]
+    baseline = demo.generate([eval_seed(4)], None, num_steps=6).frames[0]
     assert np.array_equal(stored[0], runner.thumbnails(baseline)) and stored.shape[0] == 3
-    refined = demo.generate([4], PnPConfig(plan="2-4:1", tau=0.0, noise="philox"), num_steps=6).frames[0]
+    refined = demo.generate([eval_seed(4)], PnPConfig(plan="2-4:1", tau=0.0, noise="philox"), num_steps=6).frames[0]
     seed_4 = report["samples"][0]["runs"][labels[1]]["metrics"]
     assert seed_4["frame_change"] == pytest.approx(metrics.frame_change(refined, baseline))
     markdown = (out / "report.md").read_text()
@@ -94,13 +95,13 @@ def test_interrupted_run_resumes_without_recomputing_finished_samples(demo_calls
     monkeypatch.setattr(demo, "generate", counted)
     demo_calls.clear()
     assert evaluate(out, "--seeds", "3", "--plan", "1:2") == 0
-    assert demo_calls == [((1,), None), ((1,), "1:2"), ((2,), None), ((2,), "1:2")]
+    assert demo_calls == [((eval_seed(s),), plan) for s in (1, 2) for plan in (None, "1:2")]
     assert "resuming: 1 of 3" in capsys.readouterr().err
     assert json.loads((out / "report.json").read_text())["num_samples"] == 3
 
     demo_calls.clear()  # more seeds later: only the new ones run
     assert evaluate(out, "--seeds", "4", "--plan", "1:2") == 0
-    assert demo_calls == [((3,), None), ((3,), "1:2")]
+    assert demo_calls == [((eval_seed(3),), None), ((eval_seed(3),), "1:2")]
 
     assert evaluate(out, "--seeds", "4", "--plan", "1:3") == 2
     assert "holds an evaluation with other settings" in capsys.readouterr().err
@@ -110,6 +111,7 @@ def test_interrupted_run_resumes_without_recomputing_finished_samples(demo_calls
     (["--seeds", "0"], "--seeds must be >= 1, got 0"),
     (["--seed-list", "1,x"], "--seed-list '1,x': give comma-separated integers"),
     (["--seed-list", "1,1"], "repeats a seed"),
+    (["--seed-list", f"0,{2**24}"], f"seed {2**24}: the demo model takes seeds below {2**24}"),
     (["--seeds", "2", "--seed-list", "1"], "not allowed with argument"),
     (["--tau", "-1"], "invalid P&P setting: tau must be >= 0"),
     (["--tau", "nan"], "invalid P&P setting: tau must be finite"),
@@ -146,7 +148,7 @@ def test_demo_ignores_prompts_and_says_so(demo_calls, tmp_path, capsys):
     assert evaluate(tmp_path / "eval", "--prompts", str(prompts), "--seeds", "1", "--extra", "clip") == 0
     err = capsys.readouterr().err
     assert "unconditional: the prompts are ignored" in err and "skipping the clip metric" in err
-    assert demo_calls == [((0,), None), ((0,), str(paper_plan(6)))]  # one sample per seed; the demo's plan
+    assert demo_calls == [((eval_seed(0),), None), ((eval_seed(0),), str(paper_plan(6)))]  # one sample per seed; the demo's plan
     assert "prompts are ignored" in (tmp_path / "eval" / "report.md").read_text()
 
 

@@ -15,6 +15,7 @@ import pytest
 import torch.multiprocessing as mp
 
 from pnp_kernels.eval import cli
+from pnp_kernels.physics.seeds import eval_seed
 from pnp_kernels.threads import single_thread
 from tests.distributed.ranks import run_ranks
 
@@ -128,7 +129,7 @@ def test_a_killed_rank_loses_only_its_unfinished_samples_and_a_rerun_on_3_ranks_
     logs = _launch(tmp_path, "rerun", [argv] * 3)
     assert [result["status"] for result in _results(logs)] == [0, 0, 0]
     missing = [seed for seed in range(7) if KEY.format(seed) + ".json" not in saved]
-    expected = [((seed,), plan) for seed in missing for plan in (None, "1-2:2")]
+    expected = [((eval_seed(seed),), plan) for seed in missing for plan in (None, "1-2:2")]
     assert sorted(_calls(logs), key=str) == sorted(expected, key=str)
     assert "resuming: " in _results(logs)[0]["stderr"]
     for name, written in saved.items():  # the finished samples were read back, not computed again

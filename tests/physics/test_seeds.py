@@ -27,7 +27,11 @@ def test_held_out_ranges_are_disjoint():
     size = 10_000
     gate, study, demo = (set(f(size, seeds.RANGE_SIZE - size)) | set(f(size)) for f in
                          (seeds.gate_seeds, seeds.study_seeds, seeds.demo_seeds))
+    evaluation = {seeds.eval_seed(s) for s in (*range(size), *range(seeds.RANGE_SIZE - size, seeds.RANGE_SIZE))}
     assert not (gate & study) and not (gate & demo) and not (study & demo)
+    assert not evaluation & (gate | study | demo) and min(evaluation) >= seeds.HELD_OUT_START
+    with pytest.raises(ValueError, match="seed"):
+        seeds.eval_seed(seeds.RANGE_SIZE)
     with pytest.raises(ValueError, match="offset"):
         seeds.study_seeds(2, seeds.RANGE_SIZE - 1)
 
