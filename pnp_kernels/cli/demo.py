@@ -14,12 +14,11 @@ from pathlib import Path
 
 from ..cli_common.errors import RunError, UsageError, usage_errors
 from ..cli_common.options import MAX_SEED
-from ..cli_common.outputs import check_output_folder, existing_ancestor
+from ..cli_common.outputs import check_output_folder, claim_output, existing_ancestor
 from ..config import MAX_STEPS, RefinePlan
 from ..staging import StagedFiles
 from ..validators import check_int, quoted
 from .args import DEMO_FOLDERS, given_options
-from .outputs import claim_output
 
 # Options each demo honours; any other option set on the command line is refused.
 DEMO_OPTIONS = {"video": ("steps", "plan", "seed"), "toy": ("seed",)}

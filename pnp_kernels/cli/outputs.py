@@ -1,5 +1,5 @@
 """``pnp-sample``'s output files: their names and the checks made before and at the start of a run (that
---out can be created is checked by ``pnp_kernels.cli_common.outputs``). They are written through
+--out can be created, and holding it for a run, are in ``pnp_kernels.cli_common.outputs``). They are written through
 ``pnp_kernels.staging.StagedFiles``, so a failed run leaves nothing."""
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Iterable
 
 from ..cli_common.errors import UsageError
-from ..staging import OutputBusy, StagedFiles
+from ..cli_common.outputs import claim_output
+from ..staging import StagedFiles
 
 
 def output_paths(out: Path) -> dict[str, Path]:
@@ -28,16 +29,6 @@ def check_not_overwriting(paths: Iterable[Path], flag: str = "--out") -> None:
     existing = [str(path) for path in paths if path.exists()]
     if existing:
         raise UsageError(f"{flag}: {', '.join(existing)} already exist(s); pass --overwrite to replace")
-
-
-def claim_output(staged: StagedFiles, target: Path, flag: str = "--out") -> None:
-    """Hold ``target`` for this run; another run holding it is a usage error (exit status 2)."""
-    try:
-        staged.claim(target)
-    except OutputBusy as error:
-        raise UsageError(f"{flag} {error}") from None
-    except OSError as error:  # the folder beside it takes no lock file (read-only, no permission)
-        raise UsageError(f"{flag} {target}: cannot claim it for this run ({error.strerror or error})") from None
 
 
 def claim_outputs(staged: StagedFiles, files: list[Path], overwrite: bool, flag: str = "--out") -> None:

@@ -1,9 +1,11 @@
-"""The check both command-line tools make of an output path before anything runs: that it can be created."""
+"""What both command-line tools do with an output path: check before anything runs that it can be
+created, and hold it for the run so that a second run given the same one is refused."""
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
 
+from ..staging import OutputBusy, StagedFiles
 from .errors import UsageError
 
 
@@ -29,3 +31,13 @@ def check_output_folder(path: Path, flag: str = "--out") -> None:
             pass
     except OSError as error:
         raise UsageError(f"{flag} {path}: cannot write in {ancestor} ({error.strerror or error})") from None
+
+
+def claim_output(staged: StagedFiles, target: Path, flag: str = "--out") -> None:
+    """Hold ``target`` for this run; another run holding it is a usage error (exit status 2)."""
+    try:
+        staged.claim(target)
+    except OutputBusy as error:
+        raise UsageError(f"{flag} {error}") from None
+    except OSError as error:  # the folder beside it takes no lock file (read-only, no permission)
+        raise UsageError(f"{flag} {target}: cannot claim it for this run ({error.strerror or error})") from None

@@ -23,11 +23,11 @@ from typing import Sequence
 from ..cli_common.errors import CommandError, UsageError, usage_errors  # a bad argument: one line, exit 2
 from ..cli_common.options import (DTYPES, MAX_SEED, CommandParser, add_sampling_arguments, add_version,  # no torch
                                   check_backend, integer, real)
-from ..cli_common.outputs import check_output_folder
+from ..cli_common.outputs import check_output_folder, claim_output
 from ..cli_common.parallel import MODES
 from ..config import BACKENDS, MAX_STEPS, NOISE_MODES, P_NORMS
 from ..physics.seeds import RANGE_SIZE  # torch-free
-from ..staging import TERMINATION, Interrupted
+from ..staging import TERMINATION, Interrupted, StagedFiles
 from ..validators import check_int
 from .session import PROG, Evaluation, check_resumable, run
 
@@ -283,23 +283,27 @@ def _main(argv: list[str]) -> int:
         error.quiet = os.environ.get("RANK", "0") != "0"
         raise
     launch = eval_launch(args, demo=args.model == DEMO)
-    if launch is None:
-        evaluation, store, fingerprint = _checked(args)
-        _notify(evaluation)
-        return run(evaluation, store, fingerprint, progress=not args.no_progress)
-    from ..cli_common.parallel import Ranks
-
-    ranks = Ranks(launch).start()
-    try:
-        with ranks.together("checking the arguments"):
-            evaluation, store, fingerprint = _checked(args, ranks)
-        refuse_differences(ranks, {"model and settings": fingerprint, "prompts": evaluation.prompts,
-                                   "seeds": evaluation.seeds, "--out": str(evaluation.out)})
-        if ranks.writes:
+    with StagedFiles() as claim:  # holds --out until the evaluation ends: a second one given it is refused
+        if launch is None:
+            evaluation, store, fingerprint = _checked(args)
+            claim_output(claim, evaluation.out)
             _notify(evaluation)
-        return run(evaluation, store, fingerprint, progress=not args.no_progress, ranks=ranks)
-    finally:
-        ranks.stop()
+            return run(evaluation, store, fingerprint, progress=not args.no_progress)
+        from ..cli_common.parallel import Ranks
+
+        ranks = Ranks(launch).start()
+        try:
+            with ranks.together("checking the arguments"):
+                evaluation, store, fingerprint = _checked(args, ranks)
+            refuse_differences(ranks, {"model and settings": fingerprint, "prompts": evaluation.prompts,
+                                       "seeds": evaluation.seeds, "--out": str(evaluation.out)})
+            with ranks.together("claiming the output folder"):
+                if ranks.writes:
+                    claim_output(claim, evaluation.out)
+                    _notify(evaluation)
+            return run(evaluation, store, fingerprint, progress=not args.no_progress, ranks=ranks)
+        finally:
+            ranks.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,6 +11,7 @@ import pytest
 
 from pnp_kernels import PnPConfig
 from pnp_kernels.eval import cli, metrics, runner
+from pnp_kernels.staging import StagedFiles
 from pnp_kernels.statistics import bootstrap_mean
 from pnp_kernels.physics import generate as demo
 from pnp_kernels.physics.demo import paper_plan
@@ -105,6 +106,18 @@ def test_interrupted_run_resumes_without_recomputing_finished_samples(demo_calls
 
     assert evaluate(out, "--seeds", "4", "--plan", "1:3") == 2
     assert "holds an evaluation with other settings" in capsys.readouterr().err
+
+
+def test_an_output_folder_another_evaluation_holds_is_refused(demo_calls, tmp_path, capsys):
+    out = tmp_path / "eval"
+    with StagedFiles() as other_run:
+        other_run.claim(out)
+        assert evaluate(out, "--seeds", "1") == 2
+        assert capsys.readouterr().err == (f"pnp-eval: error: --out {out} is being written by another run (process "
+                                           f"{os.getpid()}); wait for it to end or choose another output\n")
+        assert demo_calls == [] and [p.name for p in tmp_path.iterdir()] == [".eval.lock"]
+    assert evaluate(out, "--seeds", "1") == 0 and len(demo_calls) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval"]  # the claim is released with the run
 
 
 @pytest.mark.parametrize("args, message", [
