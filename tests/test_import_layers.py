@@ -7,12 +7,12 @@ functions (they run at call time all the same):
 - cli_common, what the command lines share, imports core and the integrations;
 - the front-ends (cli, eval, comfyui) import any of those, but no front-end imports another.
 """
-import ast
 from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "pnp_kernels"
+from tests.package_imports import PACKAGE, imported_modules
+
 LAYERS = {"diffusers": "integration", "wan": "integration", "physics": "embedded model", "toy": "embedded model",
           "cli_common": "command-line common", "cli": "front-end", "eval": "front-end", "comfyui": "front-end"}
 # Besides core, which every layer may import: the layers each layer may import.
@@ -38,31 +38,9 @@ def top_part(module: str) -> str:
     return PART_ALIASES.get(part, part)
 
 
-def root_parts(names) -> set[str]:
-    """The parts that ``from pnp_kernels import names`` reaches: a module or package by its name, any other
-    name (``__version__``, ``PnPConfig``) from the root ``__init__``."""
-    return {top_part(name) if (PACKAGE / name).is_dir() or (PACKAGE / f"{name}.py").is_file() else "__init__"
-            for name in names}
-
-
 def imported_parts(path: Path) -> set[str]:
     """The first names under pnp_kernels of every module ``path`` imports."""
-    here = path.relative_to(PACKAGE).with_suffix("").parts
-    package = here[:-1]
-    parts = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.ImportFrom) and node.level:
-            base = package[: len(package) - (node.level - 1)]
-            target = ".".join((*base, node.module)) if node.module else ".".join(base)
-            parts |= {top_part(target)} if target else root_parts(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module == "pnp_kernels":
-            parts |= root_parts(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pnp_kernels."):
-            parts.add(top_part(node.module[len("pnp_kernels."):]))
-        elif isinstance(node, ast.Import):
-            parts.update(top_part(alias.name[len("pnp_kernels."):]) for alias in node.names
-                         if alias.name.startswith("pnp_kernels."))
-    return parts
+    return {top_part(module.partition(".")[2]) for module in imported_modules(path)}
 
 
 def edges() -> list[tuple[str, str]]:
