@@ -129,3 +129,5 @@ def test_holm_equals_the_adjusted_p_values(tests):
     assert holm_significant(p_values, 0.05) == _holm_naive(p_values, 0.05)
     assert holm_significant([0.01, 0.04, 0.03], 0.05) == [True, False, False]  # 0.03 > 0.05 / 2 stops it
     assert holm_significant([0.01, np.nan], 0.05) == [True, False]
+    with pytest.raises(ValueError, match="family_error"):
+        holm_significant([0.01], 0.0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +99,7 @@ def candidates(results: dict) -> list[Candidate]:
         tests = [(i, metric) for i in range(len(found)) for metric in family]
         flags = holm_significant([found[i][metric].p for i, metric in tests], FAMILY_ERROR)
         for (i, metric), flag in zip(tests, flags):
-            found[i][metric] = Difference(found[i][metric].plain, found[i][metric].simultaneous, found[i][metric].p, flag)
+            found[i][metric] = replace(found[i][metric], significant=flag)
     return [Candidate(row, reference, d) for (row, reference), d in zip(raw, found)]
 
 

@@ -12,6 +12,7 @@ the primary rows (physics/fewstep_report.py). The run refuses a student without 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from .distill import STUDY_SEEDS, file_digest
 from .fewstep_gate import add_student_and_teacher
 from .fewstep_report import RESULTS_NAME, decide, load_results
 from .fewstep_rows import study_rows
-from .model import SHIPPED_WEIGHTS, PhysicsVelocityNet, load_weights
+from .model import SHIPPED_WEIGHTS, load_weights
 from .study import Results, measure_row, parse_part
 
 
@@ -46,13 +47,11 @@ def run_study(student_path: Path, teacher_path: Path = SHIPPED_WEIGHTS, seeds=ST
     if results.data.setdefault("seeds", list(seeds)) != list(seeds):
         raise ValueError(f"{results.path} holds rows of other seeds")
     index, parts = part
-    models = {"student": student_path, "teacher": teacher_path}
+    weights, load = {"student": student_path, "teacher": teacher_path}, functools.cache(load_weights)
     for who, row in study_rows(secondary_plan)[index::parts]:
         key = f"{who}: {row.label()}"
-        if key not in results.data["rows"]:
-            if not isinstance(models[who], PhysicsVelocityNet):
-                models[who] = load_weights(models[who])
-            results.data["rows"][key] = measure_row(row, list(seeds), models[who])
+        if key not in results.data["rows"]:  # a model is loaded only for a row still to sample
+            results.data["rows"][key] = measure_row(row, list(seeds), load(Path(weights[who])))
             results.save()  # the file holds whole rows only
             print(f"  {key}: {results.data['rows'][key]['seconds']}s", flush=True)
     return results.path
